@@ -1,0 +1,7 @@
+/* msbnb — bitsandbytes-class weight quantization and QLoRA fine-tuning in C.
+ * Umbrella header: includes the whole public API. */
+#ifndef MSBNB_H
+#define MSBNB_H
+#include "msbnb/core.h"
+#include "msbnb/quant.h"
+#endif

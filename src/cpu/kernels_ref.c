@@ -1,0 +1,61 @@
+/* Scalar reference kernels: the specification the SIMD rows are tested against. */
+#include "cpu/kernels.h"
+#include "internal.h"
+#include "msbnb/quant.h"
+#include "quant/codebooks.h"
+
+#include <math.h>
+
+/* max |x| that propagates NaN (fmaxf would drop it) so bad input is detected. */
+static inline float absmax_nan(const float *x, int64_t len) {
+    float m = 0.0f;
+    for (int64_t i = 0; i < len; i++) {
+        float a = fabsf(x[i]);
+        if (!(a <= m)) m = a;
+    }
+    return m;
+}
+
+int msbnb__quant4_block_ref(uint8_t *packed, float *absmax, const float *x, int64_t len, int qtype) {
+    float m = absmax_nan(x, len);
+    if (!isfinite(m)) return -1;
+    *absmax = m;
+    float inv = 1.0f / m; /* bitsandbytes multiplies by the reciprocal; 1/0 = inf on purpose */
+    for (int64_t i = 0; i < len; i += 2) {
+        float a = x[i] * inv, b = (i + 1 < len ? x[i + 1] : 0.0f) * inv;
+        uint8_t hi, lo;
+        if (qtype == MSBNB_QTYPE_NF4) {
+            hi = msbnb__nf4_code_of(a);
+            lo = msbnb__nf4_code_of(b);
+        } else {
+            hi = msbnb__fp4_code_of(a);
+            lo = msbnb__fp4_code_of(b);
+        }
+        packed[i / 2] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+void msbnb__dequant4_f32_ref(float *out, const uint8_t *packed, const float *absmax,
+                             const float *code16, int64_t blocksize, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; i++) {
+        uint8_t b = packed[i >> 1];
+        uint8_t c = (i & 1) ? (b & 15) : (b >> 4);
+        out[i] = code16[c] * absmax[i / blocksize];
+    }
+}
+
+int msbnb__quant8_block_ref(uint8_t *q, float *absmax, const float *x, int64_t len,
+                            const float *code256) {
+    float m = absmax_nan(x, len);
+    if (!isfinite(m)) return -1;
+    *absmax = m;
+    float inv = 1.0f / m;
+    for (int64_t i = 0; i < len; i++) q[i] = msbnb__code8_of(code256, x[i] * inv);
+    return 0;
+}
+
+void msbnb__dequant8_f32_ref(float *out, const uint8_t *q, const float *absmax,
+                             const float *code256, int64_t blocksize, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; i++) out[i] = code256[q[i]] * absmax[i / blocksize];
+}

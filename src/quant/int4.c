@@ -1,0 +1,116 @@
+/* Per-group INT4 along the input dimension, packed two per byte (element 2i high nibble,
+ * bitsandbytes' order). Symmetric follows ggml's Q4_0 (d = signed max / -8, so the
+ * largest-magnitude value lands exactly on code 0 and all 16 levels are used);
+ * asymmetric follows ggml's Q4_1 (d = (max - min)/15 with the group minimum as offset). */
+#include "internal.h"
+#include "msbnb/quant.h"
+
+#include <math.h>
+#include <string.h>
+
+msbnb_status msbnb_int4_sizes(int64_t rows, int64_t cols, int64_t group_size,
+                              int64_t *groups_per_row, int64_t *packed_bytes) {
+    MSBNB_CHECK_POS(rows);
+    MSBNB_CHECK_POS(cols);
+    if (group_size < 2 || (group_size & 1))
+        return msbnb__fail(MSBNB_ERR_UNSUPPORTED, "int4 group size %lld must be even and >= 2",
+                           (long long)group_size);
+    int64_t n;
+    if (!msbnb__mul_ok(rows, cols, &n) || n > INT64_MAX / 8)
+        return msbnb__fail(MSBNB_ERR_OVERFLOW, "int4: %lld x %lld elements overflow", (long long)rows,
+                           (long long)cols);
+    if (groups_per_row) *groups_per_row = msbnb__ceil_div(cols, group_size);
+    if (packed_bytes) *packed_bytes = (n + 1) / 2;
+    return MSBNB_OK;
+}
+
+static inline void put_nibble(uint8_t *packed, int64_t i, uint8_t v) {
+    if (i & 1) packed[i >> 1] = (uint8_t)((packed[i >> 1] & 0xf0) | v);
+    else packed[i >> 1] = (uint8_t)((packed[i >> 1] & 0x0f) | (v << 4));
+}
+static inline uint8_t get_nibble(const uint8_t *packed, int64_t i) {
+    return (i & 1) ? (packed[i >> 1] & 15) : (packed[i >> 1] >> 4);
+}
+
+static inline uint8_t clamp15(float v) {
+    if (!(v >= 0.0f)) return 0;
+    if (v > 15.0f) return 15;
+    return (uint8_t)v;
+}
+
+msbnb_status msbnb_quantize_int4(uint8_t *packed, float *scales, float *mins, const float *w,
+                                 int64_t rows, int64_t cols, int64_t group_size, int symmetric) {
+    MSBNB_CHECK_NULL(packed);
+    MSBNB_CHECK_NULL(scales);
+    MSBNB_CHECK_NULL(w);
+    if (!symmetric) MSBNB_CHECK_NULL(mins);
+    int64_t gpr, nbytes;
+    MSBNB_TRY(msbnb_int4_sizes(rows, cols, group_size, &gpr, &nbytes));
+    for (int64_t i = 0; i < rows * cols; i++)
+        if (!isfinite(w[i]))
+            return msbnb__fail(MSBNB_ERR_NON_FINITE, "%s: w[%lld] is not finite", __func__, (long long)i);
+    if ((rows * cols) & 1) packed[nbytes - 1] = 0; /* pad nibble */
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t g = 0; g < gpr; g++) {
+            int64_t c0 = g * group_size, len = cols - c0 < group_size ? cols - c0 : group_size;
+            const float *x = w + r * cols + c0;
+            int64_t base = r * cols + c0;
+            if (symmetric) {
+                float m = 0.0f;
+                for (int64_t i = 0; i < len; i++)
+                    if (fabsf(x[i]) > fabsf(m)) m = x[i];
+                float d = m / -8.0f, id = d != 0 ? 1.0f / d : 0.0f;
+                scales[r * gpr + g] = d;
+                for (int64_t i = 0; i < len; i++) put_nibble(packed, base + i, clamp15(rintf(x[i] * id) + 8.0f));
+            } else {
+                float mn = x[0], mx = x[0];
+                for (int64_t i = 1; i < len; i++) {
+                    if (x[i] < mn) mn = x[i];
+                    if (x[i] > mx) mx = x[i];
+                }
+                float d = (mx - mn) / 15.0f, id = d != 0 ? 1.0f / d : 0.0f;
+                scales[r * gpr + g] = d;
+                mins[r * gpr + g] = mn;
+                for (int64_t i = 0; i < len; i++) put_nibble(packed, base + i, clamp15(rintf((x[i] - mn) * id)));
+            }
+        }
+    }
+    return MSBNB_OK;
+}
+
+msbnb_status msbnb_dequantize_int4(float *out, const uint8_t *packed, const float *scales,
+                                   const float *mins, int64_t rows, int64_t cols,
+                                   int64_t group_size, int symmetric) {
+    MSBNB_CHECK_NULL(out);
+    MSBNB_CHECK_NULL(packed);
+    MSBNB_CHECK_NULL(scales);
+    if (!symmetric) MSBNB_CHECK_NULL(mins);
+    int64_t gpr;
+    MSBNB_TRY(msbnb_int4_sizes(rows, cols, group_size, &gpr, NULL));
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t c = 0; c < cols; c++) {
+            int64_t g = r * gpr + c / group_size, i = r * cols + c;
+            float u = (float)get_nibble(packed, i);
+            out[i] = symmetric ? (u - 8.0f) * scales[g] : u * scales[g] + mins[g];
+        }
+    }
+    return MSBNB_OK;
+}
+
+msbnb_status msbnb_pack_4bit(uint8_t *packed, const uint8_t *codes, int64_t n) {
+    MSBNB_CHECK_NULL(packed);
+    MSBNB_CHECK_NULL(codes);
+    MSBNB_CHECK_POS(n);
+    for (int64_t i = 0; i + 1 < n; i += 2)
+        packed[i / 2] = (uint8_t)((codes[i] & 15) << 4 | (codes[i + 1] & 15));
+    if (n & 1) packed[n / 2] = (uint8_t)((codes[n - 1] & 15) << 4);
+    return MSBNB_OK;
+}
+
+msbnb_status msbnb_unpack_4bit(uint8_t *codes, const uint8_t *packed, int64_t n) {
+    MSBNB_CHECK_NULL(packed);
+    MSBNB_CHECK_NULL(codes);
+    MSBNB_CHECK_POS(n);
+    for (int64_t i = 0; i < n; i++) codes[i] = get_nibble(packed, i);
+    return MSBNB_OK;
+}

@@ -20,9 +20,10 @@ int msbnb__quant4_block_ref(uint8_t *packed, float *absmax, const float *x, int6
     float m = absmax_nan(x, len);
     if (!isfinite(m)) return -1;
     *absmax = m;
-    float inv = 1.0f / m; /* bitsandbytes multiplies by the reciprocal; 1/0 = inf on purpose */
+    /* bitsandbytes multiplies by its (approximate) reciprocal; 1/0 = inf on purpose */
+    float inv = msbnb__bnb_rcp(m);
     for (int64_t i = 0; i < len; i += 2) {
-        float a = x[i] * inv, b = (i + 1 < len ? x[i + 1] : 0.0f) * inv;
+        float a = msbnb__mul_ftz(x[i], inv), b = msbnb__mul_ftz(i + 1 < len ? x[i + 1] : 0.0f, inv);
         uint8_t hi, lo;
         if (qtype == MSBNB_QTYPE_NF4) {
             hi = msbnb__nf4_code_of(a);
@@ -50,8 +51,8 @@ int msbnb__quant8_block_ref(uint8_t *q, float *absmax, const float *x, int64_t l
     float m = absmax_nan(x, len);
     if (!isfinite(m)) return -1;
     *absmax = m;
-    float inv = 1.0f / m;
-    for (int64_t i = 0; i < len; i++) q[i] = msbnb__code8_of(code256, x[i] * inv);
+    float inv = msbnb__bnb_rcp(m);
+    for (int64_t i = 0; i < len; i++) q[i] = msbnb__code8_of(code256, msbnb__mul_ftz(x[i], inv));
     return 0;
 }
 

@@ -4,6 +4,7 @@
 #include "cpu/kernels.h"
 #include "internal.h"
 #include "msbnb/quant.h"
+#include "quant/codebooks.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -148,7 +149,9 @@ msbnb_status msbnb_int8_vectorwise_quant(int8_t *q, float *row_absmax, int64_t *
             if (v > m) m = v;
         }
         row_absmax[r] = m;
-        float s = 127.0f / m; /* m == 0: inf; 0 * inf = NaN -> code 0 below */
+        /* bitsandbytes: __fdividef(127, absmax) = RN(127 * rcp.approx(absmax)); m == 0 gives
+         * inf and 0 * inf = NaN -> code 0 below. */
+        float s = 127.0f * msbnb__bnb_rcp(m);
         for (int64_t c = 0; c < cols; c++) {
             float v = row[c] * s;
             int8_t code = (v == v) ? sat8(rintf(v)) : 0;

@@ -65,23 +65,30 @@ static void test_quant4_tiers_bit_identical(void) {
     unsetenv("MSBNB_CPU");
 }
 
-static void test_q8_dequant_tiers_bit_identical(void) {
+static void test_q8_tiers_bit_identical(void) {
     tu_rng r;
     tu_rng_init(&r, tu_seed() + 1);
     int nt = tiers_available();
-    static const int64_t sizes[] = {1, 3, 65, 4097};
-    for (size_t s = 0; s < 4; s++) {
+    static const int64_t sizes[] = {1, 3, 65, 4097, 20000};
+    for (size_t s = 0; s < 5; s++) {
         int64_t n = sizes[s], bs = 64, nb = msbnb_nblocks(n, bs);
         float *x = malloc((size_t)n * 4), *am = malloc((size_t)nb * 4), *out[3];
         uint8_t *q = malloc((size_t)n);
         fill_hard(&r, x, n);
-        CHECK_OK(msbnb_quantize_blockwise_8bit(q, am, x, MSBNB_DTYPE_F32, n, bs, NULL, 1));
+        uint8_t *q0 = malloc((size_t)n);
+        float *am0 = malloc((size_t)nb * 4);
+        set_tier(0);
+        CHECK_OK(msbnb_quantize_blockwise_8bit(q0, am0, x, MSBNB_DTYPE_F32, n, bs, NULL, 1));
         for (int t = 0; t < nt; t++) {
             set_tier(t);
+            CHECK_OK(msbnb_quantize_blockwise_8bit(q, am, x, MSBNB_DTYPE_F32, n, bs, NULL, 1));
+            CHECKF(memcmp(q, q0, (size_t)n) == 0 && memcmp(am, am0, (size_t)nb * 4) == 0, "q8 quantize %s n=%lld", k_tiers[t], (long long)n);
             out[t] = malloc((size_t)n * 4);
             CHECK_OK(msbnb_dequantize_blockwise_8bit(out[t], MSBNB_DTYPE_F32, q, am, n, bs, NULL, 1));
         }
         for (int t = 1; t < nt; t++) CHECK(memcmp(out[0], out[t], (size_t)n * 4) == 0);
+        free(q0);
+        free(am0);
         for (int t = 0; t < nt; t++) free(out[t]);
         free(x);
         free(am);
@@ -137,7 +144,7 @@ static void test_convert_tiers_bit_identical(void) {
 int main(void) {
     printf("tiers available: %d\n", tiers_available());
     RUN_TEST(test_quant4_tiers_bit_identical);
-    RUN_TEST(test_q8_dequant_tiers_bit_identical);
+    RUN_TEST(test_q8_tiers_bit_identical);
     RUN_TEST(test_convert_tiers_bit_identical);
     return tu_finish();
 }

@@ -105,6 +105,48 @@ static int quant4_block_avx512(uint8_t *packed, float *absmax, const float *x, i
     return 0;
 }
 
+/* bitsandbytes' dQuantize<0> binary search on 16 lanes at once (msbnb__code8_of is the
+ * scalar spec): the same pivots, compares and midpoint rounding per lane. */
+static inline __m512i code8_of16(const float *code, __m512 x) {
+    __m512i pivot = _mm512_set1_epi32(127), up = _mm512_set1_epi32(255), lp = _mm512_setzero_si512();
+    __m512 lower = _mm512_set1_ps(-1.0f), upper = _mm512_set1_ps(1.0f);
+    __m512 val = _mm512_set1_ps(code[127]);
+    for (int i = 64; i > 0; i >>= 1) {
+        __mmask16 gt = _mm512_cmp_ps_mask(x, val, _CMP_GT_OQ);
+        lp = _mm512_mask_mov_epi32(lp, gt, pivot);
+        lower = _mm512_mask_mov_ps(lower, gt, val);
+        up = _mm512_mask_mov_epi32(pivot, gt, up);
+        upper = _mm512_mask_mov_ps(val, gt, upper);
+        __m512i step = _mm512_set1_epi32(i);
+        pivot = _mm512_mask_add_epi32(_mm512_sub_epi32(pivot, step), gt, pivot, step);
+        val = _mm512_i32gather_ps(pivot, code, 4);
+    }
+    upper = _mm512_mask_mov_ps(upper, _mm512_cmpeq_epi32_mask(up, _mm512_set1_epi32(255)), _mm512_set1_ps(code[255]));
+    lower = _mm512_mask_mov_ps(lower, _mm512_cmpeq_epi32_mask(lp, _mm512_setzero_si512()), _mm512_set1_ps(code[0]));
+    __mmask16 gt = _mm512_cmp_ps_mask(x, val, _CMP_GT_OQ);
+    __m512 half = _mm512_set1_ps(0.5f);
+    __m512 mid_up = _mm512_mul_ps(_mm512_add_ps(upper, val), half);
+    __m512 mid_lo = _mm512_mul_ps(_mm512_add_ps(lower, val), half);
+    __mmask16 take_up = gt & _mm512_cmp_ps_mask(x, mid_up, _CMP_GT_OQ);
+    __mmask16 take_lo = (__mmask16)~gt & _mm512_cmp_ps_mask(x, mid_lo, _CMP_LT_OQ);
+    __m512i r = _mm512_mask_mov_epi32(pivot, take_up, up);
+    return _mm512_mask_mov_epi32(r, take_lo, lp);
+}
+
+static int quant8_block_avx512(uint8_t *q, float *absmax, const float *x, int64_t len, const float *code256) {
+    int bad;
+    float m = absmax16(x, len, &bad);
+    if (bad) return -1;
+    *absmax = m;
+    float inv_s = msbnb__bnb_rcp(m);
+    __m512 inv = _mm512_set1_ps(inv_s);
+    int64_t i = 0;
+    for (; i + 16 <= len; i += 16)
+        _mm_storeu_si128((__m128i *)(q + i), _mm512_cvtepi32_epi8(code8_of16(code256, mul_ftz(_mm512_loadu_ps(x + i), inv))));
+    for (; i < len; i++) q[i] = msbnb__code8_of(code256, msbnb__mul_ftz(x[i], inv_s));
+    return 0;
+}
+
 /* 16 nibble indices for 8 packed bytes, in element order (high nibble first). */
 static inline __m512i nibbles16(const uint8_t *p) {
     __m128i b = _mm_loadl_epi64((const __m128i *)p);
@@ -188,5 +230,6 @@ const msbnb__kernel_table msbnb__kernels_avx512 = {
     .convert = convert_avx512,
     .quant4_block = quant4_block_avx512,
     .dequant4_f32 = dequant4_f32_avx512,
+    .quant8_block = quant8_block_avx512,
     .dequant8_f32 = dequant8_f32_avx512,
 };

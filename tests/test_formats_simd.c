@@ -124,6 +124,20 @@ static void test_convert_tiers_bit_identical(void) {
         CHECK_OK(msbnb_convert(b[t], MSBNB_DTYPE_BF16, x, MSBNB_DTYPE_F32, n));
         CHECK_OK(msbnb_convert(hf[t], MSBNB_DTYPE_F32, h[t], MSBNB_DTYPE_F16, n));
         CHECK_OK(msbnb_convert(bf[t], MSBNB_DTYPE_F32, b[t], MSBNB_DTYPE_BF16, n));
+        if (t > 0) { /* f16 <-> bf16 directly, against the scalar tier's two-step result */
+            uint16_t *hb = malloc((size_t)n * 2), *hb0 = malloc((size_t)n * 2);
+            CHECK_OK(msbnb_convert(hb, MSBNB_DTYPE_BF16, h[t], MSBNB_DTYPE_F16, n));
+            set_tier(0);
+            CHECK_OK(msbnb_convert(hb0, MSBNB_DTYPE_BF16, h[t], MSBNB_DTYPE_F16, n));
+            CHECK(memcmp(hb, hb0, (size_t)n * 2) == 0);
+            set_tier(t);
+            CHECK_OK(msbnb_convert(hb, MSBNB_DTYPE_F16, b[t], MSBNB_DTYPE_BF16, n));
+            set_tier(0);
+            CHECK_OK(msbnb_convert(hb0, MSBNB_DTYPE_F16, b[t], MSBNB_DTYPE_BF16, n));
+            CHECK(memcmp(hb, hb0, (size_t)n * 2) == 0);
+            free(hb);
+            free(hb0);
+        }
     }
     for (int t = 1; t < nt; t++) {
         CHECKF(memcmp(h[0], h[t], (size_t)n * 2) == 0, "f16 %s", k_tiers[t]);

@@ -141,6 +141,17 @@ static void dequant8_f32_avx2(float *out, const uint8_t *q, const float *absmax,
 
 static void convert_avx2(void *dst, msbnb_dtype dt, const void *src, msbnb_dtype st, int64_t n) {
     int64_t i = 0;
+    if (st != dt && st != MSBNB_DTYPE_F32 && dt != MSBNB_DTYPE_F32) {
+        /* f16 <-> bf16: through f32 in L1-sized chunks (exact: f32 holds both) */
+        float tmp[1024];
+        size_t ds = msbnb_dtype_size(dt), ss = msbnb_dtype_size(st);
+        for (; i < n; i += 1024) {
+            int64_t c = n - i < 1024 ? n - i : 1024;
+            convert_avx2(tmp, MSBNB_DTYPE_F32, (const char *)src + i * ss, st, c);
+            convert_avx2((char *)dst + i * ds, dt, tmp, MSBNB_DTYPE_F32, c);
+        }
+        return;
+    }
     if (st == MSBNB_DTYPE_BF16 && dt == MSBNB_DTYPE_F32) {
         for (; i + 8 <= n; i += 8) {
             __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)src + i)));

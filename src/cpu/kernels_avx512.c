@@ -203,6 +203,17 @@ static inline __m256i f32_to_bf16_16(__m512 v) {
 
 static void convert_avx512(void *dst, msbnb_dtype dt, const void *src, msbnb_dtype st, int64_t n) {
     int64_t i = 0;
+    if (st != dt && st != MSBNB_DTYPE_F32 && dt != MSBNB_DTYPE_F32) {
+        /* f16 <-> bf16: through f32 in L1-sized chunks (exact: f32 holds both) */
+        float tmp[1024];
+        size_t ds = msbnb_dtype_size(dt), ss = msbnb_dtype_size(st);
+        for (; i < n; i += 1024) {
+            int64_t c = n - i < 1024 ? n - i : 1024;
+            convert_avx512(tmp, MSBNB_DTYPE_F32, (const char *)src + i * ss, st, c);
+            convert_avx512((char *)dst + i * ds, dt, tmp, MSBNB_DTYPE_F32, c);
+        }
+        return;
+    }
     if (st == MSBNB_DTYPE_F32 && dt == MSBNB_DTYPE_BF16) {
         for (; i + 16 <= n; i += 16)
             _mm256_storeu_si256((__m256i *)((uint16_t *)dst + i), f32_to_bf16_16(_mm512_loadu_ps((const float *)src + i)));

@@ -4,5 +4,8 @@
 #define MSBNB_H
 #include "msbnb/core.h"
 #include "msbnb/quant.h"
+#include "msbnb/linear.h"
 #include "msbnb/safetensors.h"
+#include "msbnb/qconfig.h"
+#include "msbnb/convert.h"
 #endif

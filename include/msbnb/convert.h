@@ -23,6 +23,7 @@
 #ifndef MSBNB_CONVERT_H
 #define MSBNB_CONVERT_H
 
+#include "msbnb/linear.h"
 #include "msbnb/qconfig.h"
 #include "msbnb/safetensors.h"
 
@@ -126,6 +127,20 @@ MSBNB_API void msbnb_qtensor_clear(msbnb_qtensor *t);
 /* Dequantizes into out [rows*cols] floats (cap = capacity in elements). */
 MSBNB_API msbnb_status msbnb_qtensor_dequantize(const msbnb_qtensor *t, float *out, int64_t cap,
                                                 int nthreads);
+
+/* Creates a linear layer (msbnb/linear.h) holding t's weight in its stored format, without
+ * requantizing: NF4/FP4 (± double quant, from the stored 8-bit absmax codes), LLM.int8
+ * (CB + SCB), per-group INT4, or a float weight (F32 layer; F16/BF16 layers keep their
+ * dtype). bias [rows] f32 or NULL. *out is freed with msbnb_linear_free. Errors:
+ * MSBNB_ERR_UNSUPPORTED for msbnb's asymmetric/per-tensor INT8 (the layer API has no
+ * constructor from those parts), the layer constructors' errors. */
+MSBNB_API msbnb_status msbnb_qtensor_to_linear(msbnb_linear_t **out, const msbnb_qtensor *t,
+                                               const float *bias);
+
+/* msbnb_qtensor_load + msbnb_qtensor_to_linear for module `module` of f, with the bias
+ * `<module>.bias` (F32/F16/BF16 [rows]) when the checkpoint has one. */
+MSBNB_API msbnb_status msbnb_checkpoint_load_linear(msbnb_linear_t **out, const msbnb_st_file_t *f,
+                                                    const char *module);
 
 /* Lists the weight modules of a checkpoint: calls fn(user, module, quantized) for each
  * 2-D `<m>.weight` (quantized or not), in name order. Returns the first error of fn

@@ -32,7 +32,14 @@ test-sanitize: deps
 	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 MSBNB_SANITIZE_RUN=1 ctest --output-on-failure -j$(JOBS) -E cuda
 
 demo: build
-	@./$(BUILD)/examples/functional_api
+	@m=$${DEMO_MODEL:-tests/data/tiny-llama/fp32}; d=$(BUILD)/demo; rm -rf $$d && mkdir -p $$d && \
+	echo "== msbnb quantize $$m -> NF4 + double quant" && \
+	./$(BUILD)/msbnb quantize $$m $$d/nf4dq --type nf4 --double-quant && echo && \
+	./$(BUILD)/msbnb inspect $$d/nf4dq --against $$m && echo && \
+	echo "== msbnb quantize $$m -> INT8 (LLM.int8)" && \
+	./$(BUILD)/msbnb quantize $$m $$d/int8 --type int8 && echo && \
+	./$(BUILD)/msbnb inspect $$d/int8 --against $$m && echo && \
+	echo "== size reduction" && du -b $$m/model.safetensors $$d/nf4dq/model.safetensors $$d/int8/model.safetensors
 
 bench: build
 	@for b in $(BUILD)/bench/bench_*; do echo "== $$b"; $$b || exit 1; done

@@ -385,6 +385,29 @@ static msbnb_status put(msbnb_st_writer_t *w, const char *m, const char *suffix,
     return msbnb_st_writer_write(w, kname(k, sizeof k, m, suffix), 0, p, nbytes);
 }
 
+/* msbnb_convert split over threads (the dtype casts before int8/int4 quantization). */
+typedef struct {
+    void *dst;
+    const void *src;
+    msbnb_dtype dt, st;
+    int fail;
+} conv_job;
+
+static void conv_range(void *vctx, int64_t b, int64_t e, int tid) {
+    (void)tid;
+    conv_job *j = vctx;
+    if (msbnb_convert((char *)j->dst + (size_t)b * msbnb_dtype_size(j->dt), j->dt,
+                      (const char *)j->src + (size_t)b * msbnb_dtype_size(j->st), j->st, e - b) != MSBNB_OK)
+        j->fail = 1;
+}
+
+static msbnb_status pconvert(void *dst, msbnb_dtype dt, const void *src, msbnb_dtype st, int64_t n,
+                             int nthreads) {
+    conv_job j = {dst, src, dt, st, 0};
+    msbnb__parallel_for(nthreads, n, 1 << 16, conv_range, &j);
+    return j.fail ? msbnb__fail(MSBNB_ERR_INTERNAL, "dtype conversion failed") : MSBNB_OK;
+}
+
 /* Allocation for quantize_one: records the buffer for release, latches the status. */
 static void *balloc(msbnb_status *st, void **bufs, int *nbufs, size_t bytes) {
     if (*st != MSBNB_OK) return NULL;
@@ -418,7 +441,7 @@ static msbnb_status quantize_one(const ctx_t *c, msbnb_st_writer_t *w, const ite
     if (want != ti->dtype || ((uintptr_t)x % es) != 0) {
         void *cx = NULL;
         ALLOC(cx, (size_t)n * msbnb_dtype_size(want));
-        if (st == MSBNB_OK) st = msbnb_convert(cx, want, ti->data, ti->dtype, n);
+        if (st == MSBNB_OK) st = pconvert(cx, want, ti->data, ti->dtype, n, c->nthreads);
         x = cx;
     }
     msbnb_qtensor q;
@@ -651,6 +674,7 @@ static msbnb_status run_quantize_shard(const ctx_t *c, const msbnb_st_file_t *f,
     for (size_t i = 0; i < k && st == MSBNB_OK; i++) {
         st = declare(c, w, &items[i], &rep->n_tensors_out);
         if (st != MSBNB_OK) st = msbnb__wrap(st, c->label, items[i].ti.name);
+        if (items[i].quant) msbnb_st_release(f, items[i].idx); /* the absmax pass read it */
     }
     if (st == MSBNB_OK) st = msbnb_st_writer_begin(w);
     for (size_t i = 0; i < k && st == MSBNB_OK; i++) {

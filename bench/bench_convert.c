@@ -3,7 +3,8 @@
  * msbnb_convert_quantize, output fsync included. Each conversion runs in a child process
  * so its peak RSS (getrusage of that child) is its own. Baseline in the same run: a
  * conversion that quantizes nothing (every tensor copied through the same writer).
- *   build/bench/bench_convert [--gb X] [--threads N] [--dir D] [--reps R]
+ *   build/bench/bench_convert [--gb X] [--threads N] [--dir D] [--reps R] [--make DIR]
+ * (--make DIR only writes the generated checkpoint into DIR, for profiling)
  * (default 2 GB in $TMPDIR or /tmp; the files are deleted afterwards). */
 #include "benchutil.h"
 #include "msbnb/msbnb.h"
@@ -109,6 +110,7 @@ typedef struct {
     uint64_t bytes_in, file_out;
     double mean_err;
     long maxrss_kb;
+    double cpu_s; /* user + system time of the child */
     int ok;
 } result_t;
 
@@ -145,7 +147,11 @@ static result_t run_child(const char *in, const char *out, const msbnb_qconfig *
     close(fd[0]);
     struct rusage ru;
     int status = 0;
-    if (wait4(pid, &status, 0, &ru) == pid) r.maxrss_kb = ru.ru_maxrss;
+    if (wait4(pid, &status, 0, &ru) == pid) {
+        r.maxrss_kb = ru.ru_maxrss;
+        r.cpu_s = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+                  (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
+    }
     nftw(out, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     return r;
 }
@@ -166,6 +172,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--dir") && i + 1 < argc) base = argv[++i];
         else if (!strcmp(argv[i], "--quick")) gb = 0.25, reps = 1;
+        else if (!strcmp(argv[i], "--make") && i + 1 < argc) {
+            uint64_t b = 0;
+            mkdir(argv[i + 1], 0755);
+            return write_checkpoint(argv[i + 1], gb, &b) ? 0 : 1;
+        }
         else {
             fprintf(stderr, "usage: bench_convert [--gb X] [--threads N] [--reps R] [--dir D] [--quick]\n");
             return 2;
@@ -196,8 +207,8 @@ int main(int argc, char **argv) {
     printf("# bench_convert: %.2f GB bf16 checkpoint (generated in %.1f s) in %s; %s; threads %d; "
            "load average %.2f; median of %d\n", in_bytes / 1e9, tg, base, bu_machine(),
            threads > 0 ? threads : msbnb_default_threads(), load[0], reps);
-    printf("\n| conversion | median s | GB/s of input | vs copy | output GB | ratio | peak RSS MB | mean rel. err |\n"
-           "|---|---|---|---|---|---|---|---|\n");
+    printf("\n| conversion | median s | GB/s of input | vs copy | CPU s (user+sys) | GB per CPU-s | output GB | ratio | peak RSS MB | mean rel. err |\n"
+           "|---|---|---|---|---|---|---|---|---|---|\n");
     struct {
         const char *name;
         msbnb_qtype t;
@@ -215,7 +226,7 @@ int main(int argc, char **argv) {
                                                          : msbnb_int4_config_default(runs[k].t);
         if (runs[k].t == MSBNB_QTYPE_NF4 || runs[k].t == MSBNB_QTYPE_FP4) cfg.format.double_quant = runs[k].dq;
         if (k == 0) msbnb_qconfig_add_target(&cfg, "no_such_module");
-        double s[50];
+        double s[50], cpu[50];
         result_t r;
         long rss = 0;
         for (int i = 0; i < reps; i++) {
@@ -225,13 +236,15 @@ int main(int argc, char **argv) {
                 return 1;
             }
             s[i] = r.seconds;
+            cpu[i] = r.cpu_s;
             if (r.maxrss_kb > rss) rss = r.maxrss_kb;
         }
         qsort(s, (size_t)reps, sizeof s[0], cmp_d);
-        double med = s[reps / 2];
+        qsort(cpu, (size_t)reps, sizeof cpu[0], cmp_d);
+        double med = s[reps / 2], mcpu = cpu[reps / 2];
         if (k == 0) copy_s = med;
-        printf("| %s | %.2f | %.2f | %.2f | %.3f | %.2fx | %.0f | %s%.4f |\n", runs[k].name, med,
-               r.bytes_in / med / 1e9, copy_s / med, r.file_out / 1e9,
+        printf("| %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.3f | %.2fx | %.0f | %s%.4f |\n", runs[k].name, med,
+               r.bytes_in / med / 1e9, copy_s / med, mcpu, r.bytes_in / mcpu / 1e9, r.file_out / 1e9,
                (double)r.bytes_in / (double)r.file_out, rss / 1024.0, runs[k].err ? "" : "(off) ",
                r.mean_err);
         fflush(stdout);

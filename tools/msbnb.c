@@ -126,13 +126,15 @@ static const char *QUANTIZE_HELP =
     "                    always skipped, embeddings and norms are never quantized)\n"
     "  --target PAT      only quantize modules matching PAT (repeatable)\n"
     "  --threads N       worker threads (default: all CPUs / MSBNB_THREADS)\n"
+    "  --config JSON     start from the quantization_config of a config.json (or of a\n"
+    "                    bare quantization_config object); later flags override it\n"
     "  --no-error        skip measuring each tensor's quantization error\n"
     "  --quiet           no progress output\n"
     "A PAT with * ? [ is a glob over the module name; otherwise it matches whole\n"
     "dot-separated components (\"self_attn\", \"layers.0\", \"lm_head\").\n";
 
 static int cmd_quantize(int argc, char **argv) {
-    const char *in = NULL, *out = NULL, *type = "nf4";
+    const char *in = NULL, *out = NULL, *type = NULL, *config = NULL;
     long long block = -1, threads = 0;
     int dq = 0, asym = 0, noerr = 0, quiet = 0;
     const char *skips[MSBNB_QCONFIG_MAX_PATTERNS + 1], *targets[MSBNB_QCONFIG_MAX_PATTERNS + 1];
@@ -160,6 +162,9 @@ static int cmd_quantize(int argc, char **argv) {
                 return usage_error("quantize", "too many %s patterns", a);
             if (a[2] == 's') skips[ns++] = argv[++i];
             else targets[nt++] = argv[++i];
+        } else if (!strcmp(a, "--config")) {
+            if (!has) return usage_error("quantize", "%s needs a path", a);
+            config = argv[++i];
         } else if (!strcmp(a, "--double-quant")) {
             dq = 1;
         } else if (!strcmp(a, "--asymmetric")) {
@@ -179,13 +184,38 @@ static int cmd_quantize(int argc, char **argv) {
         }
     }
     if (!in || !out) return usage_error("quantize", "%s", "needs IN and OUT");
+    msbnb_qconfig cfg;
     msbnb_qtype t;
-    if (msbnb_qtype_from_name(type, &t) != MSBNB_OK ||
-        (t != MSBNB_QTYPE_INT8 && t != MSBNB_QTYPE_INT4 && t != MSBNB_QTYPE_NF4 && t != MSBNB_QTYPE_FP4))
-        return usage_error("quantize", "--type must be int8, int4, nf4 or fp4 (got '%s')", type);
-    msbnb_qconfig cfg = t == MSBNB_QTYPE_INT8 ? msbnb_int8_config_default() : msbnb_int4_config_default(t);
-    if (t == MSBNB_QTYPE_NF4 || t == MSBNB_QTYPE_FP4) cfg.format.double_quant = dq;
-    else if (dq) return usage_error("quantize", "%s", "--double-quant applies to nf4 and fp4 only");
+    msbnb_status st;
+    if (config) {
+        FILE *fp = fopen(config, "rb");
+        if (!fp) {
+            fprintf(stderr, "%s: error: cannot open '%s': %s\n", prog, config, strerror(errno));
+            return 1;
+        }
+        char *text = malloc(1 << 20);
+        size_t len = text ? fread(text, 1, (1 << 20) - 1, fp) : 0;
+        fclose(fp);
+        st = text ? msbnb_qconfig_from_json(&cfg, text, len) : MSBNB_ERR_OUT_OF_MEMORY;
+        free(text);
+        if (st != MSBNB_OK) return fail(st);
+        t = cfg.format.type;
+        if (type) {
+            msbnb_qtype t2;
+            if (msbnb_qtype_from_name(type, &t2) != MSBNB_OK || t2 != t)
+                return usage_error("quantize", "--type disagrees with --config (%s)", msbnb_qtype_name(t));
+        }
+        type = msbnb_qtype_name(t);
+        if (dq) cfg.format.double_quant = 1;
+    } else {
+        if (!type) type = "nf4";
+        if (msbnb_qtype_from_name(type, &t) != MSBNB_OK ||
+            (t != MSBNB_QTYPE_INT8 && t != MSBNB_QTYPE_INT4 && t != MSBNB_QTYPE_NF4 && t != MSBNB_QTYPE_FP4))
+            return usage_error("quantize", "--type must be int8, int4, nf4 or fp4 (got '%s')", type);
+        cfg = t == MSBNB_QTYPE_INT8 ? msbnb_int8_config_default() : msbnb_int4_config_default(t);
+        if (t == MSBNB_QTYPE_NF4 || t == MSBNB_QTYPE_FP4) cfg.format.double_quant = dq;
+        else if (dq) return usage_error("quantize", "%s", "--double-quant applies to nf4 and fp4 only");
+    }
     if (asym) {
         if (t != MSBNB_QTYPE_INT8 && t != MSBNB_QTYPE_INT4)
             return usage_error("quantize", "%s", "--asymmetric applies to int8 and int4 only");
@@ -195,7 +225,6 @@ static int cmd_quantize(int argc, char **argv) {
         if (t == MSBNB_QTYPE_INT8) return usage_error("quantize", "%s", "--block does not apply to int8 (per-row scales)");
         cfg.format.block = block;
     }
-    msbnb_status st;
     for (int i = 0; i < ns; i++)
         if ((st = msbnb_qconfig_add_skip(&cfg, skips[i])) != MSBNB_OK) return fail(st);
     for (int i = 0; i < nt; i++)

@@ -81,11 +81,16 @@ typedef struct {
     size_t qs_len;
 } item_t;
 
+#define N_SCRATCH 10
 typedef struct {
     const msbnb_qconfig *cfg;
     const msbnb_convert_options *opt;
     int nthreads;
     const char *label; /* shard path, for messages */
+    /* Buffers reused from tensor to tensor (grown as needed, freed at the end): fresh
+     * allocations of this size are fresh mmaps whose pages the kernel zeroes each time. */
+    void *scratch[N_SCRATCH];
+    size_t scratch_cap[N_SCRATCH];
 } ctx_t;
 
 static char *kname(char *buf, size_t cap, const char *module, const char *suffix) {
@@ -98,57 +103,54 @@ static char *kname(char *buf, size_t cap, const char *module, const char *suffix
 typedef struct {
     const uint8_t *x;
     msbnb_dtype dt;
-    int64_t n, block, unit_blocks;
-    float *absmax, **buf;
-    msbnb_status st;
+    int64_t n, block;
+    float *absmax;
 } absmax_job;
 
-static void absmax_range(void *vctx, int64_t u0, int64_t u1, int tid) {
+/* |x| ordered like the bits with the sign cleared (IEEE formats, finite or not): the
+ * block maximum is found on integers, straight from the input dtype, without converting;
+ * NaN/Inf compare above every finite value and make the offset non-finite (reported). */
+static void absmax_range(void *vctx, int64_t b0, int64_t b1, int tid) {
+    (void)tid;
     absmax_job *j = vctx;
-    size_t es = msbnb_dtype_size(j->dt);
-    float *buf = j->buf[tid];
-    for (int64_t u = u0; u < u1; u++) {
-        int64_t b0 = u * j->unit_blocks, e0 = b0 * j->block;
-        int64_t e1 = e0 + j->unit_blocks * j->block;
-        if (e1 > j->n) e1 = j->n;
-        if (msbnb_convert(buf, MSBNB_DTYPE_F32, j->x + (size_t)e0 * es, j->dt, e1 - e0) != MSBNB_OK) {
-            j->st = MSBNB_ERR_INTERNAL;
-            return;
-        }
-        for (int64_t b = b0; b * j->block < e1; b++) {
-            int64_t s = b * j->block - e0, e = s + j->block;
-            if (e > e1 - e0) e = e1 - e0;
-            float m = 0.0f;
+    for (int64_t b = b0; b < b1; b++) {
+        int64_t s = b * j->block, e = s + j->block < j->n ? s + j->block : j->n;
+        if (j->dt == MSBNB_DTYPE_F32) {
+            uint32_t m = 0;
             for (int64_t i = s; i < e; i++) {
-                float v = fabsf(buf[i]);
+                uint32_t v;
+                memcpy(&v, j->x + (size_t)i * 4, 4);
+                v &= 0x7fffffffu;
                 m = v > m ? v : m;
             }
-            j->absmax[b] = m;
+            float f;
+            memcpy(&f, &m, 4);
+            j->absmax[b] = f;
+        } else {
+            uint16_t m = 0;
+            for (int64_t i = s; i < e; i++) {
+                uint16_t v;
+                memcpy(&v, j->x + (size_t)i * 2, 2);
+                v &= 0x7fff;
+                m = v > m ? v : m;
+            }
+            j->absmax[b] = j->dt == MSBNB_DTYPE_BF16 ? msbnb_bf16_to_f32(m) : msbnb_f16_to_f32(m);
         }
     }
 }
 
 static msbnb_status nested_offset(const ctx_t *c, const item_t *it, float *offset) {
     int64_t n = it->ti.numel, block = c->cfg->format.block, nb = msbnb__ceil_div(n, block);
-    int nt = c->nthreads;
-    absmax_job j = {it->ti.data, it->ti.dtype, n, block, 0, NULL, NULL, MSBNB_OK};
-    j.unit_blocks = block >= 16384 ? 1 : 16384 / block;
+    absmax_job j = {it->ti.data, it->ti.dtype, n, block, NULL};
     j.absmax = msbnb__alloc((size_t)nb * sizeof(float));
-    j.buf = calloc((size_t)nt, sizeof(float *));
     uint8_t *q = msbnb__alloc((size_t)nb);
     float *nest = msbnb__alloc((size_t)msbnb__ceil_div(nb, MSBNB_NESTED_BLOCKSIZE) * sizeof(float));
-    msbnb_status st = (j.absmax && j.buf && q && nest) ? MSBNB_OK
+    msbnb_status st = (j.absmax && q && nest) ? MSBNB_OK
                       : msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "out of memory");
-    for (int t = 0; st == MSBNB_OK && t < nt; t++)
-        if (!(j.buf[t] = msbnb__alloc((size_t)(j.unit_blocks * block) * sizeof(float))))
-            st = msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "out of memory");
     if (st == MSBNB_OK) {
-        msbnb__parallel_for(nt, msbnb__ceil_div(nb, j.unit_blocks), 1, absmax_range, &j);
-        st = j.st == MSBNB_OK ? MSBNB_OK : msbnb__fail(j.st, "absmax pass failed");
+        msbnb__parallel_for(c->nthreads, nb, 16384 / block + 1, absmax_range, &j);
+        st = msbnb_double_quant_absmax(q, nest, offset, j.absmax, nb);
     }
-    if (st == MSBNB_OK) st = msbnb_double_quant_absmax(q, nest, offset, j.absmax, nb);
-    for (int t = 0; j.buf && t < nt; t++) msbnb__free(j.buf[t]);
-    free(j.buf);
     msbnb__free(j.absmax);
     msbnb__free(q);
     msbnb__free(nest);
@@ -310,30 +312,61 @@ typedef struct {
     int fail;
 } err_job;
 
+/* Sums of squares over [0, n) in 16 float lanes (a vector_size type, so the compiler
+ * emits whatever SIMD the baseline target has), folded into doubles every 1024 elements
+ * so the float partial sums stay short. */
+typedef float msbnb__v16f __attribute__((vector_size(64)));
+
+static void sq_sums(const float *restrict x, const float *restrict d, int64_t n, double *num, double *den) {
+    double nu = 0, de = 0;
+    for (int64_t b = 0; b < n; b += 1024) {
+        int64_t e = n - b < 1024 ? n - b : 1024, i = 0;
+        msbnb__v16f an = {0}, ad = {0};
+        for (; i + 16 <= e; i += 16) {
+            msbnb__v16f a, q;
+            memcpy(&a, x + b + i, sizeof a);
+            memcpy(&q, d + b + i, sizeof q);
+            msbnb__v16f df = a - q;
+            an += df * df;
+            ad += a * a;
+        }
+        for (; i < e; i++) {
+            float a = x[b + i], df = a - d[b + i];
+            an[0] += df * df;
+            ad[0] += a * a;
+        }
+        for (int l = 0; l < 16; l++) {
+            nu += an[l];
+            de += ad[l];
+        }
+    }
+    *num = nu;
+    *den = de;
+}
+
 static void err_range(void *vctx, int64_t u0, int64_t u1, int tid) {
     err_job *j = vctx;
     size_t es = msbnb_dtype_size(j->dt);
     for (int64_t u = u0; u < u1; u++) {
         int64_t e0 = u * j->unit, e1 = e0 + j->unit;
         if (e1 > j->n) e1 = j->n;
-        if (msbnb_convert(j->bx[tid], MSBNB_DTYPE_F32, j->x + (size_t)e0 * es, j->dt, e1 - e0) != MSBNB_OK ||
-            msbnb__qtensor_dequant_range(j->q, j->bd[tid], e0, e1) != MSBNB_OK) {
+        const float *x = j->bx[tid];
+        if (j->dt == MSBNB_DTYPE_F32 && ((uintptr_t)j->x % 4) == 0)
+            x = (const float *)(const void *)j->x + e0; /* already float: no copy */
+        else if (msbnb_convert(j->bx[tid], MSBNB_DTYPE_F32, j->x + (size_t)e0 * es, j->dt, e1 - e0) != MSBNB_OK)
+            j->fail = 1;
+        if (j->fail || msbnb__qtensor_dequant_range(j->q, j->bd[tid], e0, e1) != MSBNB_OK) {
             j->fail = 1;
             return;
         }
-        double num = 0, den = 0;
-        for (int64_t i = 0; i < e1 - e0; i++) {
-            double a = j->bx[tid][i], d = a - (double)j->bd[tid][i];
-            num += d * d;
-            den += a * a;
-        }
-        j->num[u] = num;
-        j->den[u] = den;
+        sq_sums(x, j->bd[tid], e1 - e0, &j->num[u], &j->den[u]);
     }
 }
 
-static msbnb_status rel_error(const ctx_t *c, const msbnb_qtensor *q, const item_t *it, double *out) {
-    int64_t n = it->ti.numel, unit;
+/* x: the original weight, as the input tensor or a float copy of it (dtype xdt). */
+static msbnb_status rel_error(const ctx_t *c, const msbnb_qtensor *q, const void *x, msbnb_dtype xdt,
+                              int64_t n, double *out) {
+    int64_t unit;
     const msbnb_qparams *f = &q->params;
     if (f->type == MSBNB_QTYPE_NF4 || f->type == MSBNB_QTYPE_FP4) {
         unit = f->block * (f->block >= 32768 ? 1 : 32768 / f->block);
@@ -345,7 +378,7 @@ static msbnb_status rel_error(const ctx_t *c, const msbnb_qtensor *q, const item
     }
     int64_t nu = msbnb__ceil_div(n, unit);
     int nt = c->nthreads;
-    err_job j = {q, it->ti.data, it->ti.dtype, n, unit, NULL, NULL, NULL, NULL, 0};
+    err_job j = {q, x, xdt, n, unit, NULL, NULL, NULL, NULL, 0};
     j.bx = calloc((size_t)nt, sizeof(float *));
     j.bd = calloc((size_t)nt, sizeof(float *));
     j.num = calloc((size_t)nu, sizeof(double));
@@ -408,19 +441,29 @@ static msbnb_status pconvert(void *dst, msbnb_dtype dt, const void *src, msbnb_d
     return j.fail ? msbnb__fail(MSBNB_ERR_INTERNAL, "dtype conversion failed") : MSBNB_OK;
 }
 
-/* Allocation for quantize_one: records the buffer for release, latches the status. */
-static void *balloc(msbnb_status *st, void **bufs, int *nbufs, size_t bytes) {
+/* Allocation for quantize_one: scratch slot *slot (then the next one), grown when too
+ * small; latches the status. */
+static void *balloc(msbnb_status *st, ctx_t *c, int *slot, size_t bytes) {
     if (*st != MSBNB_OK) return NULL;
-    void *p = msbnb__alloc(bytes ? bytes : 1);
-    if (!p) {
-        *st = msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "out of memory (%zu bytes)", bytes);
+    int k = (*slot)++;
+    if (k >= N_SCRATCH) {
+        *st = msbnb__fail(MSBNB_ERR_INTERNAL, "convert: out of scratch slots");
         return NULL;
     }
-    bufs[(*nbufs)++] = p;
-    return p;
+    if (bytes == 0) bytes = 1;
+    if (c->scratch_cap[k] < bytes) {
+        msbnb__free(c->scratch[k]);
+        c->scratch[k] = msbnb__alloc(bytes);
+        c->scratch_cap[k] = c->scratch[k] ? bytes : 0;
+        if (!c->scratch[k]) {
+            *st = msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "out of memory (%zu bytes)", bytes);
+            return NULL;
+        }
+    }
+    return c->scratch[k];
 }
 
-static msbnb_status quantize_one(const ctx_t *c, msbnb_st_writer_t *w, const item_t *it,
+static msbnb_status quantize_one(ctx_t *c, msbnb_st_writer_t *w, const item_t *it,
                                  uint64_t *bytes_out, double *err) {
     const msbnb_qparams *f = &c->cfg->format;
     const msbnb_st_tensor_info *ti = &it->ti;
@@ -428,16 +471,16 @@ static msbnb_status quantize_one(const ctx_t *c, msbnb_st_writer_t *w, const ite
     int64_t R = ti->shape[0], C = ti->shape[1], n = ti->numel;
     size_t es = msbnb_dtype_size(ti->dtype);
     int bnb8 = f->type == MSBNB_QTYPE_INT8 && msbnb__qconfig_is_bnb(c->cfg);
-    void *bufs[8] = {0};
     int nbufs = 0;
     msbnb_status st = MSBNB_OK;
-#define ALLOC(ptr, bytes) ((ptr) = balloc(&st, bufs, &nbufs, (size_t)(bytes)))
+#define ALLOC(ptr, bytes) ((ptr) = balloc(&st, c, &nbufs, (size_t)(bytes)))
     /* The input, aligned (safetensors does not align data) and in the dtype the quantizer
      * takes: NF4/FP4 read F32/F16/BF16 as they are, LLM.int8 the float16 cast, msbnb's
      * formats float32. */
     const void *x = ti->data;
-    msbnb_dtype want = f->type == MSBNB_QTYPE_NF4 || f->type == MSBNB_QTYPE_FP4 ? ti->dtype
-                       : bnb8 ? MSBNB_DTYPE_F16 : MSBNB_DTYPE_F32;
+    /* 4-bit: F16/BF16 are widened once with the SIMD converter (exact), so the quantizer
+     * takes its float fast path and the error pass reads the same copy. */
+    msbnb_dtype want = bnb8 ? MSBNB_DTYPE_F16 : MSBNB_DTYPE_F32;
     if (want != ti->dtype || ((uintptr_t)x % es) != 0) {
         void *cx = NULL;
         ALLOC(cx, (size_t)n * msbnb_dtype_size(want));
@@ -457,7 +500,7 @@ static msbnb_status quantize_one(const ctx_t *c, msbnb_st_writer_t *w, const ite
         ALLOC(q.packed, (n + 1) / 2);
         ALLOC(q.absmax, nb * 4);
         if (st == MSBNB_OK)
-            st = msbnb_quantize_4bit(q.packed, q.absmax, x, ti->dtype, n, f->block, f->type, c->nthreads);
+            st = msbnb_quantize_4bit(q.packed, q.absmax, x, MSBNB_DTYPE_F32, n, f->block, f->type, c->nthreads);
         if (st == MSBNB_OK) st = put(w, m, ".weight", q.packed, (uint64_t)(n + 1) / 2);
         const float *code = f->type == MSBNB_QTYPE_NF4 ? msbnb_nf4_code() : msbnb_fp4_code();
         if (st == MSBNB_OK) st = put(w, m, ".weight.quant_map", code, 16 * sizeof(float));
@@ -542,10 +585,10 @@ static msbnb_status quantize_one(const ctx_t *c, msbnb_st_writer_t *w, const ite
     *err = 0;
     if (st == MSBNB_OK && c->opt->compute_error) {
         q.arena_ = NULL;
-        st = rel_error(c, &q, it, err);
+        if (bnb8) st = rel_error(c, &q, ti->data, ti->dtype, n, err); /* x is the f16 cast */
+        else st = rel_error(c, &q, x, want, n, err);
     }
 #undef ALLOC
-    for (int i = 0; i < nbufs; i++) msbnb__free(bufs[i]);
     *bytes_out = out;
     return st;
 }
@@ -653,7 +696,7 @@ typedef struct {
 } job_t;
 
 
-static msbnb_status run_quantize_shard(const ctx_t *c, const msbnb_st_file_t *f, int s,
+static msbnb_status run_quantize_shard(ctx_t *c, const msbnb_st_file_t *f, int s,
                                        msbnb_st_writer_t *w, msbnb_convert_report *rep,
                                        int64_t *done, uint64_t *bytes_done, int64_t total,
                                        uint64_t bytes_total, double t0) {
@@ -736,7 +779,11 @@ static msbnb_status run(const job_t *jb) {
     msbnb__outdir od;
     memset(&od, 0, sizeof od);
     if (st == MSBNB_OK) st = msbnb__outdir_begin(&od, jb->out_dir);
-    ctx_t c = {jb->cfg, jb->opt, msbnb__resolve_threads(jb->opt->nthreads), NULL};
+    ctx_t c;
+    memset(&c, 0, sizeof c);
+    c.cfg = jb->cfg;
+    c.opt = jb->opt;
+    c.nthreads = msbnb__resolve_threads(jb->opt->nthreads);
     int nsh = msbnb_st_shard_count(f);
     char *in_dir = msbnb__input_folder(jb->in_path);
     int lone = in_dir == NULL && nsh == 1;
@@ -777,6 +824,7 @@ static msbnb_status run(const job_t *jb) {
         if (st == MSBNB_OK) st = msbnb__copy_side_files(in_dir, &od, jb->quantize ? b.s : NULL);
         msbnb__sb_free(&b);
     }
+    for (int k = 0; k < N_SCRATCH; k++) msbnb__free(c.scratch[k]);
     if (st == MSBNB_OK) st = msbnb__outdir_commit(&od);
     msbnb__outdir_abort(&od);
     free(shard_names);

@@ -90,6 +90,18 @@ static void test_quantize_inspect_dequantize(void) {
     snprintf(args, sizeof args, "quantize %s %s -q --block 48", fp32c, bo);
     CHECK(run(args) == 1 && contains(g_err, "48"));
     CHECK(!io_exists(bo));
+    /* the format can come from a transformers config.json: same bytes as bnb's save */
+    char *q2 = io_join(g_dir, "from-config"), cfgp[512];
+    snprintf(cfgp, sizeof cfgp, "%s", tu_data_path("tiny-llama/nf4dq/config.json"));
+    snprintf(args, sizeof args, "quantize %s %s -q --config %s", fp32c, q2, cfgp);
+    CHECK(run(args) == 0);
+    char *q2f = io_join(q2, "model.safetensors");
+    a = io_read_file(q2f, &la);
+    b = io_read_file(tu_data_path("tiny-llama/nf4dq/model.safetensors"), &lb);
+    CHECK(a && b && la == lb && memcmp(a, b, la) == 0);
+    free(a), free(b), free(q2f), free(q2);
+    snprintf(args, sizeof args, "quantize %s %s -q --config %s --type int8", fp32c, bo, cfgp);
+    CHECK(run(args) == 2 && contains(g_err, "disagrees"));
     /* other formats run too */
     static const char *fmts[] = {"--type int8", "--type int4 --block 32", "--type int4 --asymmetric",
                                  "--type int8 --asymmetric", "--type fp4 --skip mlp --target layers.1"};

@@ -269,7 +269,8 @@ static msbnb_status declare(const ctx_t *c, msbnb_st_writer_t *w, item_t *it, in
 typedef struct {
     const msbnb_qparams *f;
     int bnb;
-    const void *x; /* F16 for LLM.int8 (bitsandbytes quantizes the float16 cast), else F32 */
+    const void *x; /* F32 (for LLM.int8: the float16 cast widened back, as bitsandbytes
+                      quantizes the float16 cast) */
     int64_t R, C, g, gpr;
     int8_t *q8;
     uint8_t *packed;
@@ -287,7 +288,7 @@ static void rows_range(void *vctx, int64_t u0, int64_t u1, int tid) {
     if (j->bnb) {
         int64_t nout = 0;
         st = msbnb_int8_vectorwise_quant(j->q8 + e0, j->scales + r0, NULL, 0, &nout,
-                                         (const uint16_t *)j->x + e0, MSBNB_DTYPE_F16, nr, j->C, 0.0f);
+                                         (const float *)j->x + e0, MSBNB_DTYPE_F32, nr, j->C, 0.0f);
     } else if (j->f->type == MSBNB_QTYPE_INT4) {
         st = msbnb_quantize_int4(j->packed + e0 / 2, j->scales + r0 * j->gpr,
                                  j->mins ? j->mins + r0 * j->gpr : NULL, (const float *)j->x + e0,
@@ -486,6 +487,14 @@ static msbnb_status quantize_one(ctx_t *c, msbnb_st_writer_t *w, const item_t *i
         ALLOC(cx, (size_t)n * msbnb_dtype_size(want));
         if (st == MSBNB_OK) st = pconvert(cx, want, ti->data, ti->dtype, n, c->nthreads);
         x = cx;
+    }
+    if (bnb8 && st == MSBNB_OK) {
+        /* the float16 values widened back to float (exact, SIMD): the row quantizer's float
+         * path then gives the codes it gives for F16 input, without per-element decoding */
+        void *wide = NULL;
+        ALLOC(wide, (size_t)n * sizeof(float));
+        if (st == MSBNB_OK) st = pconvert(wide, MSBNB_DTYPE_F32, x, MSBNB_DTYPE_F16, n, c->nthreads);
+        x = wide;
     }
     msbnb_qtensor q;
     memset(&q, 0, sizeof q);

@@ -512,6 +512,95 @@ static void test_failures_leave_nothing(void) {
     free(bad), free(in), free(out);
 }
 
+static msbnb_status count_module(void *u, const char *module, int quantized) {
+    int *c = u;
+    c[0]++;
+    c[1] += quantized;
+    CHECK(strstr(module, ".weight") == NULL);
+    return MSBNB_OK;
+}
+
+static msbnb_status stop_at_third(void *u, const char *module, int quantized) {
+    (void)module, (void)quantized;
+    return ++*(int *)u == 3 ? MSBNB_ERR_STATE : MSBNB_OK;
+}
+
+static void test_checkpoint_modules(void) {
+    static const char *folders[4] = {"tiny-llama/fp32", "tiny-llama/nf4dq", "tiny-llama/fp4", "tiny-llama/int8"};
+    for (int i = 0; i < 4; i++) {
+        msbnb_st_file_t *f = NULL;
+        CHECK_OK(msbnb_st_open(&f, tu_data_path(folders[i])));
+        int c[2] = {0, 0};
+        CHECK_OK(msbnb_checkpoint_modules(f, count_module, c));
+        CHECKF(c[0] == 16 && c[1] == (i ? 14 : 0), "%s: %d modules, %d quantized", folders[i], c[0], c[1]);
+        int k = 0;
+        CHECK(msbnb_checkpoint_modules(f, stop_at_third, &k) == MSBNB_ERR_STATE); /* fn's status, as is */
+        CHECK(k == 3);
+        msbnb_st_close(f);
+    }
+}
+
+/* A bitsandbytes checkpoint with one part tampered with: reading the module fails with
+ * MSBNB_ERR_FORMAT (or UNSUPPORTED) naming it, and dequantizing the folder leaves nothing. */
+static void tampered(const char *what, const char *victim, const void *data, msbnb_dtype dt, int64_t numel,
+                     msbnb_status want) {
+    msbnb_st_file_t *f = NULL;
+    CHECK_OK(msbnb_st_open(&f, tu_data_path("tiny-llama/nf4dq")));
+    if (!f) return;
+    size_t n = msbnb_st_count(f);
+    io_tensor *t = calloc(n, sizeof *t);
+    for (size_t i = 0; i < n; i++) {
+        msbnb_st_tensor_info ti;
+        CHECK_OK(msbnb_st_get(f, i, &ti));
+        t[i] = (io_tensor){ti.name, ti.dtype, ti.ndim, {0}, ti.data};
+        for (int d = 0; d < ti.ndim && d < 4; d++) t[i].shape[d] = ti.shape[d];
+        if (!strcmp(ti.name, victim)) t[i] = (io_tensor){ti.name, dt, 1, {numel}, data};
+    }
+    char *dir = fresh("tampered"), *out = fresh("tampered-out");
+    mkdir(dir, 0755);
+    char *p = io_join(dir, "model.safetensors");
+    CHECK_OK(io_write_st(p, t, (int)n));
+    msbnb_st_file_t *g = NULL;
+    CHECK_OK(msbnb_st_open(&g, p));
+    msbnb_qtensor q;
+    msbnb_status st = g ? msbnb_qtensor_load(&q, g, "model.layers.0.self_attn.q_proj") : MSBNB_ERR_IO;
+    CHECKF(st == want, "%s: %s (%s)", what, msbnb_status_str(st), msbnb_last_error());
+    CHECKF(strstr(msbnb_last_error(), "model.layers.0.self_attn.q_proj") != NULL, "%s: %s", what, msbnb_last_error());
+    st = msbnb_convert_dequantize(dir, out, NULL, NULL);
+    CHECKF(st == want && strstr(msbnb_last_error(), p) != NULL, "%s: dequantize %s: %s", what,
+           msbnb_status_str(st), msbnb_last_error());
+    CHECK(!io_exists(out) && !io_has_tmp_leftover(g_dir));
+    msbnb_st_close(g);
+    msbnb_st_close(f);
+    io_rm_rf(dir);
+    free(p), free(dir), free(out), free(t);
+}
+
+static void test_rejects_tampered_quant_states(void) {
+    const char *qs = "model.layers.0.self_attn.q_proj.weight.quant_state.bitsandbytes__nf4";
+    static const char bad_json[] = "{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"float32\"";
+    tampered("bad json", qs, bad_json, MSBNB_DTYPE_U8, (int64_t)strlen(bad_json), MSBNB_ERR_FORMAT);
+    static const char bad_shape[] = "{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"float32\", "
+                                    "\"shape\": [128, 129], \"nested_blocksize\": 256, \"nested_dtype\": "
+                                    "\"float32\", \"nested_offset\": 0.05}";
+    tampered("shape disagrees with the parts", qs, bad_shape, MSBNB_DTYPE_U8, (int64_t)strlen(bad_shape),
+             MSBNB_ERR_FORMAT);
+    static const char bad_block[] = "{\"quant_type\": \"nf4\", \"blocksize\": 48, \"dtype\": \"float32\", "
+                                    "\"shape\": [128, 128]}";
+    tampered("bad block size", qs, bad_block, MSBNB_DTYPE_U8, (int64_t)strlen(bad_block), MSBNB_ERR_FORMAT);
+    static const char bad_type[] = "{\"quant_type\": \"fp4\", \"blocksize\": 64, \"dtype\": \"float32\", "
+                                   "\"shape\": [128, 128]}";
+    tampered("quant_type disagrees", qs, bad_type, MSBNB_DTYPE_U8, (int64_t)strlen(bad_type), MSBNB_ERR_FORMAT);
+    static const float absmax[100] = {0};
+    tampered("absmax of the wrong size", "model.layers.0.self_attn.q_proj.weight.absmax", absmax,
+             MSBNB_DTYPE_U8, 100, MSBNB_ERR_FORMAT);
+    float code[16];
+    memcpy(code, msbnb_nf4_code(), sizeof code);
+    code[3] += 0.01f;
+    tampered("non-standard code", "model.layers.0.self_attn.q_proj.weight.quant_map", code, MSBNB_DTYPE_F32,
+             16, MSBNB_ERR_UNSUPPORTED);
+}
+
 static int g_calls;
 static void count_progress(void *u, const msbnb_convert_progress *p) {
     (void)u;
@@ -556,6 +645,8 @@ int main(void) {
     RUN_TEST(test_bnb_checkpoints_load_into_layers);
     RUN_TEST(test_failures_leave_nothing);
     RUN_TEST(test_progress_and_report);
+    RUN_TEST(test_checkpoint_modules);
+    RUN_TEST(test_rejects_tampered_quant_states);
     free_gen();
     io_rm_rf(g_dir);
     free(g_dir);

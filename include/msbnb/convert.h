@@ -16,9 +16,11 @@
  *
  * Streaming: tensors are processed one at a time (input pages released after use), so
  * peak memory is about the largest tensor's outputs plus buffers, not the model. The output
- * folder appears atomically: it is built under a temporary name and renamed when complete
- * (an existing empty folder is filled file by file, each file atomically); a failed run
- * leaves nothing under the final names.
+ * folder appears atomically: it is built under a temporary sibling name
+ * (<out>.msbnb-tmp-XXXXXX, every file fsynced) and renamed onto <out> when complete (rename(2)
+ * also replaces an existing empty folder); a failed run removes it and leaves nothing under
+ * the final name. Work is spread over opt->nthreads threads within each tensor.
+ * Progress is reported through opt->progress (the library prints nothing).
  */
 #ifndef MSBNB_CONVERT_H
 #define MSBNB_CONVERT_H

@@ -79,6 +79,7 @@ typedef struct {
     char module[512];
     char *qs;      /* quant-state JSON (quantized tensors) */
     size_t qs_len;
+    float offset;  /* double quant: the nested offset found by the first pass */
 } item_t;
 
 #define N_SCRATCH 10
@@ -219,6 +220,7 @@ static msbnb_status declare(const ctx_t *c, msbnb_st_writer_t *w, item_t *it, in
     float offset = 0.0f;
     if ((f->type == MSBNB_QTYPE_NF4 || f->type == MSBNB_QTYPE_FP4) && f->double_quant)
         MSBNB_TRY(nested_offset(c, it, &offset));
+    it->offset = offset;
     MSBNB_TRY(make_quant_state(c, it, offset));
     int64_t qsl = (int64_t)it->qs_len;
     if (f->type == MSBNB_QTYPE_NF4 || f->type == MSBNB_QTYPE_FP4) {
@@ -442,6 +444,108 @@ static msbnb_status pconvert(void *dst, msbnb_dtype dt, const void *src, msbnb_d
     return j.fail ? msbnb__fail(MSBNB_ERR_INTERNAL, "dtype conversion failed") : MSBNB_OK;
 }
 
+/* NF4/FP4 in chunks of whole nested groups (256 blocks), one chunk per task: widen to
+ * float, quantize, and measure the error while the chunk is in cache, instead of a
+ * tensor-sized float copy read back from memory. Blocks are independent, so the codes and
+ * absmax equal a whole-tensor call's. For double quant the chunk's absmax are quantized
+ * with the first pass's offset exactly as msbnb_double_quant_absmax does (8-bit blockwise
+ * of absmax - offset, block 256) so the error is that of the stored weights; the caller
+ * checks those codes against the whole-tensor call. */
+typedef struct {
+    const ctx_t *c;
+    const uint8_t *x;
+    msbnb_dtype dt;
+    int64_t n, chunk, block;
+    msbnb_qtype type;
+    int dq, want_err;
+    float offset;
+    uint8_t *packed, *qab_chk;
+    float *absmax;
+    float **bx, **bd, **btmp, **beff, **bnest;
+    double *num, *den;
+    msbnb_status *st;
+} q4_job;
+
+static void q4_range(void *vctx, int64_t u0, int64_t u1, int tid) {
+    q4_job *j = vctx;
+    size_t es = msbnb_dtype_size(j->dt);
+    for (int64_t u = u0; u < u1; u++) {
+        int64_t e0 = u * j->chunk, len = j->n - e0 < j->chunk ? j->n - e0 : j->chunk;
+        int64_t b0 = e0 / j->block, nbk = msbnb__ceil_div(len, j->block);
+        const float *x = j->bx[tid];
+        msbnb_status st = MSBNB_OK;
+        if (j->dt == MSBNB_DTYPE_F32 && ((uintptr_t)j->x % 4) == 0)
+            x = (const float *)(const void *)j->x + e0;
+        else
+            st = msbnb_convert(j->bx[tid], MSBNB_DTYPE_F32, j->x + (size_t)e0 * es, j->dt, len);
+        if (st == MSBNB_OK)
+            st = msbnb_quantize_4bit(j->packed + e0 / 2, j->absmax + b0, x, MSBNB_DTYPE_F32, len, j->block,
+                                     j->type, 1);
+        const float *eff = j->absmax + b0;
+        if (st == MSBNB_OK && j->dq) {
+            float *t = j->btmp[tid];
+            for (int64_t i = 0; i < nbk; i++) t[i] = j->absmax[b0 + i] - j->offset;
+            st = msbnb_quantize_blockwise_8bit(j->qab_chk + b0, j->bnest[tid], t, MSBNB_DTYPE_F32, nbk,
+                                               MSBNB_NESTED_BLOCKSIZE, NULL, 1);
+            if (st == MSBNB_OK)
+                st = msbnb_double_dequant_absmax(j->beff[tid], j->qab_chk + b0, j->bnest[tid], j->offset, nbk);
+            eff = j->beff[tid];
+        }
+        if (st == MSBNB_OK && j->want_err) {
+            st = msbnb_dequantize_4bit(j->bd[tid], MSBNB_DTYPE_F32, j->packed + e0 / 2, eff, len, j->block,
+                                       j->type, 1);
+            if (st == MSBNB_OK) sq_sums(x, j->bd[tid], len, &j->num[u], &j->den[u]);
+        }
+        j->st[u] = st;
+    }
+}
+
+static msbnb_status quant4_chunked(const ctx_t *c, const item_t *it, msbnb_qtensor *q, uint8_t *qab_chk,
+                                   double *err) {
+    const msbnb_qparams *f = &c->cfg->format;
+    int64_t n = it->ti.numel, group = f->block * MSBNB_NESTED_BLOCKSIZE;
+    int64_t chunk = group * (group >= 65536 ? 1 : 65536 / group);
+    int64_t nu = msbnb__ceil_div(n, chunk), nt = c->nthreads;
+    q4_job j = {c, it->ti.data, it->ti.dtype, n, chunk, f->block, f->type, f->double_quant,
+                c->opt->compute_error, it->offset, q->packed, qab_chk, q->absmax,
+                NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    float ***bufs[5] = {&j.bx, &j.bd, &j.btmp, &j.beff, &j.bnest};
+    size_t sizes[5] = {(size_t)chunk * 4, (size_t)chunk * 4, (size_t)(chunk / f->block) * 4,
+                       (size_t)(chunk / f->block) * 4, (size_t)(chunk / group + 1) * 4};
+    msbnb_status st = MSBNB_OK;
+    for (int b = 0; b < 5 && st == MSBNB_OK; b++) {
+        *bufs[b] = calloc((size_t)nt, sizeof(float *));
+        if (!*bufs[b]) st = msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "out of memory");
+        for (int t = 0; t < nt && st == MSBNB_OK; t++)
+            if (!((*bufs[b])[t] = msbnb__alloc(sizes[b])))
+                st = msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    j.num = calloc((size_t)nu, sizeof(double));
+    j.den = calloc((size_t)nu, sizeof(double));
+    j.st = calloc((size_t)nu, sizeof(msbnb_status));
+    if (st == MSBNB_OK && (!j.num || !j.den || !j.st)) st = msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "out of memory");
+    if (st == MSBNB_OK) {
+        msbnb__parallel_for(c->nthreads, nu, 1, q4_range, &j);
+        for (int64_t u = 0; u < nu && st == MSBNB_OK; u++) st = j.st[u];
+    }
+    if (st == MSBNB_OK) {
+        double num = 0, den = 0;
+        for (int64_t u = 0; u < nu; u++) {
+            num += j.num[u];
+            den += j.den[u];
+        }
+        *err = den > 0 ? sqrt(num / den) : (num > 0 ? 1.0 : 0.0);
+    }
+    for (int b = 0; b < 5; b++) {
+        for (int t = 0; *bufs[b] && t < nt; t++) msbnb__free((*bufs[b])[t]);
+        free(*bufs[b]);
+    }
+    free(j.num);
+    free(j.den);
+    free(j.st);
+    return st;
+}
+
 /* Allocation for quantize_one: scratch slot *slot (then the next one), grown when too
  * small; latches the status. */
 static void *balloc(msbnb_status *st, ctx_t *c, int *slot, size_t bytes) {
@@ -482,7 +586,8 @@ static msbnb_status quantize_one(ctx_t *c, msbnb_st_writer_t *w, const item_t *i
     /* 4-bit: F16/BF16 are widened once with the SIMD converter (exact), so the quantizer
      * takes its float fast path and the error pass reads the same copy. */
     msbnb_dtype want = bnb8 ? MSBNB_DTYPE_F16 : MSBNB_DTYPE_F32;
-    if (want != ti->dtype || ((uintptr_t)x % es) != 0) {
+    int four = f->type == MSBNB_QTYPE_NF4 || f->type == MSBNB_QTYPE_FP4; /* chunked: reads ti->data */
+    if (!four && (want != ti->dtype || ((uintptr_t)x % es) != 0)) {
         void *cx = NULL;
         ALLOC(cx, (size_t)n * msbnb_dtype_size(want));
         if (st == MSBNB_OK) st = pconvert(cx, want, ti->data, ti->dtype, n, c->nthreads);
@@ -506,10 +611,11 @@ static msbnb_status quantize_one(ctx_t *c, msbnb_st_writer_t *w, const item_t *i
     uint64_t out = 0;
     if (f->type == MSBNB_QTYPE_NF4 || f->type == MSBNB_QTYPE_FP4) {
         int64_t nb = msbnb__ceil_div(n, f->block), nn = msbnb__ceil_div(nb, MSBNB_NESTED_BLOCKSIZE);
+        uint8_t *qab_chk = NULL;
         ALLOC(q.packed, (n + 1) / 2);
         ALLOC(q.absmax, nb * 4);
-        if (st == MSBNB_OK)
-            st = msbnb_quantize_4bit(q.packed, q.absmax, x, MSBNB_DTYPE_F32, n, f->block, f->type, c->nthreads);
+        if (f->double_quant) ALLOC(qab_chk, nb);
+        if (st == MSBNB_OK) st = quant4_chunked(c, it, &q, qab_chk, err);
         if (st == MSBNB_OK) st = put(w, m, ".weight", q.packed, (uint64_t)(n + 1) / 2);
         const float *code = f->type == MSBNB_QTYPE_NF4 ? msbnb_nf4_code() : msbnb_fp4_code();
         if (st == MSBNB_OK) st = put(w, m, ".weight.quant_map", code, 16 * sizeof(float));
@@ -525,11 +631,12 @@ static msbnb_status quantize_one(ctx_t *c, msbnb_st_writer_t *w, const item_t *i
             if (st == MSBNB_OK && (it->qs_len < strlen(want_qs) ||
                                    strcmp(it->qs + it->qs_len - strlen(want_qs), want_qs) != 0))
                 st = msbnb__fail(MSBNB_ERR_INTERNAL, "nested offset %s differs from the first pass", rep);
+            if (st == MSBNB_OK && memcmp(qab_chk, q.qabsmax, (size_t)nb) != 0)
+                st = msbnb__fail(MSBNB_ERR_INTERNAL, "chunked double quantization differs from the "
+                                 "whole-tensor one");
             if (st == MSBNB_OK) st = put(w, m, ".weight.absmax", q.qabsmax, (uint64_t)nb);
             if (st == MSBNB_OK) st = put(w, m, ".weight.nested_absmax", q.nested_absmax, (uint64_t)nn * 4);
             if (st == MSBNB_OK) st = put(w, m, ".weight.nested_quant_map", msbnb_dynamic_map(), 1024);
-            /* the error is that of the weights as stored: absmax after double quant */
-            if (st == MSBNB_OK) st = msbnb_double_dequant_absmax(q.absmax, q.qabsmax, q.nested_absmax, off, nb);
             out += (uint64_t)nb + (uint64_t)nn * 4 + 1024;
         } else {
             if (st == MSBNB_OK) st = put(w, m, ".weight.absmax", q.absmax, (uint64_t)nb * 4);
@@ -591,8 +698,8 @@ static msbnb_status quantize_one(ctx_t *c, msbnb_st_writer_t *w, const item_t *i
         }
     }
     if (st == MSBNB_OK && !bnb8) st = put(w, m, qs_suffix(f->type), it->qs, it->qs_len);
-    *err = 0;
-    if (st == MSBNB_OK && c->opt->compute_error) {
+    if (!four) *err = 0;
+    if (st == MSBNB_OK && c->opt->compute_error && !four) {
         q.arena_ = NULL;
         if (bnb8) st = rel_error(c, &q, ti->data, ti->dtype, n, err); /* x is the f16 cast */
         else st = rel_error(c, &q, x, want, n, err);

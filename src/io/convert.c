@@ -579,14 +579,12 @@ static msbnb_status quantize_one(ctx_t *c, msbnb_st_writer_t *w, const item_t *i
     int nbufs = 0;
     msbnb_status st = MSBNB_OK;
 #define ALLOC(ptr, bytes) ((ptr) = balloc(&st, c, &nbufs, (size_t)(bytes)))
-    /* The input, aligned (safetensors does not align data) and in the dtype the quantizer
-     * takes: NF4/FP4 read F32/F16/BF16 as they are, LLM.int8 the float16 cast, msbnb's
-     * formats float32. */
+    /* The input, aligned (safetensors does not align data) and in the dtype the row
+     * quantizers take: LLM.int8 the float16 cast (as bitsandbytes), msbnb's formats float32.
+     * NF4/FP4 read the tensor chunk by chunk instead (quant4_chunked). */
     const void *x = ti->data;
-    /* 4-bit: F16/BF16 are widened once with the SIMD converter (exact), so the quantizer
-     * takes its float fast path and the error pass reads the same copy. */
     msbnb_dtype want = bnb8 ? MSBNB_DTYPE_F16 : MSBNB_DTYPE_F32;
-    int four = f->type == MSBNB_QTYPE_NF4 || f->type == MSBNB_QTYPE_FP4; /* chunked: reads ti->data */
+    int four = f->type == MSBNB_QTYPE_NF4 || f->type == MSBNB_QTYPE_FP4;
     if (!four && (want != ti->dtype || ((uintptr_t)x % es) != 0)) {
         void *cx = NULL;
         ALLOC(cx, (size_t)n * msbnb_dtype_size(want));
@@ -831,6 +829,7 @@ static msbnb_status run_quantize_shard(ctx_t *c, const msbnb_st_file_t *f, int s
                     msbnb__linear_candidate(ti.name, ti.dtype, ti.ndim, it->module, sizeof it->module);
     }
     for (size_t i = 0; i < k && st == MSBNB_OK; i++) {
+        if (items[i].quant && c->cfg->format.double_quant) msbnb__st_populate(f, items[i].idx);
         st = declare(c, w, &items[i], &rep->n_tensors_out);
         if (st != MSBNB_OK) st = msbnb__wrap(st, c->label, items[i].ti.name);
         if (items[i].quant) msbnb_st_release(f, items[i].idx); /* the absmax pass read it */
@@ -841,6 +840,7 @@ static msbnb_status run_quantize_shard(ctx_t *c, const msbnb_st_file_t *f, int s
         uint64_t out = it->ti.nbytes;
         double err = 0;
         char kind[64];
+        msbnb__st_populate(f, it->idx);
         if (it->quant) {
             st = quantize_one(c, w, it, &out, &err);
             msbnb__module_kind(it->module, kind, sizeof kind);

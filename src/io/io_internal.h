@@ -20,6 +20,9 @@ msbnb_status msbnb__fsync_dir(const char *dir);
 char *msbnb__path_join(const char *a, const char *b);
 /* malloc'd directory part of a path ("." if none). */
 char *msbnb__dirname(const char *path);
+/* Hint that tensor i is about to be read: maps its pages in one call where the kernel
+ * can (no-op otherwise, and for memory images). */
+void msbnb__st_populate(const msbnb_st_file_t *f, size_t i);
 /* Whether a tensor name exists. */
 int msbnb__st_has(const msbnb_st_file_t *f, const char *name);
 

@@ -280,6 +280,50 @@ static void test_rejects_malformed_files(void) {
     free(img);
 }
 
+/* Sharded checkpoints: a consistent index opens; a duplicate across shards, a tensor the
+ * index misplaces or lists but no shard holds, a missing shard and a path in the index fail. */
+static void test_sharded_index_checks(void) {
+    char *d = io_join(g_dir, "sharded");
+    mkdir(d, 0755);
+    float a[4] = {1, 2, 3, 4}, b[2] = {5, 6};
+    io_tensor s1[1] = {{"w.a", MSBNB_DTYPE_F32, 1, {4}, a}}, s2[2] = {{"w.b", MSBNB_DTYPE_F32, 1, {2}, b},
+                                                                    {"w.a", MSBNB_DTYPE_F32, 1, {4}, a}};
+    char *p1 = io_join(d, "s1.safetensors"), *p2 = io_join(d, "s2.safetensors"), *ix = io_join(d, "i.json");
+    CHECK_OK(io_write_st(p1, s1, 1));
+    CHECK_OK(io_write_st(p2, s2, 1));
+    const char *good = "{\"weight_map\": {\"w.a\": \"s1.safetensors\", \"w.b\": \"s2.safetensors\"}}";
+    CHECK(io_write_file(ix, good, strlen(good)));
+    msbnb_st_file_t *f = NULL;
+    CHECK_OK(msbnb_st_open(&f, ix));
+    CHECK(f && msbnb_st_count(f) == 2 && msbnb_st_shard_count(f) == 2);
+    msbnb_st_tensor_info ti;
+    if (f) {
+        CHECK_OK(msbnb_st_find(f, "w.b", &ti));
+        CHECK(ti.shard == 1 && memcmp(ti.data, b, 8) == 0);
+    }
+    msbnb_st_close(f);
+    const char *bad[] = {
+        "{\"weight_map\": {\"w.a\": \"s2.safetensors\", \"w.b\": \"s2.safetensors\"}}", /* misplaced */
+        "{\"weight_map\": {\"w.a\": \"s1.safetensors\", \"w.c\": \"s2.safetensors\"}}", /* listed, absent */
+        "{\"weight_map\": {\"w.a\": \"../s1.safetensors\"}}",                             /* a path */
+        "{\"weight_map\": {}}", "{\"metadata\": {}}", "{\"weight_map\": {\"w.a\": 3}}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK(io_write_file(ix, bad[i], strlen(bad[i])));
+        CHECKF(msbnb_st_open(&f, ix) == MSBNB_ERR_FORMAT, "index %zu", i);
+        CHECKF(strstr(msbnb_last_error(), ix) != NULL, "index %zu: %s", i, msbnb_last_error());
+    }
+    const char *missing = "{\"weight_map\": {\"w.a\": \"s1.safetensors\", \"w.b\": \"nope.safetensors\"}}";
+    CHECK(io_write_file(ix, missing, strlen(missing)));
+    CHECK(msbnb_st_open(&f, ix) == MSBNB_ERR_IO && strstr(msbnb_last_error(), "nope.safetensors"));
+    /* the same tensor in two shards */
+    CHECK_OK(io_write_st(p2, s2, 2));
+    CHECK(io_write_file(ix, good, strlen(good)));
+    CHECK(msbnb_st_open(&f, ix) == MSBNB_ERR_FORMAT && strstr(msbnb_last_error(), "duplicate") &&
+          strstr(msbnb_last_error(), "w.a"));
+    io_rm_rf(d);
+    free(p1), free(p2), free(ix), free(d);
+}
+
 static void test_open_errors(void) {
     msbnb_st_file_t *f = NULL;
     CHECK_STATUS(msbnb_st_open(&f, NULL), MSBNB_ERR_INVALID_ARGUMENT);
@@ -300,6 +344,7 @@ int main(void) {
     RUN_TEST(test_writer_matches_reference_layout);
     RUN_TEST(test_writer_is_atomic);
     RUN_TEST(test_rejects_malformed_files);
+    RUN_TEST(test_sharded_index_checks);
     RUN_TEST(test_open_errors);
     io_rm_rf(g_dir);
     free(g_dir);

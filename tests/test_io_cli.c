@@ -49,6 +49,8 @@ static void test_usage_errors(void) {
     CHECK(run("quantize a b --threads 0") == 2);
     CHECK(run("quantize a b --bogus") == 2 && contains(g_err, "unknown option"));
     CHECK(run("quantize a b --type int8 --double-quant") == 2);
+    CHECK(run("quantize a b --type nf4 --threshold 6") == 2);
+    CHECK(run("quantize a b --type int8 --threshold x") == 2);
     CHECK(run("inspect") == 2);
     CHECK(run("dequantize a b --dtype i8") == 2);
 }
@@ -103,7 +105,7 @@ static void test_quantize_inspect_dequantize(void) {
     snprintf(args, sizeof args, "quantize %s %s -q --config %s --type int8", fp32c, bo, cfgp);
     CHECK(run(args) == 2 && contains(g_err, "disagrees"));
     /* other formats run too */
-    static const char *fmts[] = {"--type int8", "--type int4 --block 32", "--type int4 --asymmetric",
+    static const char *fmts[] = {"--type int8 --threshold 4.5", "--type int4 --block 32", "--type int4 --asymmetric",
                                  "--type int8 --asymmetric", "--type fp4 --skip mlp --target layers.1"};
     for (int i = 0; i < 5; i++) {
         char *o = io_join(g_dir, "fmt");

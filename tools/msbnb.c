@@ -122,6 +122,7 @@ static const char *QUANTIZE_HELP =
     "                    group size (even, default 128)\n"
     "  --double-quant    quantize the 4-bit absmax again (QLoRA double quantization)\n"
     "  --asymmetric      int8/int4: zero-point (msbnb layout) instead of symmetric\n"
+    "  --threshold X     int8: LLM.int8 outlier threshold recorded for inference (6.0)\n"
     "  --skip PAT        do not quantize modules matching PAT (repeatable; lm_head is\n"
     "                    always skipped, embeddings and norms are never quantized)\n"
     "  --target PAT      only quantize modules matching PAT (repeatable)\n"
@@ -137,6 +138,7 @@ static int cmd_quantize(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *type = NULL, *config = NULL;
     long long block = -1, threads = 0;
     int dq = 0, asym = 0, noerr = 0, quiet = 0;
+    const char *threshold = NULL;
     const char *skips[MSBNB_QCONFIG_MAX_PATTERNS + 1], *targets[MSBNB_QCONFIG_MAX_PATTERNS + 1];
     int ns = 0, nt = 0;
     for (int i = 0; i < argc; i++) {
@@ -162,6 +164,9 @@ static int cmd_quantize(int argc, char **argv) {
                 return usage_error("quantize", "too many %s patterns", a);
             if (a[2] == 's') skips[ns++] = argv[++i];
             else targets[nt++] = argv[++i];
+        } else if (!strcmp(a, "--threshold")) {
+            if (!has) return usage_error("quantize", "%s needs a value", a);
+            threshold = argv[++i];
         } else if (!strcmp(a, "--config")) {
             if (!has) return usage_error("quantize", "%s needs a path", a);
             config = argv[++i];
@@ -220,6 +225,14 @@ static int cmd_quantize(int argc, char **argv) {
         if (t != MSBNB_QTYPE_INT8 && t != MSBNB_QTYPE_INT4)
             return usage_error("quantize", "%s", "--asymmetric applies to int8 and int4 only");
         cfg.format.symmetric = 0;
+    }
+    if (threshold) {
+        char *end = NULL;
+        double v = strtod(threshold, &end);
+        if (t != MSBNB_QTYPE_INT8) return usage_error("quantize", "%s", "--threshold applies to int8 only");
+        if (!end || *end || end == threshold || !(v >= 0 && v < 1e30))
+            return usage_error("quantize", "--threshold needs a number >= 0 (got '%s')", threshold);
+        cfg.llm_int8_threshold = (float)v;
     }
     if (block > 0) {
         if (t == MSBNB_QTYPE_INT8) return usage_error("quantize", "%s", "--block does not apply to int8 (per-row scales)");

@@ -601,6 +601,69 @@ static void test_rejects_tampered_quant_states(void) {
              16, MSBNB_ERR_UNSUPPORTED);
 }
 
+/* Tensors at odd file offsets (legal in safetensors, never written by the reference
+ * writer): converting gives the same bytes as the same tensors stored aligned. */
+static void test_unaligned_tensors(void) {
+    enum { R = 3, C = 70 };
+    uint16_t wb[R * C];
+    float wf[R * C], tmp[R * C];
+    tu_rng r;
+    tu_rng_init(&r, tu_seed() + 17);
+    tu_fill_normal(&r, tmp, R * C, 0.05f);
+    msbnb_convert(wb, MSBNB_DTYPE_BF16, tmp, MSBNB_DTYPE_F32, R * C);
+    tu_fill_normal(&r, wf, R * C, 0.05f);
+    char hdr[512];
+    snprintf(hdr, sizeof hdr,
+             "{\"__metadata__\":{\"format\":\"pt\"},\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+             "\"m.up_proj.weight\":{\"dtype\":\"BF16\",\"shape\":[%d,%d],\"data_offsets\":[1,%d]},"
+             "\"m.down_proj.weight\":{\"dtype\":\"F32\",\"shape\":[%d,%d],\"data_offsets\":[%d,%d]}}",
+             R, C, 1 + R * C * 2, R, C, 1 + R * C * 2, 1 + R * C * 6);
+    size_t hl = strlen(hdr), dl = 1 + (size_t)R * C * 6, len = 8 + hl + dl;
+    uint8_t *img = malloc(len);
+    for (int i = 0; i < 8; i++) img[i] = (uint8_t)((uint64_t)hl >> (8 * i));
+    memcpy(img + 8, hdr, hl);
+    img[8 + hl] = 7;
+    memcpy(img + 8 + hl + 1, wb, sizeof wb);
+    memcpy(img + 8 + hl + 1 + sizeof wb, wf, sizeof wf);
+    char *ua = fresh("unaligned"), *al = fresh("aligned");
+    mkdir(ua, 0755);
+    mkdir(al, 0755);
+    char *pu = io_join(ua, "model.safetensors"), *pa = io_join(al, "model.safetensors");
+    CHECK(io_write_file(pu, img, len));
+    static const uint8_t one = 7;
+    io_tensor t[3] = {{"a", MSBNB_DTYPE_U8, 1, {1}, &one},
+                      {"m.up_proj.weight", MSBNB_DTYPE_BF16, 2, {R, C}, wb},
+                      {"m.down_proj.weight", MSBNB_DTYPE_F32, 2, {R, C}, wf}};
+    CHECK_OK(io_write_st(pa, t, 3));
+    fmt_case cases[16];
+    int nc = n_cases(cases);
+    for (int ci = 0; ci < nc; ci++) {
+        char *ou = fresh("ou"), *oa = fresh("oa");
+        msbnb_status st = msbnb_convert_quantize(ua, ou, &cases[ci].cfg, NULL, NULL);
+        CHECKF(st == MSBNB_OK, "%s: %s", cases[ci].name, msbnb_last_error());
+        CHECK_OK(msbnb_convert_quantize(al, oa, &cases[ci].cfg, NULL, NULL));
+        msbnb_st_file_t *x = NULL, *y = NULL;
+        CHECK_OK(msbnb_st_open(&x, ou));
+        CHECK_OK(msbnb_st_open(&y, oa));
+        if (x && y) {
+            CHECK(msbnb_st_count(x) == msbnb_st_count(y));
+            for (size_t i = 0; i < msbnb_st_count(y); i++) {
+                msbnb_st_tensor_info a, b;
+                CHECK_OK(msbnb_st_get(y, i, &b));
+                CHECK_OK(msbnb_st_find(x, b.name, &a));
+                CHECKF(a.nbytes == b.nbytes && (!a.nbytes || memcmp(a.data, b.data, a.nbytes) == 0), "%s: %s",
+                       cases[ci].name, b.name);
+            }
+        }
+        msbnb_st_close(x);
+        msbnb_st_close(y);
+        io_rm_rf(ou), io_rm_rf(oa);
+        free(ou), free(oa);
+    }
+    io_rm_rf(ua), io_rm_rf(al);
+    free(pu), free(pa), free(ua), free(al), free(img);
+}
+
 static int g_calls;
 static void count_progress(void *u, const msbnb_convert_progress *p) {
     (void)u;
@@ -646,6 +709,7 @@ int main(void) {
     RUN_TEST(test_failures_leave_nothing);
     RUN_TEST(test_progress_and_report);
     RUN_TEST(test_checkpoint_modules);
+    RUN_TEST(test_unaligned_tensors);
     RUN_TEST(test_rejects_tampered_quant_states);
     free_gen();
     io_rm_rf(g_dir);

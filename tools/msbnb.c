@@ -488,7 +488,9 @@ static int cmd_inspect(int argc, char **argv) {
                 rc = 1;
             } else {
                 msbnb_error_stats es;
-                if ((st = msbnb_convert(x, MSBNB_DTYPE_F32, oi.data, oi.dtype, cnt)) != MSBNB_OK ||
+                /* the original's data may sit at an unaligned offset: decode from a copy */
+                memcpy(y, oi.data, (size_t)oi.nbytes);
+                if ((st = msbnb_convert(x, MSBNB_DTYPE_F32, y, oi.dtype, cnt)) != MSBNB_OK ||
                     (st = msbnb_qtensor_dequantize(&q, y, cnt, 0)) != MSBNB_OK ||
                     (st = msbnb_estimate_quantization_error(&es, x, y, cnt)) != MSBNB_OK) {
                     printf("\n");

@@ -568,16 +568,28 @@ static void *balloc(msbnb_status *st, ctx_t *c, int *slot, size_t bytes) {
     return c->scratch[k];
 }
 
-static msbnb_status quantize_one(ctx_t *c, msbnb_st_writer_t *w, const item_t *it,
+static msbnb_status quantize_one(ctx_t *c, msbnb_st_writer_t *w, const item_t *item,
                                  uint64_t *bytes_out, double *err) {
     const msbnb_qparams *f = &c->cfg->format;
+    int nbufs = 0;
+    msbnb_status st = MSBNB_OK;
+    /* safetensors does not align data: a tensor at an offset that is no multiple of its
+     * element size is copied to aligned memory first, so every kernel below reads aligned
+     * elements (rare: the reference writer orders tensors so this never happens) */
+    item_t aligned = *item;
+    const item_t *it = item;
+    if ((uintptr_t)item->ti.data % msbnb_dtype_size(item->ti.dtype) != 0) {
+        void *copy = balloc(&st, c, &nbufs, (size_t)item->ti.nbytes);
+        if (st != MSBNB_OK) return st;
+        memcpy(copy, item->ti.data, (size_t)item->ti.nbytes);
+        aligned.ti.data = copy;
+        it = &aligned;
+    }
     const msbnb_st_tensor_info *ti = &it->ti;
     const char *m = it->module;
     int64_t R = ti->shape[0], C = ti->shape[1], n = ti->numel;
     size_t es = msbnb_dtype_size(ti->dtype);
     int bnb8 = f->type == MSBNB_QTYPE_INT8 && msbnb__qconfig_is_bnb(c->cfg);
-    int nbufs = 0;
-    msbnb_status st = MSBNB_OK;
 #define ALLOC(ptr, bytes) ((ptr) = balloc(&st, c, &nbufs, (size_t)(bytes)))
     /* The input, aligned (safetensors does not align data) and in the dtype the row
      * quantizers take: LLM.int8 the float16 cast (as bitsandbytes), msbnb's formats float32.

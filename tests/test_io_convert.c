@@ -660,6 +660,21 @@ static void test_unaligned_tensors(void) {
         io_rm_rf(ou), io_rm_rf(oa);
         free(ou), free(oa);
     }
+    /* float weights at odd offsets load into layers too */
+    msbnb_st_file_t *fu = NULL;
+    CHECK_OK(msbnb_st_open(&fu, ua));
+    for (int k = 0; k < 2 && fu; k++) {
+        msbnb_linear_t *l = NULL;
+        CHECK_OK(msbnb_checkpoint_load_linear(&l, fu, k ? "m.down_proj" : "m.up_proj"));
+        float *lw = malloc(sizeof(float) * R * C);
+        if (l) CHECK_OK(msbnb_linear_dequantize_weight(l, lw));
+        float *want = k ? wf : tmp;
+        if (!k) msbnb_convert(tmp, MSBNB_DTYPE_F32, wb, MSBNB_DTYPE_BF16, R * C);
+        CHECK(l && memcmp(lw, want, sizeof(float) * R * C) == 0);
+        free(lw);
+        msbnb_linear_free(l);
+    }
+    msbnb_st_close(fu);
     io_rm_rf(ua), io_rm_rf(al);
     free(pu), free(pa), free(ua), free(al), free(img);
 }

@@ -71,8 +71,19 @@ msbnb_status msbnb_checkpoint_load_linear(msbnb_linear_t **out, const msbnb_st_f
                              t.module, name, (long long)t.rows);
         else if (!(bias = msbnb__alloc((size_t)t.rows * sizeof(float))))
             st = msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "out of memory");
-        else
-            st = msbnb_convert(bias, MSBNB_DTYPE_F32, bi.data, bi.dtype, t.rows);
+        else {
+            /* decode from an aligned copy: safetensors data may sit at any offset */
+            memcpy(bias, bi.data, (size_t)bi.nbytes);
+            if (bi.dtype != MSBNB_DTYPE_F32) {
+                uint16_t *h = malloc((size_t)bi.nbytes);
+                if (!h) st = msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "out of memory");
+                else {
+                    memcpy(h, bi.data, (size_t)bi.nbytes);
+                    st = msbnb_convert(bias, MSBNB_DTYPE_F32, h, bi.dtype, t.rows);
+                    free(h);
+                }
+            }
+        }
     }
     if (st == MSBNB_OK) st = msbnb_qtensor_to_linear(out, &t, bias);
     msbnb__free(bias);

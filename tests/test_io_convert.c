@@ -591,6 +591,11 @@ static void test_rejects_tampered_quant_states(void) {
     static const char bad_type[] = "{\"quant_type\": \"fp4\", \"blocksize\": 64, \"dtype\": \"float32\", "
                                    "\"shape\": [128, 128]}";
     tampered("quant_type disagrees", qs, bad_type, MSBNB_DTYPE_U8, (int64_t)strlen(bad_type), MSBNB_ERR_FORMAT);
+    static const char huge_off[] = "{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"float32\", "
+                                   "\"shape\": [128, 128], \"nested_blocksize\": 256, \"nested_dtype\": "
+                                   "\"float32\", \"nested_offset\": 1e300}";
+    tampered("nested offset beyond float", qs, huge_off, MSBNB_DTYPE_U8, (int64_t)strlen(huge_off),
+             MSBNB_ERR_UNSUPPORTED);
     static const float absmax[100] = {0};
     tampered("absmax of the wrong size", "model.layers.0.self_attn.q_proj.weight.absmax", absmax,
              MSBNB_DTYPE_U8, 100, MSBNB_ERR_FORMAT);

@@ -98,7 +98,9 @@ static void test_reads_transformers_configs(void) {
                          "{\"load_in_4bit\": true, \"bnb_4bit_compute_dtype\": \"int8\"}",
                          "{\"load_in_8bit\": true, \"llm_int8_skip_modules\": [1]}",
                          "{\"quant_method\": \"msbnb\", \"quant_type\": \"int4\", \"group_size\": 7}",
-                         "{\"quant_method\": \"msbnb\", \"quant_type\": \"int4\", \"group_size\": -2}"};
+                         "{\"quant_method\": \"msbnb\", \"quant_type\": \"int4\", \"group_size\": -2}",
+                         "{\"load_in_8bit\": true, \"llm_int8_threshold\": 1e300}",
+                         "{\"load_in_8bit\": true, \"llm_int8_threshold\": -1}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         CHECKF(msbnb_qconfig_from_json(&d, bad[i], strlen(bad[i])) == MSBNB_ERR_FORMAT, "%s", bad[i]);
     CHECK_STATUS(msbnb_qconfig_from_json(NULL, "{}", 2), MSBNB_ERR_INVALID_ARGUMENT);

@@ -296,7 +296,12 @@ static msbnb_status from_obj(msbnb_qconfig *out, const cJSON *q) {
             c = msbnb_int8_config_default();
         }
         const cJSON *th = cJSON_GetObjectItemCaseSensitive(q, "llm_int8_threshold");
-        if (cJSON_IsNumber(th)) c.llm_int8_threshold = (float)th->valuedouble;
+        if (cJSON_IsNumber(th)) {
+            if (!(th->valuedouble >= 0 && th->valuedouble <= 1e30))
+                return msbnb__fail(MSBNB_ERR_FORMAT, "quantization_config: llm_int8_threshold must be "
+                                   "a finite number >= 0");
+            c.llm_int8_threshold = (float)th->valuedouble;
+        }
         MSBNB_TRY(read_list(q, "llm_int8_skip_modules", &c, 1));
     } else if (strcmp(method, "msbnb") == 0) {
         const cJSON *qt = cJSON_GetObjectItemCaseSensitive(q, "quant_type");

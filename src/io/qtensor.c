@@ -8,6 +8,8 @@
 #include "qtensor_internal.h"
 
 #include <cjson/cJSON.h>
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,6 +165,7 @@ msbnb_status msbnb_qtensor_load(msbnb_qtensor *out, const msbnb_st_file_t *f, co
                 const cJSON *off = cJSON_GetObjectItemCaseSensitive(j, "nested_offset");
                 const cJSON *ndt = cJSON_GetObjectItemCaseSensitive(j, "nested_dtype");
                 if (jint(j, "nested_blocksize", -1) != MSBNB_NESTED_BLOCKSIZE || !cJSON_IsNumber(off) ||
+                    !(fabs(off->valuedouble) <= FLT_MAX) || /* the float cast below must be defined */
                     (ndt && (!cJSON_IsString(ndt) || strcmp(ndt->valuestring, "float32"))))
                     st = msbnb__fail(MSBNB_ERR_UNSUPPORTED, "module '%s': nested quant state must "
                                      "have nested_blocksize 256, float32 and a nested_offset", t.module);

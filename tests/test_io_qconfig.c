@@ -100,6 +100,7 @@ static void test_reads_transformers_configs(void) {
                          "{\"quant_method\": \"msbnb\", \"quant_type\": \"int4\", \"group_size\": 7}",
                          "{\"quant_method\": \"msbnb\", \"quant_type\": \"int4\", \"group_size\": -2}",
                          "{\"load_in_8bit\": true, \"llm_int8_threshold\": 1e300}",
+                         "{\"quant_method\": \"msbnb\", \"quant_type\": \"int4\", \"group_size\": 32.5}",
                          "{\"load_in_8bit\": true, \"llm_int8_threshold\": -1}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         CHECKF(msbnb_qconfig_from_json(&d, bad[i], strlen(bad[i])) == MSBNB_ERR_FORMAT, "%s", bad[i]);

@@ -315,7 +315,8 @@ static msbnb_status from_obj(msbnb_qconfig *out, const cJSON *q) {
         const cJSON *gs = cJSON_GetObjectItemCaseSensitive(q, "group_size");
         if (!gs) gs = cJSON_GetObjectItemCaseSensitive(q, "blocksize");
         if (cJSON_IsNumber(gs)) {
-            if (!(gs->valuedouble >= 1 && gs->valuedouble <= 1 << 30))
+            if (!(gs->valuedouble >= 1 && gs->valuedouble <= 1 << 30) ||
+                gs->valuedouble != (double)(int64_t)gs->valuedouble)
                 return msbnb__fail(MSBNB_ERR_FORMAT, "quantization_config: bad group/block size");
             c.format.block = (int64_t)gs->valuedouble;
         }

@@ -417,13 +417,12 @@ static int cmd_inspect(int argc, char **argv) {
     uint64_t *mod_bytes = calloc(n ? n : 1, sizeof *mod_bytes);
     char (*mods)[512] = calloc(n ? n : 1, sizeof *mods);
     size_t nm = 0;
-    uint64_t tensor_bytes = 0, quant_bytes = 0, plain_bytes = 0;
+    uint64_t quant_bytes = 0, plain_bytes = 0;
     int rc = 0;
     for (size_t i = 0; i < n && mod_bytes && mods; i++) {
         msbnb_st_tensor_info ti;
         msbnb_st_get(f, i, &ti);
         size_t ml = 0;
-        tensor_bytes += ti.nbytes;
         if (msbnb__ckpt_classify(f, ti.name, &ml) == 0 || ml >= 512) {
             plain_bytes += ti.nbytes;
             continue;

@@ -4,4 +4,6 @@
 #define MSBNB_H
 #include "msbnb/core.h"
 #include "msbnb/quant.h"
+#include "msbnb/params.h"
+#include "msbnb/optim.h"
 #endif

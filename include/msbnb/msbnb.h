@@ -4,6 +4,8 @@
 #define MSBNB_H
 #include "msbnb/core.h"
 #include "msbnb/quant.h"
+#include "msbnb/linear.h"
 #include "msbnb/params.h"
 #include "msbnb/optim.h"
+#include "msbnb/lora.h"
 #endif

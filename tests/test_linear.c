@@ -349,6 +349,14 @@ static void test_quantize_weights_in_place(void) {
         CHECK(fabs(msbnb_linear_bits_per_weight(q) - bpw) < 1e-12);
         if (kinds[k].p.type != MSBNB_QTYPE_F32)
             CHECK_STATUS(msbnb_linear_quantize_weights(a, &kinds[k].p), MSBNB_ERR_STATE);
+        /* a clone is an independent deep copy */
+        msbnb_linear_t *c = NULL;
+        CHECK_OK(msbnb_linear_clone(&c, q));
+        msbnb_linear_free(q);
+        q = c;
+        CHECK_OK(msbnb_linear_dequantize_weight(c, w1));
+        CHECKF(memcmp(w1, w2, (size_t)(N * K) * 4) == 0, "clone %s", kinds[k].name);
+        CHECK(msbnb_linear_weight_bytes(c) == bytes);
         msbnb_linear_free(a);
         msbnb_linear_free(q);
     }

@@ -75,6 +75,9 @@ MSBNB_API msbnb_status msbnb_linear_create_int4_from_parts(msbnb_linear_t **out,
                                                            const float *scales,
                                                            const float *mins, const float *bias);
 
+/* A deep copy of a layer (weights, bias, settings); free it with msbnb_linear_free. */
+MSBNB_API msbnb_status msbnb_linear_clone(msbnb_linear_t **out, const msbnb_linear_t *src);
+
 /* Releases a layer and everything it owns. Accepts NULL. */
 MSBNB_API void msbnb_linear_free(msbnb_linear_t *l);
 

@@ -351,6 +351,52 @@ msbnb_status msbnb_linear_create_int4_from_parts(msbnb_linear_t **out, int64_t i
     return finish_parts(out, l, st, fmt);
 }
 
+static msbnb_status dup_arr(void **dst, const void *src, int64_t count, size_t elem) {
+    *dst = NULL;
+    if (!src) return MSBNB_OK;
+    return copy_in(dst, src, count, elem, "linear clone");
+}
+
+msbnb_status msbnb_linear_clone(msbnb_linear_t **out, const msbnb_linear_t *src) {
+    MSBNB_CHECK_NULL(out);
+    *out = NULL;
+    MSBNB_CHECK_NULL(src);
+    msbnb_linear_t *l = calloc(1, sizeof *l);
+    if (!l) return msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "linear clone: out of memory");
+    *l = *src;
+    l->f32 = l->absmax = l->mins = l->nested = l->rscale = l->rzero = l->scb = l->bias = NULL;
+    l->u16 = NULL;
+    l->q8 = NULL;
+    l->packed = l->qb = l->qabsmax = NULL;
+    const int64_t n = src->n, nk = src->n * src->k;
+    const msbnb_qtype t = src->fmt.type;
+    int64_t nscale = t == MSBNB_QTYPE_INT4 ? n * msbnb__ceil_div(src->k, src->fmt.block)
+                     : (t == MSBNB_QTYPE_NF4 || t == MSBNB_QTYPE_FP4 || t == MSBNB_QTYPE_Q8_DYNAMIC)
+                         ? msbnb_nblocks(nk, src->fmt.block)
+                         : 0;
+    msbnb_status st = dup_arr((void **)&l->f32, src->f32, nk, sizeof(float));
+    if (st == MSBNB_OK) st = dup_arr((void **)&l->u16, src->u16, nk, 2);
+    if (st == MSBNB_OK) st = dup_arr((void **)&l->q8, src->q8, nk, 1);
+    if (st == MSBNB_OK) st = dup_arr((void **)&l->rscale, src->rscale, n, sizeof(float));
+    if (st == MSBNB_OK) st = dup_arr((void **)&l->rzero, src->rzero, n, sizeof(float));
+    if (st == MSBNB_OK) st = dup_arr((void **)&l->scb, src->scb, n, sizeof(float));
+    if (st == MSBNB_OK) st = dup_arr((void **)&l->packed, src->packed, (nk + 1) / 2, 1);
+    if (st == MSBNB_OK) st = dup_arr((void **)&l->qb, src->qb, nk, 1);
+    if (st == MSBNB_OK) st = dup_arr((void **)&l->absmax, src->absmax, nscale, sizeof(float));
+    if (st == MSBNB_OK) st = dup_arr((void **)&l->mins, src->mins, nscale, sizeof(float));
+    if (st == MSBNB_OK) st = dup_arr((void **)&l->qabsmax, src->qabsmax, nscale, 1);
+    if (st == MSBNB_OK)
+        st = dup_arr((void **)&l->nested, src->nested, msbnb__ceil_div(nscale, MSBNB_NESTED_BLOCKSIZE),
+                     sizeof(float));
+    if (st == MSBNB_OK) st = dup_arr((void **)&l->bias, src->bias, n, sizeof(float));
+    if (st != MSBNB_OK) {
+        msbnb_linear_free(l);
+        return st;
+    }
+    *out = l;
+    return MSBNB_OK;
+}
+
 msbnb_status msbnb_linear_quantize_weights(msbnb_linear_t *l, const msbnb_qparams *fmt) {
     MSBNB_CHECK_NULL(l);
     MSBNB_CHECK_NULL(fmt);

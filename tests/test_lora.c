@@ -483,6 +483,75 @@ static void test_bad_input(void) {
     free(w);
 }
 
+/* PEFT tensors of the wrong shape are refused with SHAPE (and leave the adapter as it
+ * was); a NaN that reaches the adapter gradients is caught by the optimizer step, which
+ * then changes nothing. */
+static void test_adapter_weights_shapes_and_nan_grad(void) {
+    const int64_t K = 24, N = 11, r = 3, m = 5;
+    float *w = fvec((size_t)(N * K), 0.2f), *x = fvec((size_t)(m * K), 1);
+    msbnb_lora_config c = msbnb_lora_config_default();
+    c.rank = r;
+    msbnb_lora_linear_t *l;
+    CHECK_OK(msbnb_lora_linear_from_linear(&l, K, N, w, NULL, NULL, &c)); /* NF4 base */
+    float *A = fvec((size_t)(r * K + N * r), 0.5f), *B = fvec((size_t)(N * r + r * K), 0.5f);
+    int64_t as[2] = {r, K}, bs[2] = {N, r};
+    msbnb_lora_adapter a;
+    CHECK_OK(msbnb_lora_linear_adapter(l, NULL, &a));
+    float *A0 = fvec((size_t)(r * K), 0);
+    memcpy(A0, a.A, (size_t)(r * K) * 4);
+    int64_t bad_shapes[4][4] = {{r + 1, K, N, r + 1}, /* another rank */
+                                {K, r, N, r},         /* A transposed */
+                                {r, K, r, N},         /* B transposed */
+                                {r, K + 1, N, r}};    /* another module */
+    for (int i = 0; i < 4; i++) {
+        int64_t s1[2] = {bad_shapes[i][0], bad_shapes[i][1]}, s2[2] = {bad_shapes[i][2], bad_shapes[i][3]};
+        CHECK_STATUS(msbnb_lora_linear_set_adapter_weights(l, "default", A, s1, B, s2), MSBNB_ERR_SHAPE);
+        CHECK(strstr(msbnb_last_error(), "needs") != NULL);
+    }
+    CHECK(memcmp(A0, a.A, (size_t)(r * K) * 4) == 0);
+    CHECK_STATUS(msbnb_lora_linear_set_adapter_weights(l, "nope", A, as, B, bs), MSBNB_ERR_NOT_FOUND);
+    CHECK_STATUS(msbnb_lora_linear_set_adapter_weights(l, "default", NULL, as, B, bs),
+                 MSBNB_ERR_INVALID_ARGUMENT);
+    B[7] = NAN;
+    CHECK_STATUS(msbnb_lora_linear_set_adapter_weights(l, "default", A, as, B, bs), MSBNB_ERR_NON_FINITE);
+    CHECK(memcmp(A0, a.A, (size_t)(r * K) * 4) == 0);
+    B[7] = 0.25f;
+    CHECK_OK(msbnb_lora_linear_set_adapter_weights(l, "default", A, as, B, bs));
+    CHECK(memcmp(A, a.A, (size_t)(r * K) * 4) == 0 && memcmp(B, a.B, (size_t)(N * r) * 4) == 0);
+
+    /* NaN upstream gradient -> NaN dA/dB -> optim_step refuses, parameters unchanged */
+    msbnb_params_t *ps;
+    CHECK_OK(msbnb_params_create(&ps));
+    CHECK_OK(msbnb_lora_linear_register_params(l, ps, "m"));
+    CHECK_OK(msbnb_params_freeze_except_lora(ps, NULL));
+    msbnb_optim_config oc = msbnb_optim_config_default(MSBNB_OPTIM_ADAMW);
+    msbnb_optim_t *o;
+    CHECK_OK(msbnb_optim_create(&o, ps, &oc));
+    float *y = fvec((size_t)(m * N), 0), *dy = fvec((size_t)(m * N), 1);
+    CHECK_OK(msbnb_lora_linear_forward(l, y, x, m));
+    dy[3] = NAN;
+    CHECK_OK(msbnb_lora_linear_backward(l, NULL, dy, x, m));
+    CHECK_STATUS(msbnb_optim_step(o, NULL), MSBNB_ERR_NON_FINITE);
+    CHECK(memcmp(A, a.A, (size_t)(r * K) * 4) == 0 && memcmp(B, a.B, (size_t)(N * r) * 4) == 0);
+    CHECK(msbnb_optim_num_updates(o) == 0);
+    /* after zeroing, a finite gradient trains again */
+    CHECK_OK(msbnb_params_zero_grad(ps));
+    dy[3] = 0.5f;
+    CHECK_OK(msbnb_lora_linear_backward(l, NULL, dy, x, m));
+    CHECK_OK(msbnb_optim_step(o, NULL));
+    CHECK(msbnb_optim_num_updates(o) == 1 && memcmp(B, a.B, (size_t)(N * r) * 4) != 0);
+    msbnb_optim_free(o);
+    msbnb_params_free(ps);
+    msbnb_lora_linear_free(l);
+    free(w);
+    free(x);
+    free(A);
+    free(B);
+    free(A0);
+    free(y);
+    free(dy);
+}
+
 int main(void) {
     tu_rng_init(&g_rng, tu_seed());
     RUN_TEST(test_lora_gradients_every_kind);
@@ -491,5 +560,6 @@ int main(void) {
     RUN_TEST(test_merge_unmerge);
     RUN_TEST(test_register_and_train_frozen_base);
     RUN_TEST(test_bad_input);
+    RUN_TEST(test_adapter_weights_shapes_and_nan_grad);
     return tu_finish();
 }

@@ -81,6 +81,19 @@ typedef struct msbnb_lora_adapter {
 MSBNB_API msbnb_status msbnb_lora_linear_adapter(msbnb_lora_linear_t *l, const char *name,
                                                  msbnb_lora_adapter *out);
 
+/* Sets adapter `name`'s weights from tensors shaped as PEFT stores them (adapter files:
+ * "<module>.lora_A.weight" [r, in_features], "<module>.lora_B.weight" [out_features, r]);
+ * both copied. The shapes are given as found in the file, so a tensor of another shape
+ * (another rank, a transposed or foreign module's tensor) is refused.
+ * Errors: NULL, MSBNB_ERR_NOT_FOUND (no such adapter), MSBNB_ERR_SHAPE (a_shape !=
+ * {rank, in_features} or b_shape != {out_features, rank}), MSBNB_ERR_NON_FINITE (NaN/Inf),
+ * MSBNB_ERR_STATE (merged). On error the adapter is unchanged. */
+MSBNB_API msbnb_status msbnb_lora_linear_set_adapter_weights(msbnb_lora_linear_t *l,
+                                                             const char *name, const float *A,
+                                                             const int64_t a_shape[2],
+                                                             const float *B,
+                                                             const int64_t b_shape[2]);
+
 /* The base layer (borrowed; it changes on merge/unmerge). */
 MSBNB_API const msbnb_linear_t *msbnb_lora_linear_base(const msbnb_lora_linear_t *l);
 

@@ -241,6 +241,44 @@ msbnb_status msbnb_lora_linear_adapter(msbnb_lora_linear_t *l, const char *name,
     return MSBNB_OK;
 }
 
+msbnb_status msbnb_lora_linear_set_adapter_weights(msbnb_lora_linear_t *l, const char *name,
+                                                   const float *A, const int64_t a_shape[2],
+                                                   const float *B, const int64_t b_shape[2]) {
+    MSBNB_CHECK_NULL(l);
+    MSBNB_CHECK_NULL(name);
+    MSBNB_CHECK_NULL(A);
+    MSBNB_CHECK_NULL(a_shape);
+    MSBNB_CHECK_NULL(B);
+    MSBNB_CHECK_NULL(b_shape);
+    const char *fn = "msbnb_lora_linear_set_adapter_weights";
+    int i = find_adapter(l, name);
+    if (i < 0) return msbnb__fail(MSBNB_ERR_NOT_FOUND, "%s: adapter '%s' not found", fn, name);
+    adapter *a = &l->ad[i];
+    int64_t r = a->cfg.rank;
+    if (a_shape[0] != r || a_shape[1] != l->K)
+        return msbnb__fail(MSBNB_ERR_SHAPE,
+                           "%s: lora_A is [%lld, %lld], adapter '%s' needs [%lld, %lld]", fn,
+                           (long long)a_shape[0], (long long)a_shape[1], name, (long long)r,
+                           (long long)l->K);
+    if (b_shape[0] != l->N || b_shape[1] != r)
+        return msbnb__fail(MSBNB_ERR_SHAPE,
+                           "%s: lora_B is [%lld, %lld], adapter '%s' needs [%lld, %lld]", fn,
+                           (long long)b_shape[0], (long long)b_shape[1], name, (long long)l->N,
+                           (long long)r);
+    if (l->merged) return msbnb__fail(MSBNB_ERR_STATE, "%s: unmerge first", fn);
+    for (int64_t j = 0; j < r * l->K; j++)
+        if (!isfinite(A[j]))
+            return msbnb__fail(MSBNB_ERR_NON_FINITE, "%s: lora_A[%lld] is not finite", fn,
+                               (long long)j);
+    for (int64_t j = 0; j < l->N * r; j++)
+        if (!isfinite(B[j]))
+            return msbnb__fail(MSBNB_ERR_NON_FINITE, "%s: lora_B[%lld] is not finite", fn,
+                               (long long)j);
+    memcpy(a->A, A, (size_t)(r * l->K) * sizeof(float));
+    memcpy(a->B, B, (size_t)(l->N * r) * sizeof(float));
+    return MSBNB_OK;
+}
+
 const msbnb_linear_t *msbnb_lora_linear_base(const msbnb_lora_linear_t *l) { return l ? l->base : NULL; }
 
 msbnb_status msbnb_lora_linear_set_training(msbnb_lora_linear_t *l, int training) {

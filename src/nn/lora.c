@@ -3,6 +3,8 @@
 #include "internal.h"
 #include "msbnb/lora.h"
 
+#include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +70,9 @@ msbnb_status msbnb_lora_linear_create(msbnb_lora_linear_t **out, msbnb_linear_t 
     MSBNB_CHECK_NULL(out);
     *out = NULL;
     MSBNB_CHECK_NULL(base);
+    if (msbnb_linear_in_features(base) > INT_MAX || msbnb_linear_out_features(base) > INT_MAX)
+        return msbnb__fail(MSBNB_ERR_UNSUPPORTED,
+                           "msbnb_lora_linear_create: layer dimensions above INT_MAX (BLAS limit)");
     msbnb_lora_linear_t *l = calloc(1, sizeof *l);
     if (!l) return msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "msbnb_lora_linear_create: out of memory");
     l->base = base;
@@ -301,16 +306,14 @@ static const float *dropped_input(const msbnb_lora_linear_t *l, const adapter *a
     return xd;
 }
 
+/* The adapter's products are small dense GEMMs (one side has r columns); they go to
+ * OpenBLAS (row-major, f32). int casts are safe: callers bound m*K, m*N and r*K. */
+
 /* h [m, r] = xd [m, K] · Aᵀ, A [r, K]. */
 static void lora_down(float *restrict h, const float *restrict xd, const float *restrict A,
                       int64_t m, int64_t K, int64_t r) {
-    for (int64_t i = 0; i < m; i++)
-        for (int64_t j = 0; j < r; j++) {
-            const float *xr = xd + i * K, *ar = A + j * K;
-            float s = 0;
-            for (int64_t k = 0; k < K; k++) s += xr[k] * ar[k];
-            h[i * r + j] = s;
-        }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)r, (int)K, 1.0f, xd, (int)K,
+                A, (int)K, 0.0f, h, (int)r);
 }
 
 msbnb_status msbnb_lora_linear_forward(msbnb_lora_linear_t *l, float *y, const float *x, int64_t m) {
@@ -321,6 +324,9 @@ msbnb_status msbnb_lora_linear_forward(msbnb_lora_linear_t *l, float *y, const f
     int64_t mk, mn;
     MSBNB_TRY(msbnb__mul_checked(m, l->K, &mk, "x"));
     MSBNB_TRY(msbnb__mul_checked(m, l->N, &mn, "y"));
+    if (m > INT_MAX)
+        return msbnb__fail(MSBNB_ERR_OVERFLOW, "msbnb_lora_linear_forward: %lld rows exceed INT_MAX",
+                           (long long)m);
     MSBNB_TRY(msbnb_linear_forward(l->base, y, x, m));
     if (l->active < 0 || l->merged) return MSBNB_OK;
     const adapter *a = &l->ad[l->active];
@@ -339,18 +345,9 @@ msbnb_status msbnb_lora_linear_forward(msbnb_lora_linear_t *l, float *y, const f
     }
     const float *xin = dropped_input(l, a, xd, x, m);
     lora_down(h, xin, a->A, m, K, r);
-    /* y += s · h · Bᵀ, B [N, r] */
-    float s = a->scaling;
-    for (int64_t i = 0; i < m; i++) {
-        const float *hr = h + i * r;
-        float *yr = y + i * N;
-        for (int64_t n = 0; n < N; n++) {
-            const float *br = a->B + n * r;
-            float acc = 0;
-            for (int64_t j = 0; j < r; j++) acc += hr[j] * br[j];
-            yr[n] += s * acc;
-        }
-    }
+    /* y [m, N] += s · h [m, r] · Bᵀ, B [N, r] */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)N, (int)r, a->scaling, h,
+                (int)r, a->B, (int)r, 1.0f, y, (int)N);
     msbnb__free(h);
     msbnb__free(xd);
     return MSBNB_OK;
@@ -366,6 +363,8 @@ msbnb_status msbnb_lora_linear_backward(msbnb_lora_linear_t *l, float *dx, const
         return msbnb__fail(MSBNB_ERR_STATE, "%s: the adapter is merged; unmerge to train it", fn);
     int64_t mk;
     MSBNB_TRY(msbnb__mul_checked(m, l->K, &mk, "x"));
+    if (m > INT_MAX)
+        return msbnb__fail(MSBNB_ERR_OVERFLOW, "%s: %lld rows exceed INT_MAX", fn, (long long)m);
     if (l->active < 0) {
         if (!dx) return MSBNB_OK;
         return msbnb_linear_backward(l->base, dx, NULL, NULL, dy, NULL, m);
@@ -394,48 +393,25 @@ msbnb_status msbnb_lora_linear_backward(msbnb_lora_linear_t *l, float *dx, const
         const float *xin = dropped_input(l, a, xd, x, m);
         lora_down(h, xin, a->A, m, K, r);
         /* dh [m, r] = s · dy [m, N] · B [N, r] */
-        for (int64_t i = 0; i < m; i++) {
-            float *dr = dh + i * r;
-            for (int64_t j = 0; j < r; j++) dr[j] = 0;
-            const float *dyr = dy + i * N;
-            for (int64_t n = 0; n < N; n++) {
-                float g = dyr[n];
-                const float *br = a->B + n * r;
-                for (int64_t j = 0; j < r; j++) dr[j] += g * br[j];
-            }
-            for (int64_t j = 0; j < r; j++) dr[j] *= s;
-        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)r, (int)N, s, dy,
+                    (int)N, a->B, (int)r, 0.0f, dh, (int)r);
         /* dB [N, r] += s · dyᵀ · h */
-        for (int64_t i = 0; i < m; i++) {
-            const float *dyr = dy + i * N, *hr = h + i * r;
-            for (int64_t n = 0; n < N; n++) {
-                float g = s * dyr[n];
-                float *db = a->dB + n * r;
-                for (int64_t j = 0; j < r; j++) db[j] += g * hr[j];
-            }
-        }
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)N, (int)r, (int)m, s, dy, (int)N,
+                    h, (int)r, 1.0f, a->dB, (int)r);
         /* dA [r, K] += dhᵀ · xd */
-        for (int64_t i = 0; i < m; i++) {
-            const float *xr = xin + i * K, *dr = dh + i * r;
-            for (int64_t j = 0; j < r; j++) {
-                float g = dr[j];
-                float *da = a->dA + j * K;
-                for (int64_t k = 0; k < K; k++) da[k] += g * xr[k];
-            }
-        }
-        /* dx += (dh · A) ⊙ mask */
-        if (dx) {
-            float p = a->cfg.dropout, keep = drop ? 1.0f / (1.0f - p) : 1.0f;
-            for (int64_t i = 0; i < m; i++) {
-                float *dxr = dx + i * K;
-                const float *dr = dh + i * r;
-                for (int64_t k = 0; k < K; k++) {
-                    float acc = 0;
-                    for (int64_t j = 0; j < r; j++) acc += dr[j] * a->A[j * K + k];
-                    if (drop) acc *= drop_factor(a->cfg.seed, l->drop_counter, i * K + k, p, keep);
-                    dxr[k] += acc;
-                }
-            }
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)K, (int)m, 1.0f, dh,
+                    (int)r, xin, (int)K, 1.0f, a->dA, (int)K);
+        /* dx [m, K] += (dh · A) ⊙ mask; without dropout straight into dx, with it through
+         * the xd buffer (no longer needed) and the replayed mask */
+        if (dx && !drop) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)K, (int)r, 1.0f, dh,
+                        (int)r, a->A, (int)K, 1.0f, dx, (int)K);
+        } else if (dx) {
+            float p = a->cfg.dropout, keep = 1.0f / (1.0f - p);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)K, (int)r, 1.0f, dh,
+                        (int)r, a->A, (int)K, 0.0f, xd, (int)K);
+            for (int64_t i = 0; i < mk; i++)
+                dx[i] += xd[i] * drop_factor(a->cfg.seed, l->drop_counter, i, p, keep);
         }
     }
     msbnb__free(h);

@@ -554,6 +554,26 @@ int main(void) {
     printf("  %-26s %8.3f %8.2f %8.1f\n", "LoRA r=8 (f32 base)", m_lora.loss, m_lora.acc, t_lora);
     printf("  %-26s %8.3f %8.2f %8.1f\n", "QLoRA r=8 (NF4 base)", m_qlora.loss, m_qlora.acc, t_qlora);
 
+    /* Deployment: merge the adapters into the bases. f32: W + s·BA exactly, unmerge
+     * restores W; NF4: dequantize, add, re-quantize (the added error is reported). */
+    float *snap_lora_after = base_snapshot(&lora);
+    double merge_err = 0;
+    for (int i = 0; i < NL; i++) {
+        msbnb_error_stats e;
+        TRY(msbnb_lora_linear_merge(lora.lora[i], NULL));
+        TRY(msbnb_lora_linear_merge(qlora.lora[i], &e));
+        merge_err = e.rel_frobenius > merge_err ? e.rel_frobenius : merge_err;
+    }
+    metrics_t m_lora_merged = evaluate(&lora, &test_b), m_qlora_merged = evaluate(&qlora, &test_b);
+    for (int i = 0; i < NL; i++) {
+        TRY(msbnb_lora_linear_unmerge(lora.lora[i]));
+        TRY(msbnb_lora_linear_unmerge(qlora.lora[i]));
+    }
+    printf("  %-26s %8.3f %8.2f %8s\n", "LoRA merged into f32", m_lora_merged.loss,
+           m_lora_merged.acc, "-");
+    printf("  %-26s %8.3f %8.2f %8s   (merged weights vs exact: rel. error <= %.4f)\n",
+           "QLoRA merged, NF4 again", m_qlora_merged.loss, m_qlora_merged.acc, "-", merge_err);
+
     int fails = 0;
 #define EXPECT(cond, ...)                                                                   \
     do {                                                                                   \
@@ -573,12 +593,18 @@ int main(void) {
            "a method is not %.0f points above the untuned base (%.2f%%)", far, base_b.acc);
     EXPECT(base_unchanged(&lora, snap_lora), "LoRA training changed the frozen f32 base");
     EXPECT(base_unchanged(&qlora, snap_qlora), "QLoRA training changed the frozen NF4 base");
+    /* merging into f32 changes only rounding (a few near-ties may flip) */
+    EXPECT(fabs(m_lora_merged.acc - m_lora.acc) <= 0.1 && fabs(m_lora_merged.loss - m_lora.loss) < 1e-3,
+           "merged LoRA %.2f%% / %.4f differs from unmerged %.2f%% / %.4f", m_lora_merged.acc,
+           m_lora_merged.loss, m_lora.acc, m_lora.loss);
+    EXPECT(base_unchanged(&lora, snap_lora_after), "unmerge did not restore the f32 base exactly");
     printf("\n%s (total %.1f s)\n", fails ? "FAILED" : "OK: QLoRA matches full fine-tuning and LoRA"
                                                        " within 2 points, all far above the base",
            seconds() - t0);
 
     free(snap_lora);
     free(snap_qlora);
+    free(snap_lora_after);
     mlp_free(&base);
     mlp_free(&full);
     mlp_free(&lora);

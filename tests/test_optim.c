@@ -476,10 +476,70 @@ static void test_bad_config(void) {
     msbnb_params_free(ps);
 }
 
+/* Every AdamW kernel tier gives the scalar reference's bits (f32 and 8-bit states, odd
+ * sizes, clipping and weight decay on), over several steps with fresh gradients. */
+static void test_adamw_tiers_match_scalar(void) {
+    const int64_t sizes[] = {1, 3, 17, 4097, 9000};
+    const int ns = (int)(sizeof sizes / sizeof sizes[0]);
+    int64_t tot = 0;
+    for (int i = 0; i < ns; i++) tot += sizes[i];
+    float *p0 = fvec((size_t)tot, 1.0f), *gs = fvec((size_t)tot * 4, 0.5f);
+    for (int kind = 0; kind < 2; kind++) {
+        float *ref = NULL;
+        for (int tier = MSBNB_CPU_SCALAR; tier <= MSBNB_CPU_AVX512; tier++) {
+            if (!msbnb_cpu_tier_supported((msbnb_cpu_tier)tier)) continue;
+            float *p = fvec((size_t)tot, 0), *g = fvec((size_t)tot, 0);
+            memcpy(p, p0, (size_t)tot * 4);
+            msbnb_params_t *ps;
+            CHECK_OK(msbnb_params_create(&ps));
+            int64_t off = 0;
+            for (int i = 0; i < ns; i++) {
+                char name[16];
+                snprintf(name, sizeof name, "t%d", i);
+                CHECK_OK(msbnb_params_add(ps, name, p + off, g + off, 1, &sizes[i]));
+                off += sizes[i];
+            }
+            msbnb_optim_config c = msbnb_optim_config_default((msbnb_optim_kind)kind);
+            c.max_grad_norm = 5.0;
+            c.weight_decay = 0.1f;
+            msbnb_optim_t *o;
+            CHECK_OK(msbnb_optim_create(&o, ps, &c));
+            CHECK_OK(msbnb_optim_set_cpu_tier(o, (msbnb_cpu_tier)tier));
+            CHECK(msbnb_optim_cpu_tier(o) == (msbnb_cpu_tier)tier);
+            for (int step = 0; step < 4; step++) {
+                memcpy(g, gs + (size_t)step * (size_t)tot, (size_t)tot * 4);
+                CHECK_OK(msbnb_optim_step(o, NULL));
+            }
+            if (!ref) ref = p;
+            else {
+                CHECKF(memcmp(ref, p, (size_t)tot * 4) == 0, "%s AdamW (%s states) differs from scalar",
+                       msbnb_cpu_tier_name((msbnb_cpu_tier)tier), kind ? "8-bit" : "f32");
+                free(p);
+            }
+            msbnb_optim_free(o);
+            msbnb_params_free(ps);
+            free(g);
+        }
+        free(ref);
+    }
+    msbnb_optim_t *o = NULL;
+    msbnb_params_t *ps;
+    CHECK_OK(msbnb_params_create(&ps));
+    msbnb_optim_config c = msbnb_optim_config_default(MSBNB_OPTIM_ADAMW);
+    CHECK_OK(msbnb_optim_create(&o, ps, &c));
+    CHECK_STATUS(msbnb_optim_set_cpu_tier(o, (msbnb_cpu_tier)9), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_optim_set_cpu_tier(NULL, MSBNB_CPU_SCALAR), MSBNB_ERR_INVALID_ARGUMENT);
+    msbnb_optim_free(o);
+    msbnb_params_free(ps);
+    free(p0);
+    free(gs);
+}
+
 int main(void) {
     tu_rng_init(&g_rng, tu_seed());
     RUN_TEST(test_dynamic_maps);
     RUN_TEST(test_adamw_closed_form);
+    RUN_TEST(test_adamw_tiers_match_scalar);
     RUN_TEST(test_frozen_never_change_and_nan);
     RUN_TEST(test_accumulation_and_clipping);
     RUN_TEST(test_lr_schedule);

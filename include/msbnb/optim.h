@@ -64,6 +64,12 @@ MSBNB_API void msbnb_optim_free(msbnb_optim_t *o);
 MSBNB_API msbnb_status msbnb_optim_set_lr(msbnb_optim_t *o, float lr);
 MSBNB_API float msbnb_optim_get_lr(const msbnb_optim_t *o);
 
+/* Kernel tier of the AdamW update (default: MSBNB_CPU or the best this CPU has). Every
+ * tier computes the same bits. UNSUPPORTED if this CPU lacks it, INVALID_ARGUMENT for an
+ * unknown value. The getter returns MSBNB_CPU_SCALAR for NULL. */
+MSBNB_API msbnb_status msbnb_optim_set_cpu_tier(msbnb_optim_t *o, msbnb_cpu_tier t);
+MSBNB_API msbnb_cpu_tier msbnb_optim_cpu_tier(const msbnb_optim_t *o);
+
 /* Call after each backward pass (gradients accumulate in the trainable entries' grad
  * buffers). Every accum_steps-th call applies one AdamW update with g = grad/accum_steps
  * (clipped if configured), then zeroes the trainable gradients; other calls only count.

@@ -1,5 +1,6 @@
 /* AdamW with f32 or blockwise 8-bit states, gradient accumulation and clipping, the
  * warm-up + cosine schedule, and optimizer state files. Formulas in msbnb/optim.h. */
+#include "adamw_kernels.h"
 #include "internal.h"
 #include "msbnb/optim.h"
 #include "msbnb/quant.h"
@@ -117,6 +118,7 @@ struct msbnb_optim {
     slot *slots;
     int64_t nslots;
     float ucode[256]; /* unsigned dynamic map for v */
+    msbnb_cpu_tier tier; /* AdamW kernel tier */
 };
 
 static void slot_clear(slot *s) {
@@ -181,6 +183,7 @@ msbnb_status msbnb_optim_create(msbnb_optim_t **out, msbnb_params_t *params,
     o->params = params;
     o->cfg = *cfg;
     msbnb_create_dynamic_map(o->ucode, 0);
+    o->tier = msbnb__cpu_tier_default();
     *out = o;
     return MSBNB_OK;
 }
@@ -216,29 +219,43 @@ int64_t msbnb_optim_state_bytes(const msbnb_optim_t *o) {
     return b;
 }
 
+msbnb_status msbnb_optim_set_cpu_tier(msbnb_optim_t *o, msbnb_cpu_tier t) {
+    MSBNB_CHECK_NULL(o);
+    if (t != MSBNB_CPU_SCALAR && t != MSBNB_CPU_AVX2 && t != MSBNB_CPU_AVX512)
+        return msbnb__fail(MSBNB_ERR_INVALID_ARGUMENT, "%s: unknown CPU tier %d", __func__, (int)t);
+    if (!msbnb_cpu_tier_supported(t))
+        return msbnb__fail(MSBNB_ERR_UNSUPPORTED, "%s: this CPU does not support %s", __func__,
+                           msbnb_cpu_tier_name(t));
+    o->tier = t;
+    return MSBNB_OK;
+}
+
+msbnb_cpu_tier msbnb_optim_cpu_tier(const msbnb_optim_t *o) { return o ? o->tier : MSBNB_CPU_SCALAR; }
+
 /* ---------------------------------------------------------------- update */
 
-typedef struct {
-    float lr, b1, b2, eps, wd, gm; /* gm: gradient multiplier (1/accum, clipping) */
-    float bc1, bc2_sqrt;           /* 1 - b1^t, sqrt(1 - b2^t) */
-} adam_k;
-
-/* AdamW on n elements with f32 moments m, v (updated in place). torch's formulation:
- * denom = sqrt(v) / sqrt(1 - b2^t) + eps, p -= (lr / (1 - b1^t)) * m / denom. */
-static void adamw_f32(float *restrict p, float *restrict m, float *restrict v,
-                      const float *restrict g, int64_t n, const adam_k *k) {
-    float decay = 1.0f - k->lr * k->wd, step = k->lr / k->bc1;
+/* The scalar reference of the AdamW update (adamw_kernels.h states the exact operation
+ * order the SIMD tiers reproduce). */
+void msbnb__adamw_ref(float *restrict p, float *restrict m, float *restrict v,
+                      const float *restrict g, int64_t n, const msbnb__adamw_k *k) {
     for (int64_t i = 0; i < n; i++) {
         float gi = g[i] * k->gm;
-        m[i] = k->b1 * m[i] + (1.0f - k->b1) * gi;
-        v[i] = k->b2 * v[i] + (1.0f - k->b2) * gi * gi;
+        m[i] = k->b1 * m[i] + k->omb1 * gi;
+        v[i] = k->b2 * v[i] + k->omb2 * gi * gi;
         float denom = sqrtf(v[i]) / k->bc2_sqrt + k->eps;
-        p[i] = p[i] * decay - step * m[i] / denom;
+        p[i] = p[i] * k->decay - k->step * m[i] / denom;
     }
 }
 
+static msbnb__adamw_fn adamw_kernel(msbnb_cpu_tier t) {
+    return t == MSBNB_CPU_AVX512 ? msbnb__adamw_avx512
+           : t == MSBNB_CPU_AVX2 ? msbnb__adamw_avx2
+                                 : msbnb__adamw_ref;
+}
+
 static msbnb_status update_slot(msbnb_optim_t *o, slot *s, float *p, const float *g,
-                                const adam_k *k, float *tm, float *tv) {
+                                const msbnb__adamw_k *k, float *tm, float *tv) {
+    msbnb__adamw_fn adamw_f32 = adamw_kernel(o->tier);
     if (!s->q8) {
         adamw_f32(p, s->m, s->v, g, s->numel, k);
         return MSBNB_OK;
@@ -309,9 +326,16 @@ msbnb_status msbnb_optim_step(msbnb_optim_t *o, int *applied) {
     o->last_norm = norm;
     o->t++;
     o->micro = 0;
-    adam_k k = {o->cfg.lr, o->cfg.beta1, o->cfg.beta2, o->cfg.eps, o->cfg.weight_decay, (float)gm,
-                (float)(1.0 - pow(o->cfg.beta1, (double)o->t)),
-                (float)sqrt(1.0 - pow(o->cfg.beta2, (double)o->t))};
+    msbnb__adamw_k k;
+    k.gm = (float)gm;
+    k.b1 = o->cfg.beta1;
+    k.omb1 = 1.0f - o->cfg.beta1;
+    k.b2 = o->cfg.beta2;
+    k.omb2 = 1.0f - o->cfg.beta2;
+    k.decay = 1.0f - o->cfg.lr * o->cfg.weight_decay;
+    k.step = o->cfg.lr / (float)(1.0 - pow(o->cfg.beta1, (double)o->t));
+    k.bc2_sqrt = (float)sqrt(1.0 - pow(o->cfg.beta2, (double)o->t));
+    k.eps = o->cfg.eps;
     msbnb_status st = MSBNB_OK;
     for (int64_t i = 0; i < n && st == MSBNB_OK; i++) {
         msbnb_param e;

@@ -393,6 +393,7 @@ static metrics_t evaluate(mlp_t *m, const data_t *ds) {
 static int64_t train(mlp_t *m, const data_t *ds, int epochs, float lr, float weight_decay,
                      msbnb_optim_kind kind, rng_t *r) {
     msbnb_optim_config oc = msbnb_optim_config_default(kind);
+    oc.min_8bit_size = 0; /* 8-bit: every adapter tensor, however small (bnb keeps < 4096 in f32) */
     oc.lr = lr;
     oc.weight_decay = weight_decay;
     oc.max_grad_norm = 1.0;
@@ -548,7 +549,7 @@ int main(void) {
     tf = seconds();
     int64_t st_qlora = train(&qlora, &train_b, su.ft_epochs, su.lora_lr, 0.0f, MSBNB_OPTIM_ADAMW, &r);
     double t_qlora = seconds() - tf;
-    /* QLoRA with bitsandbytes-style 8-bit AdamW states (adapter tensors >= 4096 elements) */
+    /* QLoRA with bitsandbytes-style blockwise 8-bit AdamW states */
     tf = seconds();
     int64_t st_qlora8 = train(&qlora8, &train_b, su.ft_epochs, su.lora_lr, 0.0f,
                               MSBNB_OPTIM_ADAMW_8BIT, &r);

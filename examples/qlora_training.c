@@ -16,14 +16,23 @@
  *   LoRA r = 8         adapters on all three layers of the frozen f32 base (PEFT init,
  *                      alpha 16, dropout 0.05; freeze_model_except_lora);
  *   QLoRA r = 8        the same adapters on the base quantized to NF4 with double
- *                      quantization (Dettmers et al. 2023, arXiv:2305.14314).
+ *                      quantization (Dettmers et al. 2023, arXiv:2305.14314);
+ *   QLoRA r = 8        again with blockwise 8-bit AdamW states (reported; its state
+ *   + 8-bit AdamW      size is asserted).
+ * All use msbnb's layers, LoRA, parameter container (PEFT summary, freezing) and
+ * optimizers (AdamW, clipping, warm-up + cosine); only the ReLU and softmax
+ * cross-entropy of this toy model are written here. Afterwards the adapters are merged
+ * into the bases (f32: exact, and unmerge restores the base bit for bit; NF4:
+ * re-quantized, with the error that adds) and evaluated again.
  * Held-out sets are drawn separately from the training sets. Everything is seeded
  * (MSBNB_EXAMPLE_SEED overrides the seed); MSBNB_SANITIZE_RUN=1 shrinks the data and the
  * model for the sanitizer build, with the same assertions.
  *
  * Exits non-zero unless QLoRA's held-out accuracy is within 2 points of full
- * fine-tuning's and of LoRA-on-float's, all three are far above the untuned base, and
- * the frozen bases are bit-for-bit unchanged by adapter training. */
+ * fine-tuning's and of LoRA-on-float's, all three are at least 30 points above the
+ * untuned base, the frozen bases are bit-for-bit unchanged by adapter training, merging
+ * into f32 leaves the accuracy unchanged (within 0.1 point of rounding) and unmerging
+ * restores the base, and 8-bit AdamW learns the task with under a third of the state. */
 #include "msbnb/msbnb.h"
 
 #include <math.h>

@@ -291,17 +291,15 @@ static mlp_t mlp_clone_lora(const mlp_t *src, const msbnb_qparams *fmt, uint64_t
     memset(&m, 0, sizeof m);
     TRY(msbnb_params_create(&m.params));
     msbnb_lora_config cfg = msbnb_lora_config_default(); /* r = 8, alpha = 16 */
+    msbnb_qparams f32 = msbnb_qparams_default(MSBNB_QTYPE_F32);
     cfg.rank = RANK;
     cfg.dropout = 0.05f;
     for (int i = 0; i < NL; i++) {
         m.in[i] = src->in[i];
         m.out[i] = src->out[i];
-        msbnb_linear_t *base;
-        TRY(msbnb_linear_clone(&base, src->lin[i]));
-        if (fmt) TRY(msbnb_linear_quantize_weights(base, fmt));
-        TRY(msbnb_lora_linear_create(&m.lora[i], base));
         cfg.seed = seed + (uint64_t)i;
-        TRY(msbnb_lora_linear_add_adapter(m.lora[i], "default", &cfg));
+        /* the seed's Linear4bitWithLoRA.from_linear(layer, r=8, lora_alpha=16) */
+        TRY(msbnb_lora_linear_from_layer(&m.lora[i], src->lin[i], fmt ? fmt : &f32, &cfg));
         TRY(msbnb_lora_linear_register_params(m.lora[i], m.params, layer_name[i]));
     }
     int64_t n_train;

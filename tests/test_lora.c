@@ -552,10 +552,74 @@ static void test_adapter_weights_shapes_and_nan_grad(void) {
     free(dy);
 }
 
+/* from_layer: an f32 layer becomes NF4 (default) or the requested format, identical to
+ * from_linear on the same weights; a quantized layer is kept and must match fmt. */
+static void test_from_layer(void) {
+    const int64_t K = 70, N = 33, m = 3;
+    float *w = fvec((size_t)(N * K), 0.2f), *bias = fvec((size_t)N, 0.1f), *x = fvec((size_t)(m * K), 1);
+    msbnb_linear_t *f;
+    CHECK_OK(msbnb_linear_create(&f, K, N, w, bias, NULL));
+    msbnb_lora_config c = msbnb_lora_config_default();
+    c.seed = 5;
+    msbnb_lora_linear_t *a, *b;
+    CHECK_OK(msbnb_lora_linear_from_layer(&a, f, NULL, &c));
+    CHECK_OK(msbnb_lora_linear_from_linear(&b, K, N, w, bias, NULL, &c));
+    CHECK(msbnb_linear_qparams(msbnb_lora_linear_base(a)).type == MSBNB_QTYPE_NF4);
+    float *wa = fvec((size_t)(N * K), 0), *wb = fvec((size_t)(N * K), 0);
+    CHECK_OK(msbnb_linear_dequantize_weight(msbnb_lora_linear_base(a), wa));
+    CHECK_OK(msbnb_linear_dequantize_weight(msbnb_lora_linear_base(b), wb));
+    CHECK(memcmp(wa, wb, (size_t)(N * K) * 4) == 0);
+    msbnb_lora_adapter aa, ab;
+    CHECK_OK(msbnb_lora_linear_adapter(a, "default", &aa));
+    CHECK_OK(msbnb_lora_linear_adapter(b, NULL, &ab));
+    CHECK(aa.rank == 8 && memcmp(aa.A, ab.A, (size_t)(8 * K) * 4) == 0);
+    float *ya = fvec((size_t)(m * N), 0), *yb = fvec((size_t)(m * N), 0);
+    CHECK_OK(msbnb_lora_linear_forward(a, ya, x, m));
+    CHECK_OK(msbnb_lora_linear_forward(b, yb, x, m));
+    CHECK(memcmp(ya, yb, (size_t)(m * N) * 4) == 0);
+    /* f32 kept when asked; the source layer is untouched */
+    msbnb_qparams qf = msbnb_qparams_default(MSBNB_QTYPE_F32), q4 = msbnb_qparams_default(MSBNB_QTYPE_INT4);
+    msbnb_lora_linear_t *c32, *cq;
+    CHECK_OK(msbnb_lora_linear_from_layer(&c32, f, &qf, NULL));
+    CHECK(msbnb_linear_qparams(msbnb_lora_linear_base(c32)).type == MSBNB_QTYPE_F32);
+    CHECK(msbnb_linear_qparams(f).type == MSBNB_QTYPE_F32);
+    /* an NF4 layer: kept with NULL or the same format, refused for another */
+    msbnb_linear_t *nf = NULL;
+    msbnb_qparams qn = msbnb_qparams_default(MSBNB_QTYPE_NF4);
+    CHECK_OK(msbnb_linear_create(&nf, K, N, w, NULL, &qn));
+    CHECK_OK(msbnb_lora_linear_from_layer(&cq, nf, NULL, NULL));
+    msbnb_lora_linear_free(cq);
+    CHECK_OK(msbnb_lora_linear_from_layer(&cq, nf, &qn, NULL));
+    msbnb_lora_linear_free(cq);
+    cq = (msbnb_lora_linear_t *)1;
+    CHECK_STATUS(msbnb_lora_linear_from_layer(&cq, nf, &q4, NULL), MSBNB_ERR_STATE);
+    CHECK(cq == NULL);
+    qn.block = 128;
+    CHECK_STATUS(msbnb_lora_linear_from_layer(&cq, nf, &qn, NULL), MSBNB_ERR_STATE);
+    qn.block = 48;
+    CHECK_STATUS(msbnb_lora_linear_from_layer(&cq, f, &qn, NULL), MSBNB_ERR_UNSUPPORTED);
+    c.rank = K + 1;
+    CHECK_STATUS(msbnb_lora_linear_from_layer(&cq, f, NULL, &c), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_lora_linear_from_layer(&cq, NULL, NULL, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    msbnb_lora_linear_free(a);
+    msbnb_lora_linear_free(b);
+    msbnb_lora_linear_free(c32);
+    msbnb_linear_free(f);
+    msbnb_linear_free(nf);
+    free(w);
+    free(bias);
+    free(x);
+    free(wa);
+    free(wb);
+    free(ya);
+    free(yb);
+}
+
 int main(void) {
     tu_rng_init(&g_rng, tu_seed());
     RUN_TEST(test_lora_gradients_every_kind);
     RUN_TEST(test_lora_init_and_noop);
+    RUN_TEST(test_from_layer);
     RUN_TEST(test_multiple_adapters);
     RUN_TEST(test_merge_unmerge);
     RUN_TEST(test_register_and_train_frozen_base);

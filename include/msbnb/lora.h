@@ -52,6 +52,16 @@ MSBNB_API msbnb_status msbnb_lora_linear_from_linear(msbnb_lora_linear_t **out,
                                                      const msbnb_qparams *fmt,
                                                      const msbnb_lora_config *cfg);
 
+/* The same from an existing layer (copied with msbnb_linear_clone; the caller keeps
+ * `layer`): an f32 layer is quantized to `fmt` (NULL = NF4, block 64; an F32 fmt keeps it
+ * in f32); an already-quantized layer is kept as it is, and a non-NULL fmt must then name
+ * its format (type, block, flags; MSBNB_ERR_STATE otherwise). Adapter "default" with cfg
+ * (NULL = defaults) is attached and active. */
+MSBNB_API msbnb_status msbnb_lora_linear_from_layer(msbnb_lora_linear_t **out,
+                                                    const msbnb_linear_t *layer,
+                                                    const msbnb_qparams *fmt,
+                                                    const msbnb_lora_config *cfg);
+
 /* Frees the layer, its base and its adapters. Accepts NULL. */
 MSBNB_API void msbnb_lora_linear_free(msbnb_lora_linear_t *l);
 

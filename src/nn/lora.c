@@ -108,6 +108,51 @@ msbnb_status msbnb_lora_linear_from_linear(msbnb_lora_linear_t **out, int64_t in
     return MSBNB_OK;
 }
 
+static int same_format(const msbnb_qparams *a, const msbnb_qparams *b) {
+    if (a->type != b->type) return 0;
+    switch (a->type) {
+    case MSBNB_QTYPE_INT8: return a->symmetric == b->symmetric && a->per_tensor == b->per_tensor;
+    case MSBNB_QTYPE_INT4: return a->symmetric == b->symmetric && a->block == b->block;
+    case MSBNB_QTYPE_NF4:
+    case MSBNB_QTYPE_FP4: return a->block == b->block && !a->double_quant == !b->double_quant;
+    case MSBNB_QTYPE_Q8_DYNAMIC: return a->block == b->block;
+    default: return 1;
+    }
+}
+
+msbnb_status msbnb_lora_linear_from_layer(msbnb_lora_linear_t **out, const msbnb_linear_t *layer,
+                                          const msbnb_qparams *fmt, const msbnb_lora_config *cfg) {
+    MSBNB_CHECK_NULL(out);
+    *out = NULL;
+    MSBNB_CHECK_NULL(layer);
+    const char *fn = "msbnb_lora_linear_from_layer";
+    msbnb_qparams have = msbnb_linear_qparams(layer), nf4 = msbnb_qparams_default(MSBNB_QTYPE_NF4);
+    if (fmt) MSBNB_TRY(msbnb_qparams_validate(fmt));
+    if (have.type != MSBNB_QTYPE_F32 && fmt && !same_format(fmt, &have))
+        return msbnb__fail(MSBNB_ERR_STATE, "%s: the layer is already stored as %s; requested %s", fn,
+                           msbnb_qtype_name(have.type), msbnb_qtype_name(fmt->type));
+    msbnb_lora_config dc = msbnb_lora_config_default();
+    msbnb_linear_t *base = NULL;
+    MSBNB_TRY(msbnb_linear_clone(&base, layer));
+    msbnb_status st = MSBNB_OK;
+    const msbnb_qparams *want = fmt ? fmt : &nf4;
+    if (have.type == MSBNB_QTYPE_F32 && want->type != MSBNB_QTYPE_F32)
+        st = msbnb_linear_quantize_weights(base, want);
+    msbnb_lora_linear_t *l = NULL;
+    if (st == MSBNB_OK) st = msbnb_lora_linear_create(&l, base);
+    if (st != MSBNB_OK) {
+        msbnb_linear_free(base);
+        return st;
+    }
+    st = msbnb_lora_linear_add_adapter(l, "default", cfg ? cfg : &dc);
+    if (st != MSBNB_OK) {
+        msbnb_lora_linear_free(l);
+        return st;
+    }
+    *out = l;
+    return MSBNB_OK;
+}
+
 void msbnb_lora_linear_free(msbnb_lora_linear_t *l) {
     if (!l) return;
     for (int i = 0; i < l->nad; i++) msbnb__free(l->ad[i].A);

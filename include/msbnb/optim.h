@@ -94,7 +94,8 @@ MSBNB_API msbnb_status msbnb_optim_get_moments(const msbnb_optim_t *o, int64_t i
 
 /* Saves the state (config, update count, micro-step count, per-parameter moments by name)
  * to `path`: a versioned little-endian binary file ("MSBNBOPT", version 1), written to a
- * temporary file, fsynced and renamed so no partial file is ever left. */
+ * temporary file, fsynced and renamed (then the directory fsynced) so no partial file is
+ * ever left. */
 MSBNB_API msbnb_status msbnb_optim_save(const msbnb_optim_t *o, const char *path);
 
 /* Restores state saved by msbnb_optim_save into an optimizer of the same kind whose

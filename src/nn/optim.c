@@ -441,7 +441,8 @@ static int little_endian(void) {
     return b == 1;
 }
 
-/* Writes buf to path atomically: temp file in the same directory, fsync, rename. */
+/* Writes buf to path atomically: temp file in the same directory, fsync, rename, fsync
+ * of the directory. */
 static msbnb_status write_atomic(const char *path, const uint8_t *buf, size_t n) {
     size_t pl = strlen(path);
     char *tmp = malloc(pl + 16);
@@ -470,6 +471,19 @@ static msbnb_status write_atomic(const char *path, const uint8_t *buf, size_t n)
         unlink(tmp);
         free(tmp);
         return st;
+    }
+    /* make the rename itself durable: fsync the directory (best effort; some file
+     * systems refuse fsync on directories, and the data is already safe on disk) */
+    const char *slash = strrchr(path, '/');
+    if (slash == path) memcpy(tmp, "/", 2);
+    else if (slash) {
+        memcpy(tmp, path, (size_t)(slash - path));
+        tmp[slash - path] = '\0';
+    } else memcpy(tmp, ".", 2);
+    int dfd = open(tmp, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
     }
     free(tmp);
     return MSBNB_OK;

@@ -22,8 +22,8 @@
  * All use msbnb's layers, LoRA, parameter container (PEFT summary, freezing) and
  * optimizers (AdamW, clipping, warm-up + cosine); only the ReLU and softmax
  * cross-entropy of this toy model are written here. Afterwards the adapters are merged
- * into the bases (f32: exact, and unmerge restores the base bit for bit; NF4:
- * re-quantized, with the error that adds) and evaluated again.
+ * into the bases (f32: W + s·BA with f32 rounding only, and unmerge restores the base
+ * bit for bit; NF4: re-quantized, with the error that adds) and evaluated again.
  * Held-out sets are drawn separately from the training sets. Everything is seeded
  * (MSBNB_EXAMPLE_SEED overrides the seed); MSBNB_SANITIZE_RUN=1 shrinks the data and the
  * model for the sanitizer build, with the same assertions.

@@ -46,8 +46,8 @@ bench: build
 
 fuzz:
 	@bash scripts/deps.sh clang libclang-rt-14-dev
-	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMSBNB_FUZZ=ON -DMSBNB_CUDA=OFF >/dev/null
-	@cmake --build $(FUZZ_BUILD) -j$(JOBS)
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMSBNB_FUZZ=ON -DMSBNB_CUDA=OFF >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzzers
 	@bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 test-cuda: build

@@ -251,7 +251,7 @@ static msbnb_status parse_image(msbnb_st_file_t *f, int shard, const uint8_t *bu
     entry_t **ord = cnt ? malloc(cnt * sizeof *ord) : NULL;
     if (cnt && !ord) return msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "out of memory");
     for (size_t i = 0; i < cnt; i++) ord[i] = &f->e[first + i];
-    qsort(ord, cnt, sizeof *ord, cmp_begin);
+    if (cnt > 1) qsort(ord, cnt, sizeof *ord, cmp_begin);
     uint64_t expect = 0;
     for (size_t i = 0; i < cnt && st == MSBNB_OK; i++) {
         const entry_t *e = ord[i];

@@ -25,7 +25,7 @@ for bin in "${targets[@]}"; do
   echo "== $name: ${seconds}s, seeds: $(ls "$work" | wc -l)"
   log="$build/fuzz-$short.log"
   if "$bin" "$work" -dict="$root/fuzz/json.dict" -max_total_time="$seconds" -timeout=10 \
-       -rss_limit_mb=2048 -max_len=8192 -print_final_stats=1 \
+       -rss_limit_mb=2048 -max_len=16384 -print_final_stats=1 \
        -artifact_prefix="$build/fuzz-artifacts/$short-" >"$log" 2>&1; then
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)

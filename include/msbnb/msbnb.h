@@ -4,4 +4,5 @@
 #define MSBNB_H
 #include "msbnb/core.h"
 #include "msbnb/quant.h"
+#include "msbnb/cuda.h"
 #endif

@@ -1,0 +1,187 @@
+/* msbnb/cuda.h — the CUDA backend: device buffers and device versions of the functional
+ * API (quant.h) and of the quantized linear forward.
+ *
+ * Available when the library was built with the CUDA toolkit (MSBNB_HAVE_CUDA is then
+ * defined for users of the library target); without it these declarations have no
+ * definitions, so guard calls with #ifdef MSBNB_HAVE_CUDA.
+ *
+ * Conventions:
+ *  - Pointers documented as "device" point to memory from msbnb_cuda_malloc (cudaMalloc;
+ *    never managed memory). Host pointers are marked "host".
+ *  - Work runs on the legacy default stream of the current device, in issue order, and is
+ *    asynchronous to the host unless the contract says the call synchronizes. A kernel
+ *    fault may therefore surface as MSBNB_ERR_CUDA from a later call; every CUDA error
+ *    becomes MSBNB_ERR_CUDA with cudaGetErrorString() in msbnb_last_error().
+ *  - Quantize / dequantize results are bit-identical to the CPU functions of the same name
+ *    (and so to bitsandbytes): same layouts, same sizes, same rounding.
+ *  - Arguments are validated as in quant.h (NULL, sizes, block sizes, dtypes).
+ *  - Thread safety: calls on distinct outputs may run from several host threads.
+ */
+#ifndef MSBNB_CUDA_H
+#define MSBNB_CUDA_H
+
+#include "msbnb/core.h"
+#include "msbnb/quant.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- devices, buffers */
+
+/* Number of usable CUDA devices; 0 when there is no GPU or no driver (never fails). */
+MSBNB_API int msbnb_cuda_device_count(void);
+
+typedef struct msbnb_cuda_device_info {
+    char name[256];    /* "NVIDIA H100 80GB HBM3" */
+    int cc_major, cc_minor;
+    int sm_count;
+    int64_t total_mem; /* bytes */
+    int64_t l2_bytes;
+} msbnb_cuda_device_info;
+
+/* Properties of the current device. Errors: MSBNB_ERR_CUDA (no device). */
+MSBNB_API msbnb_status msbnb_cuda_device_info_get(msbnb_cuda_device_info *out);
+
+/* cudaMalloc of `bytes` (> 0) into *ptr; free with msbnb_cuda_free. Errors:
+ * MSBNB_ERR_INVALID_ARGUMENT, MSBNB_ERR_CUDA (e.g. out of device memory). */
+MSBNB_API msbnb_status msbnb_cuda_malloc(void **ptr, size_t bytes);
+/* cudaFree; NULL is accepted. */
+MSBNB_API msbnb_status msbnb_cuda_free(void *ptr);
+
+typedef enum msbnb_cuda_copy {
+    MSBNB_CUDA_HOST_TO_DEVICE = 1,
+    MSBNB_CUDA_DEVICE_TO_HOST = 2,
+    MSBNB_CUDA_DEVICE_TO_DEVICE = 3
+} msbnb_cuda_copy;
+
+/* Copies `bytes` (0 is a no-op). Host<->device copies synchronize with the host. */
+MSBNB_API msbnb_status msbnb_cuda_memcpy(void *dst, const void *src, size_t bytes,
+                                         msbnb_cuda_copy kind);
+/* Sets `bytes` of device memory to the byte `value`. */
+MSBNB_API msbnb_status msbnb_cuda_memset(void *dst, int value, size_t bytes);
+/* Waits for all queued work; reports any asynchronous error. */
+MSBNB_API msbnb_status msbnb_cuda_synchronize(void);
+
+/* ---------------------------------------------------------------- formats (device data) */
+
+/* Device msbnb_quantize_4bit: x (device, F32/F16/BF16 [n]) -> packed [ceil(n/2)] and
+ * absmax [nblocks] (device). Synchronizes (to report NaN/Inf: MSBNB_ERR_NON_FINITE). */
+MSBNB_API msbnb_status msbnb_cuda_quantize_4bit(uint8_t *packed, float *absmax, const void *x,
+                                                msbnb_dtype x_type, int64_t n,
+                                                int64_t blocksize, msbnb_qtype type);
+/* Device msbnb_dequantize_4bit: out (device, F32/F16/BF16 [n]). Asynchronous. */
+MSBNB_API msbnb_status msbnb_cuda_dequantize_4bit(void *out, msbnb_dtype out_type,
+                                                  const uint8_t *packed, const float *absmax,
+                                                  int64_t n, int64_t blocksize,
+                                                  msbnb_qtype type);
+
+/* Device msbnb_double_quant_absmax: absmax (device [nblocks]) -> qabsmax [nblocks],
+ * nested_absmax [ceil(nblocks/256)], offset [1], all device. The offset is computed in
+ * the CPU path's (= torch.mean's) summation order, so all three are bit-identical.
+ * Synchronizes (to report non-finite absmax). */
+MSBNB_API msbnb_status msbnb_cuda_double_quant_absmax(uint8_t *qabsmax, float *nested_absmax,
+                                                      float *offset, const float *absmax,
+                                                      int64_t nblocks);
+/* absmax[i] = dynamic_map[qabsmax[i]] * nested_absmax[i/256] + offset[0] (device). */
+MSBNB_API msbnb_status msbnb_cuda_double_dequant_absmax(float *absmax, const uint8_t *qabsmax,
+                                                        const float *nested_absmax,
+                                                        const float *offset, int64_t nblocks);
+
+/* Device 8-bit blockwise (dynamic map). `code` is a HOST pointer to 256 sorted floats, or
+ * NULL for msbnb_dynamic_map(). Quantize synchronizes (NaN/Inf check). */
+MSBNB_API msbnb_status msbnb_cuda_quantize_blockwise_8bit(uint8_t *q, float *absmax,
+                                                          const void *x, msbnb_dtype x_type,
+                                                          int64_t n, int64_t blocksize,
+                                                          const float *code);
+MSBNB_API msbnb_status msbnb_cuda_dequantize_blockwise_8bit(void *out, msbnb_dtype out_type,
+                                                            const uint8_t *q,
+                                                            const float *absmax, int64_t n,
+                                                            int64_t blocksize,
+                                                            const float *code);
+
+/* Device msbnb_int8_vectorwise_quant with threshold 0 (no outlier columns; threshold > 0
+ * is MSBNB_ERR_UNSUPPORTED on the GPU for now). a (device, F32/F16/BF16 [rows, cols]) ->
+ * q [rows*cols], row_absmax [rows]. Synchronizes (NaN/Inf check). */
+MSBNB_API msbnb_status msbnb_cuda_int8_vectorwise_quant(int8_t *q, float *row_absmax,
+                                                        const void *a, msbnb_dtype a_type,
+                                                        int64_t rows, int64_t cols);
+MSBNB_API msbnb_status msbnb_cuda_int8_vectorwise_dequant(float *out, const int8_t *q,
+                                                          const float *row_absmax,
+                                                          int64_t rows, int64_t cols);
+
+/* Device msbnb_quantize_8bit / msbnb_dequantize_8bit (per-row or per-tensor, symmetric or
+ * asymmetric). All pointers device; offset may be NULL when symmetric. Quantize
+ * synchronizes (NaN/Inf check). */
+MSBNB_API msbnb_status msbnb_cuda_quantize_8bit(int8_t *q, float *scale, float *offset,
+                                                const float *w, int64_t rows, int64_t cols,
+                                                int symmetric, int per_tensor);
+MSBNB_API msbnb_status msbnb_cuda_dequantize_8bit(float *out, const int8_t *q,
+                                                  const float *scale, const float *offset,
+                                                  int64_t rows, int64_t cols, int symmetric,
+                                                  int per_tensor);
+
+/* Device msbnb_quantize_int4 / msbnb_dequantize_int4 (per-group along each row). All
+ * pointers device; mins may be NULL when symmetric. Quantize synchronizes. */
+MSBNB_API msbnb_status msbnb_cuda_quantize_int4(uint8_t *packed, float *scales, float *mins,
+                                                const float *w, int64_t rows, int64_t cols,
+                                                int64_t group_size, int symmetric);
+MSBNB_API msbnb_status msbnb_cuda_dequantize_int4(float *out, const uint8_t *packed,
+                                                  const float *scales, const float *mins,
+                                                  int64_t rows, int64_t cols,
+                                                  int64_t group_size, int symmetric);
+
+/* ---------------------------------------------------------------- linear forward */
+
+/* A 4-bit weight W [N, K] (rows = output features) as bitsandbytes stores it, all device
+ * pointers: packed [ceil(N*K/2)], and either absmax (float [nblocks]) or, with
+ * double_quant, qabsmax (u8 [nblocks]) + nested_absmax (float [ceil(nblocks/256)]) +
+ * offset (float [1]). Borrowed: the caller keeps the buffers alive. */
+typedef struct msbnb_cuda_weight4 {
+    msbnb_qtype type; /* MSBNB_QTYPE_NF4 or MSBNB_QTYPE_FP4 */
+    int64_t blocksize;
+    int double_quant;
+    const uint8_t *packed;
+    const float *absmax;        /* when !double_quant */
+    const uint8_t *qabsmax;     /* when double_quant */
+    const float *nested_absmax; /* when double_quant */
+    const float *offset;        /* when double_quant */
+} msbnb_cuda_weight4;
+
+/* Fused dequantize + GEMV: y[m, n] = sum_k x[m, k] * W[n, k] for M <= 16, f32
+ * accumulation, streaming W once. x, y device [M, K] / [M, N] of the same dtype, F32 or
+ * BF16. Asynchronous. M > 16: MSBNB_ERR_UNSUPPORTED (use msbnb_cuda_linear_4bit). */
+MSBNB_API msbnb_status msbnb_cuda_gemv_4bit(void *y, const void *x, msbnb_dtype x_type,
+                                            const msbnb_cuda_weight4 *w, int64_t M,
+                                            int64_t N, int64_t K);
+
+/* Fused int8 GEMV: y[m, n] = row_scale[n] * scale_mul * sum_k x[m, k] * q[n, k] for
+ * M <= 16 (q int8 [N, K] device, row_scale float [N] device; for LLM.int8 weights pass
+ * row_absmax and scale_mul = 1/127, for msbnb_quantize_8bit symmetric weights the scale
+ * and 1). x, y as for msbnb_cuda_gemv_4bit. Asynchronous. */
+MSBNB_API msbnb_status msbnb_cuda_gemv_int8(void *y, const void *x, msbnb_dtype x_type,
+                                            const int8_t *q, const float *row_scale,
+                                            float scale_mul, int64_t M, int64_t N,
+                                            int64_t K);
+
+/* cuBLAS handle + scratch for the large-M paths. Create once per thread/stream user. */
+typedef struct msbnb_cuda_ctx msbnb_cuda_ctx;
+MSBNB_API msbnb_status msbnb_cuda_ctx_create(msbnb_cuda_ctx **out);
+MSBNB_API void msbnb_cuda_ctx_free(msbnb_cuda_ctx *ctx); /* NULL accepted */
+
+/* y[M, N] = x[M, K] * W[N, K]^T with bf16 x, W, y (device) through cuBLAS, f32 compute. */
+MSBNB_API msbnb_status msbnb_cuda_gemm_bf16(msbnb_cuda_ctx *ctx, uint16_t *y, const uint16_t *x,
+                                            const uint16_t *w, int64_t M, int64_t N,
+                                            int64_t K);
+
+/* Linear forward of a 4-bit weight for any M (bf16 x and y): the fused GEMV for M <= 16,
+ * otherwise W is dequantized to bf16 into the context's scratch and multiplied through
+ * cuBLAS. Asynchronous. */
+MSBNB_API msbnb_status msbnb_cuda_linear_4bit(msbnb_cuda_ctx *ctx, uint16_t *y, const uint16_t *x,
+                                              const msbnb_cuda_weight4 *w, int64_t M,
+                                              int64_t N, int64_t K);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MSBNB_CUDA_H */

@@ -1,0 +1,467 @@
+/* Quantized linear forward on the GPU.
+ *
+ * M <= 16: fused dequantize + GEMV. y[m, n] = sum_k x[m, k] W[n, k]. One warp per output
+ * row n streams that row of W once with 16-byte loads that skip L1 (each byte is used
+ * exactly once); every lane owns whole 16-byte chunks (32 4-bit or 16 int8 weights, all
+ * inside one quantization block since blocks are >= 32), keeps GEMV_U chunks in flight,
+ * and sums code * x in f32 before one multiply by the block's absmax. The 4-bit decode is
+ * a 256-entry shared table byte -> (code[hi], code[lo]); int8 -> f32 is a byte permute
+ * into 2^23 + u and one subtraction. Lanes combine with a shuffle tree.
+ * Bytes per row: K/2 (4-bit) or K (int8) plus scales: the kernel is memory-bound when the
+ * decode costs fewer instructions than the bandwidth leaves (see docs/CUDA.md).
+ *
+ * M > 16: W is dequantized to bf16 and multiplied through cuBLAS (tensor cores). */
+#include "cuda/cuda_internal.cuh"
+
+#include <cublas_v2.h>
+#include <limits.h>
+#include <string.h>
+
+#define GEMV_WARPS 8 /* rows per block */
+#define GEMV_U 4     /* 16-byte chunks in flight per lane */
+
+struct gemv_args {
+    void *y;
+    const void *x;
+    const uint8_t *w; /* packed 4-bit or int8 */
+    const float *absmax;
+    const uint8_t *qabsmax;
+    const float *nested;
+    const float *offset;
+    const float *row_scale;
+    float scale_mul;
+    int M, N, K, bs_log2;
+};
+
+/* 16 bytes that are read once: no L1 allocation. */
+__device__ __forceinline__ uint4 ld_stream(const void *p) {
+    uint4 r;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+        : "l"(p));
+    return r;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ void store_y(void *y, bool bf16, int64_t i, float v) {
+    if (bf16) ((__nv_bfloat16 *)y)[i] = __float2bfloat16_rn(v);
+    else ((float *)y)[i] = v;
+}
+
+/* Absmax of quantization block b: plain, or double-quantized (QLoRA: dynamic_map[q] *
+ * nested[b/256] + offset, rounded as msbnb_double_dequant_absmax rounds). */
+template <bool DQ>
+__device__ __forceinline__ float block_absmax(const gemv_args &a, const float *sdyn, float off, int64_t b) {
+    if (DQ) return __fadd_rn(__fmul_rn(sdyn[__ldg(a.qabsmax + b)], __ldg(a.nested + (b >> 8))), off);
+    return __ldg(a.absmax + b);
+}
+
+/* sum over the 32 weights of one chunk: code(byte) pairs times x[m, k0 .. k0+31]. */
+template <bool XBF16>
+__device__ __forceinline__ float chunk_dot4(const uint4 &q, const float2 *slut, const void *x, int64_t k0) {
+    const uint32_t qw[4] = {q.x, q.y, q.z, q.w};
+    float s0 = 0.0f, s1 = 0.0f;
+    if (XBF16) {
+        const uint4 *xp = (const uint4 *)((const uint16_t *)x + k0);
+#pragma unroll
+        for (int v = 0; v < 4; v++) {
+            uint4 xv = __ldg(xp + v);
+            const uint32_t xw[4] = {xv.x, xv.y, xv.z, xv.w};
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                int byte = v * 4 + j; /* weights 2*byte (high nibble) and 2*byte+1 */
+                float2 c = slut[(qw[byte >> 2] >> (8 * (byte & 3))) & 0xff];
+                s0 = fmaf(c.x, __uint_as_float(xw[j] << 16), s0);
+                s1 = fmaf(c.y, __uint_as_float(xw[j] & 0xffff0000u), s1);
+            }
+        }
+    } else {
+        const float4 *xp = (const float4 *)((const float *)x + k0);
+#pragma unroll
+        for (int v = 0; v < 8; v++) {
+            float4 xv = __ldg(xp + v);
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                int byte = v * 2 + j;
+                float2 c = slut[(qw[byte >> 2] >> (8 * (byte & 3))) & 0xff];
+                s0 = fmaf(c.x, j ? xv.z : xv.x, s0);
+                s1 = fmaf(c.y, j ? xv.w : xv.y, s1);
+            }
+        }
+    }
+    return s0 + s1;
+}
+
+template <int MT, bool DQ, bool XBF16>
+__global__ void __launch_bounds__(32 * GEMV_WARPS) gemv4_fast(gemv_args a, msbnb__code16 code, msbnb__code256 dyn) {
+    __shared__ float2 slut[256];
+    __shared__ float sdyn[DQ ? 256 : 1];
+    for (int t = threadIdx.x; t < 256; t += blockDim.x) {
+        slut[t] = make_float2(code.v[t >> 4], code.v[t & 15]);
+        if (DQ) sdyn[t] = dyn.v[t];
+    }
+    __syncthreads();
+    int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (n >= a.N) return;
+    const int K = a.K, nch = K / 32;
+    const uint8_t *wrow = a.w + (int64_t)n * K / 2;
+    const float off = DQ ? *a.offset : 0.0f;
+    float acc[MT];
+#pragma unroll
+    for (int m = 0; m < MT; m++) acc[m] = 0.0f;
+    for (int c0 = 0; c0 < nch; c0 += 32 * GEMV_U) {
+        uint4 q[GEMV_U];
+        float am[GEMV_U];
+#pragma unroll
+        for (int u = 0; u < GEMV_U; u++) {
+            int c = c0 + u * 32 + lane;
+            if (c < nch) {
+                q[u] = ld_stream(wrow + (int64_t)c * 16);
+                am[u] = block_absmax<DQ>(a, sdyn, off, ((int64_t)n * K + (int64_t)c * 32) >> a.bs_log2);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < GEMV_U; u++) {
+            int c = c0 + u * 32 + lane;
+            if (c >= nch) break;
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                if (m >= a.M) break;
+                const void *xm = XBF16 ? (const void *)((const uint16_t *)a.x + (int64_t)m * K)
+                                       : (const void *)((const float *)a.x + (int64_t)m * K);
+                acc[m] = fmaf(am[u], chunk_dot4<XBF16>(q[u], slut, xm, (int64_t)c * 32), acc[m]);
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+        if (m >= a.M) break;
+        float v = warp_sum(acc[m]);
+        if (lane == 0) store_y(a.y, XBF16, (int64_t)m * a.N + n, v);
+    }
+}
+
+/* Any K, any alignment: one warp per row, one weight at a time. */
+template <bool DQ>
+__global__ void gemv4_generic(gemv_args a, int xbf16, msbnb__code16 code, msbnb__code256 dyn) {
+    __shared__ float sdyn[256];
+    for (int t = threadIdx.x; t < 256; t += blockDim.x) sdyn[t] = dyn.v[t];
+    __syncthreads();
+    int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (n >= a.N) return;
+    const float off = DQ ? *a.offset : 0.0f;
+    for (int m = 0; m < a.M; m++) {
+        float acc = 0.0f;
+        for (int k = lane; k < a.K; k += 32) {
+            int64_t e = (int64_t)n * a.K + k;
+            uint8_t byte = a.w[e >> 1];
+            float w = __fmul_rn(code.v[(e & 1) ? (byte & 15) : (byte >> 4)],
+                                block_absmax<DQ>(a, sdyn, off, e >> a.bs_log2));
+            acc = fmaf(w, msbnb__ld_f32(a.x, xbf16 ? MSBNB_DTYPE_BF16 : MSBNB_DTYPE_F32, (int64_t)m * a.K + k), acc);
+        }
+        acc = warp_sum(acc);
+        if (lane == 0) store_y(a.y, xbf16, (int64_t)m * a.N + n, acc);
+    }
+}
+
+/* int8 -> exact f32 of 4 packed codes: (2^23 + (q ^ 0x80)) - (2^23 + 128). */
+__device__ __forceinline__ float i8f(uint32_t u, int i) {
+    return __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7440 | i)) - 8388736.0f;
+}
+
+template <bool XBF16>
+__device__ __forceinline__ float chunk_dot8(const uint4 &q, const void *x, int64_t k0) {
+    const uint32_t qw[4] = {q.x ^ 0x80808080u, q.y ^ 0x80808080u, q.z ^ 0x80808080u, q.w ^ 0x80808080u};
+    float s0 = 0.0f, s1 = 0.0f;
+    if (XBF16) {
+        const uint4 *xp = (const uint4 *)((const uint16_t *)x + k0);
+#pragma unroll
+        for (int v = 0; v < 2; v++) {
+            uint4 xv = __ldg(xp + v);
+            const uint32_t xw[4] = {xv.x, xv.y, xv.z, xv.w};
+#pragma unroll
+            for (int j = 0; j < 4; j++) { /* elements 8v + 2j, 8v + 2j + 1 */
+                int e = 8 * v + 2 * j;
+                s0 = fmaf(i8f(qw[e >> 2], e & 3), __uint_as_float(xw[j] << 16), s0);
+                s1 = fmaf(i8f(qw[e >> 2], (e & 3) + 1), __uint_as_float(xw[j] & 0xffff0000u), s1);
+            }
+        }
+    } else {
+        const float4 *xp = (const float4 *)((const float *)x + k0);
+#pragma unroll
+        for (int v = 0; v < 4; v++) {
+            float4 xv = __ldg(xp + v);
+            s0 = fmaf(i8f(qw[v], 0), xv.x, s0);
+            s1 = fmaf(i8f(qw[v], 1), xv.y, s1);
+            s0 = fmaf(i8f(qw[v], 2), xv.z, s0);
+            s1 = fmaf(i8f(qw[v], 3), xv.w, s1);
+        }
+    }
+    return s0 + s1;
+}
+
+template <int MT, bool XBF16>
+__global__ void __launch_bounds__(32 * GEMV_WARPS) gemv8_fast(gemv_args a) {
+    int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (n >= a.N) return;
+    const int K = a.K, nch = K / 16;
+    const int8_t *wrow = (const int8_t *)a.w + (int64_t)n * K;
+    float acc[MT];
+#pragma unroll
+    for (int m = 0; m < MT; m++) acc[m] = 0.0f;
+    for (int c0 = 0; c0 < nch; c0 += 32 * GEMV_U) {
+        uint4 q[GEMV_U];
+#pragma unroll
+        for (int u = 0; u < GEMV_U; u++) {
+            int c = c0 + u * 32 + lane;
+            if (c < nch) q[u] = ld_stream(wrow + (int64_t)c * 16);
+        }
+#pragma unroll
+        for (int u = 0; u < GEMV_U; u++) {
+            int c = c0 + u * 32 + lane;
+            if (c >= nch) break;
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                if (m >= a.M) break;
+                const void *xm = XBF16 ? (const void *)((const uint16_t *)a.x + (int64_t)m * K)
+                                       : (const void *)((const float *)a.x + (int64_t)m * K);
+                acc[m] += chunk_dot8<XBF16>(q[u], xm, (int64_t)c * 16);
+            }
+        }
+    }
+    float s = __fmul_rn(__ldg(a.row_scale + n), a.scale_mul);
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+        if (m >= a.M) break;
+        float v = warp_sum(acc[m]);
+        if (lane == 0) store_y(a.y, XBF16, (int64_t)m * a.N + n, __fmul_rn(v, s));
+    }
+}
+
+__global__ void gemv8_generic(gemv_args a, int xbf16) {
+    int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (n >= a.N) return;
+    float s = __fmul_rn(a.row_scale[n], a.scale_mul);
+    for (int m = 0; m < a.M; m++) {
+        float acc = 0.0f;
+        for (int k = lane; k < a.K; k += 32)
+            acc = fmaf((float)((const int8_t *)a.w)[(int64_t)n * a.K + k],
+                       msbnb__ld_f32(a.x, xbf16 ? MSBNB_DTYPE_BF16 : MSBNB_DTYPE_F32, (int64_t)m * a.K + k), acc);
+        acc = warp_sum(acc);
+        if (lane == 0) store_y(a.y, xbf16, (int64_t)m * a.N + n, __fmul_rn(acc, s));
+    }
+}
+
+/* ---------------------------------------------------------------- host side */
+
+static msbnb_status check_gemv_dims(int64_t M, int64_t N, int64_t K, msbnb_dtype xt, const char *fn) {
+    if (M <= 0 || N <= 0 || K <= 0)
+        return msbnb__fail(MSBNB_ERR_INVALID_ARGUMENT, "%s: M, N, K must be positive (got %lld, %lld, %lld)", fn,
+                           (long long)M, (long long)N, (long long)K);
+    if (M > 16)
+        return msbnb__fail(MSBNB_ERR_UNSUPPORTED, "%s: M = %lld > 16 (use the GEMM path)", fn, (long long)M);
+    int64_t nk;
+    if (N > INT_MAX || K > INT_MAX || !msbnb__mul_ok(N, K, &nk) || nk > INT64_MAX / 8)
+        return msbnb__fail(MSBNB_ERR_OVERFLOW, "%s: %lld x %lld weight is too large", fn, (long long)N, (long long)K);
+    if (xt != MSBNB_DTYPE_F32 && xt != MSBNB_DTYPE_BF16)
+        return msbnb__fail(MSBNB_ERR_UNSUPPORTED, "%s: x_type must be F32 or BF16 (got %d)", fn, (int)xt);
+    return MSBNB_OK;
+}
+
+static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+#define DISPATCH_MT(M, LAUNCH)                                                            \
+    do {                                                                                  \
+        if ((M) <= 1) LAUNCH(1);                                                          \
+        else if ((M) <= 2) LAUNCH(2);                                                     \
+        else if ((M) <= 4) LAUNCH(4);                                                     \
+        else if ((M) <= 8) LAUNCH(8);                                                     \
+        else LAUNCH(16);                                                                  \
+    } while (0)
+
+extern "C" msbnb_status msbnb_cuda_gemv_4bit(void *y, const void *x, msbnb_dtype x_type, const msbnb_cuda_weight4 *w,
+                                            int64_t M, int64_t N, int64_t K) {
+    MSBNB_CHECK_NULL(y);
+    MSBNB_CHECK_NULL(x);
+    MSBNB_CHECK_NULL(w);
+    MSBNB_CHECK_NULL(w->packed);
+    MSBNB_TRY(check_gemv_dims(M, N, K, x_type, __func__));
+    if (w->type != MSBNB_QTYPE_NF4 && w->type != MSBNB_QTYPE_FP4)
+        return msbnb__fail(MSBNB_ERR_UNSUPPORTED, "%s: weight type must be nf4 or fp4", __func__);
+    int64_t bs = w->blocksize;
+    if (bs < 32 || bs > 4096 || (bs & (bs - 1)))
+        return msbnb__fail(MSBNB_ERR_UNSUPPORTED, "%s: block size %lld is not a power of two in [32, 4096]", __func__,
+                           (long long)bs);
+    if (w->double_quant) {
+        MSBNB_CHECK_NULL(w->qabsmax);
+        MSBNB_CHECK_NULL(w->nested_absmax);
+        MSBNB_CHECK_NULL(w->offset);
+    } else {
+        MSBNB_CHECK_NULL(w->absmax);
+    }
+    gemv_args a;
+    memset(&a, 0, sizeof a);
+    a.y = y;
+    a.x = x;
+    a.w = w->packed;
+    a.absmax = w->absmax;
+    a.qabsmax = w->qabsmax;
+    a.nested = w->nested_absmax;
+    a.offset = w->offset;
+    a.M = (int)M;
+    a.N = (int)N;
+    a.K = (int)K;
+    while ((1LL << a.bs_log2) < bs) a.bs_log2++;
+    msbnb__code16 code;
+    memcpy(code.v, w->type == MSBNB_QTYPE_NF4 ? msbnb__nf4_code : msbnb__fp4_code, sizeof code.v);
+    msbnb__code256 dyn;
+    memcpy(dyn.v, msbnb__dynamic_map, sizeof dyn.v);
+    unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
+    int bf = x_type == MSBNB_DTYPE_BF16, dq = w->double_quant != 0;
+    if (K % 32 == 0 && aligned16(w->packed) && aligned16(x)) {
+#define L4(MT)                                                                                    \
+    do {                                                                                          \
+        if (dq && bf) gemv4_fast<MT, true, true><<<grid, 32 * GEMV_WARPS>>>(a, code, dyn);        \
+        else if (dq) gemv4_fast<MT, true, false><<<grid, 32 * GEMV_WARPS>>>(a, code, dyn);        \
+        else if (bf) gemv4_fast<MT, false, true><<<grid, 32 * GEMV_WARPS>>>(a, code, dyn);        \
+        else gemv4_fast<MT, false, false><<<grid, 32 * GEMV_WARPS>>>(a, code, dyn);               \
+    } while (0)
+        DISPATCH_MT(M, L4);
+#undef L4
+    } else if (dq) {
+        gemv4_generic<true><<<grid, 32 * GEMV_WARPS>>>(a, bf, code, dyn);
+    } else {
+        gemv4_generic<false><<<grid, 32 * GEMV_WARPS>>>(a, bf, code, dyn);
+    }
+    MSBNB_CUDA_LAUNCHED();
+    return MSBNB_OK;
+}
+
+extern "C" msbnb_status msbnb_cuda_gemv_int8(void *y, const void *x, msbnb_dtype x_type, const int8_t *q,
+                                            const float *row_scale, float scale_mul, int64_t M, int64_t N,
+                                            int64_t K) {
+    MSBNB_CHECK_NULL(y);
+    MSBNB_CHECK_NULL(x);
+    MSBNB_CHECK_NULL(q);
+    MSBNB_CHECK_NULL(row_scale);
+    MSBNB_TRY(check_gemv_dims(M, N, K, x_type, __func__));
+    gemv_args a;
+    memset(&a, 0, sizeof a);
+    a.y = y;
+    a.x = x;
+    a.w = (const uint8_t *)q;
+    a.row_scale = row_scale;
+    a.scale_mul = scale_mul;
+    a.M = (int)M;
+    a.N = (int)N;
+    a.K = (int)K;
+    unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
+    int bf = x_type == MSBNB_DTYPE_BF16;
+    if (K % 16 == 0 && aligned16(q) && aligned16(x)) {
+#define L8(MT)                                                                    \
+    do {                                                                          \
+        if (bf) gemv8_fast<MT, true><<<grid, 32 * GEMV_WARPS>>>(a);               \
+        else gemv8_fast<MT, false><<<grid, 32 * GEMV_WARPS>>>(a);                 \
+    } while (0)
+        DISPATCH_MT(M, L8);
+#undef L8
+    } else {
+        gemv8_generic<<<grid, 32 * GEMV_WARPS>>>(a, bf);
+    }
+    MSBNB_CUDA_LAUNCHED();
+    return MSBNB_OK;
+}
+
+/* ---------------------------------------------------------------- cuBLAS paths */
+
+struct msbnb_cuda_ctx {
+    cublasHandle_t blas;
+    void *scratch;
+    size_t scratch_bytes;
+};
+
+#define MSBNB_CUBLAS_TRY(call)                                                            \
+    do {                                                                                  \
+        cublasStatus_t msbnb__bs = (call);                                                \
+        if (msbnb__bs != CUBLAS_STATUS_SUCCESS)                                           \
+            return msbnb__fail(MSBNB_ERR_CUDA, "%s: %s: %s", __func__, #call,              \
+                               cublasGetStatusString(msbnb__bs));                         \
+    } while (0)
+
+extern "C" msbnb_status msbnb_cuda_ctx_create(msbnb_cuda_ctx **out) {
+    MSBNB_CHECK_NULL(out);
+    *out = NULL;
+    msbnb_cuda_ctx *c = (msbnb_cuda_ctx *)calloc(1, sizeof *c);
+    if (!c) return msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "%s: out of memory", __func__);
+    cublasStatus_t s = cublasCreate(&c->blas);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        free(c);
+        return msbnb__fail(MSBNB_ERR_CUDA, "%s: cublasCreate: %s", __func__, cublasGetStatusString(s));
+    }
+    *out = c;
+    return MSBNB_OK;
+}
+
+extern "C" void msbnb_cuda_ctx_free(msbnb_cuda_ctx *ctx) {
+    if (!ctx) return;
+    cublasDestroy(ctx->blas);
+    cudaFree(ctx->scratch);
+    free(ctx);
+}
+
+static msbnb_status scratch_reserve(msbnb_cuda_ctx *c, size_t bytes) {
+    if (c->scratch_bytes >= bytes) return MSBNB_OK;
+    cudaFree(c->scratch);
+    c->scratch = NULL;
+    c->scratch_bytes = 0;
+    MSBNB_TRY(msbnb_cuda_malloc(&c->scratch, bytes));
+    c->scratch_bytes = bytes;
+    return MSBNB_OK;
+}
+
+extern "C" msbnb_status msbnb_cuda_gemm_bf16(msbnb_cuda_ctx *ctx, uint16_t *y, const uint16_t *x, const uint16_t *w,
+                                            int64_t M, int64_t N, int64_t K) {
+    MSBNB_CHECK_NULL(ctx);
+    MSBNB_CHECK_NULL(y);
+    MSBNB_CHECK_NULL(x);
+    MSBNB_CHECK_NULL(w);
+    if (M <= 0 || N <= 0 || K <= 0 || M > INT_MAX || N > INT_MAX || K > INT_MAX)
+        return msbnb__fail(MSBNB_ERR_INVALID_ARGUMENT, "%s: M, N, K must be in [1, INT_MAX]", __func__);
+    const float alpha = 1.0f, beta = 0.0f;
+    /* Row-major y = x W^T is column-major y^T = W x^T: (N x K)^T-op times (K x M). */
+    MSBNB_CUBLAS_TRY(cublasGemmEx(ctx->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &alpha, w, CUDA_R_16BF,
+                                  (int)K, x, CUDA_R_16BF, (int)K, &beta, y, CUDA_R_16BF, (int)N, CUBLAS_COMPUTE_32F,
+                                  CUBLAS_GEMM_DEFAULT));
+    return MSBNB_OK;
+}
+
+extern "C" msbnb_status msbnb_cuda_linear_4bit(msbnb_cuda_ctx *ctx, uint16_t *y, const uint16_t *x,
+                                              const msbnb_cuda_weight4 *w, int64_t M, int64_t N, int64_t K) {
+    MSBNB_CHECK_NULL(ctx);
+    MSBNB_CHECK_NULL(w);
+    if (M >= 1 && M <= 16) return msbnb_cuda_gemv_4bit(y, x, MSBNB_DTYPE_BF16, w, M, N, K);
+    MSBNB_CHECK_NULL(y);
+    MSBNB_CHECK_NULL(x);
+    MSBNB_CHECK_NULL(w->packed);
+    int64_t nk;
+    if (M <= 0 || N <= 0 || K <= 0 || !msbnb__mul_ok(N, K, &nk) || nk > INT64_MAX / 8)
+        return msbnb__fail(MSBNB_ERR_INVALID_ARGUMENT, "%s: bad shape %lld x %lld x %lld", __func__, (long long)M,
+                           (long long)N, (long long)K);
+    int64_t nb = msbnb_nblocks(nk, w->blocksize);
+    if (nb <= 0) return msbnb__fail(MSBNB_ERR_UNSUPPORTED, "%s: bad block size", __func__);
+    size_t wbytes = ((size_t)nk * 2 + 255) / 256 * 256;
+    MSBNB_TRY(scratch_reserve(ctx, wbytes + (w->double_quant ? (size_t)nb * 4 : 0)));
+    uint16_t *wb = (uint16_t *)ctx->scratch;
+    const float *absmax = w->absmax;
+    if (w->double_quant) {
+        float *am = (float *)((char *)ctx->scratch + wbytes);
+        MSBNB_TRY(msbnb_cuda_double_dequant_absmax(am, w->qabsmax, w->nested_absmax, w->offset, nb));
+        absmax = am;
+    }
+    MSBNB_TRY(msbnb_cuda_dequantize_4bit(wb, MSBNB_DTYPE_BF16, w->packed, absmax, nk, w->blocksize, w->type));
+    return msbnb_cuda_gemm_bf16(ctx, y, x, wb, M, N, K);
+}

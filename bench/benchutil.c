@@ -94,6 +94,10 @@ static double bandwidth(int nthreads, size_t bytes, int copy) {
     return (double)bytes / med;
 }
 
+void bu_parallel_memcpy(void *dst, const void *src, size_t bytes, int nthreads) {
+    run_threads(nthreads, copy_job, (float *)src, dst, bytes / sizeof(float));
+}
+
 double bu_read_bandwidth(int nthreads, size_t bytes) { return bandwidth(nthreads, bytes, 0); }
 double bu_memcpy_bandwidth(int nthreads, size_t bytes) { return bandwidth(nthreads, bytes, 1); }
 

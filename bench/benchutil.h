@@ -17,6 +17,9 @@ double bu_read_bandwidth(int nthreads, size_t bytes);
 /* memcpy bandwidth: bytes copied (read + write counted once, as "GB/s of data") per s. */
 double bu_memcpy_bandwidth(int nthreads, size_t bytes);
 
+/* memcpy split over nthreads threads. */
+void bu_parallel_memcpy(void *dst, const void *src, size_t bytes, int nthreads);
+
 /* "Intel(R) Xeon(R) ..., 2 cores, avx512, gcc 12.2" */
 const char *bu_machine(void);
 

@@ -45,7 +45,8 @@ static int count_diff_bytes(const uint8_t *a, const uint8_t *b, size_t n) {
 
 static int count_diff_f32(const float *a, const float *b, size_t n, uint32_t max_ulp) {
     int d = 0;
-    for (size_t i = 0; i < n; i++) d += tu_ulp_diff(a[i], b[i]) > max_ulp;
+    for (size_t i = 0; i < n; i++)
+        d += tu_ulp_diff(a[i], b[i]) > max_ulp || (a[i] == 0 && b[i] == 0 && signbit(a[i]) != signbit(b[i]));
     return d;
 }
 

@@ -4,5 +4,6 @@
 #define MSBNB_H
 #include "msbnb/core.h"
 #include "msbnb/quant.h"
+#include "msbnb/linear.h"
 #include "msbnb/cuda.h"
 #endif

@@ -6,14 +6,16 @@
 
 #include <math.h>
 
-/* max |x| that propagates NaN (fmaxf would drop it) so bad input is detected. */
+/* max |x|, or NaN if any element is NaN or Inf (fmaxf would silently drop a NaN). */
 static inline float absmax_nan(const float *x, int64_t len) {
     float m = 0.0f;
+    bool bad = false;
     for (int64_t i = 0; i < len; i++) {
         float a = fabsf(x[i]);
-        if (!(a <= m)) m = a;
+        bad |= !(a <= 3.40282347e38f);
+        if (a > m) m = a;
     }
-    return m;
+    return bad ? NAN : m;
 }
 
 int msbnb__quant4_block_ref(uint8_t *packed, float *absmax, const float *x, int64_t len, int qtype) {

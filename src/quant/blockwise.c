@@ -143,7 +143,7 @@ msbnb_status msbnb_dequantize_4bit(void *out, msbnb_dtype out_type, const uint8_
     MSBNB_TRY(check_q4type(type, __func__));
     MSBNB_TRY(msbnb__check_float_type(out_type, __func__, "out_type"));
     dequant_job j = {msbnb__kernels(msbnb__cpu_tier_default()), out, out_type, packed, absmax,
-                     type == MSBNB_QTYPE_NF4 ? msbnb__nf4_code : msbnb__fp4_code, n, blocksize, 1};
+                     type == MSBNB_QTYPE_NF4 ? msbnb__nf4_code : msbnb__fp4_dequant, n, blocksize, 1};
     dequant_common(&j, nthreads);
     return MSBNB_OK;
 }

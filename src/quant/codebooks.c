@@ -91,6 +91,13 @@ const float msbnb__dynamic_map[256] = {
     0x1.ee00000000000p-1f, 0x1.f533340000000p-1f, 0x1.fc66660000000p-1f, 0x1.0000000000000p+0f,
 };
 
+/* What bitsandbytes' dequantize kernel produces per FP4 code (dDequantizeFP4Tree:
+ * sign * magnitude), which differs from the table above only in code 8: -0.0. */
+const float msbnb__fp4_dequant[16] = {
+    0.0f, 0.0625f / 12, 8.0f / 12, 1.0f, 4.0f / 12, 0.5f, 2.0f / 12, 0.25f,
+    -0.0f, -0.0625f / 12, -8.0f / 12, -1.0f, -4.0f / 12, -0.5f, -2.0f / 12, -0.25f,
+};
+
 const float *msbnb_nf4_code(void) { return msbnb__nf4_code; }
 const float *msbnb_fp4_code(void) { return msbnb__fp4_code; }
 const float *msbnb_dynamic_map(void) { return msbnb__dynamic_map; }

@@ -10,6 +10,7 @@
 
 extern const float msbnb__nf4_code[16];
 extern const float msbnb__fp4_code[16];
+extern const float msbnb__fp4_dequant[16]; /* as fp4_code, but code 8 is -0.0 */
 extern const float msbnb__dynamic_map[256];
 
 /* bitsandbytes is built with nvcc --use_fast_math, so its `1.0f / absmax` is PTX

@@ -1,0 +1,392 @@
+/* AVX-512 kernels of the linear layer (checked against gemv_ref.c by tests/test_linear.c).
+ *
+ * 4-bit formats (NF4, FP4, INT4) share one fused kernel. A 64-byte load holds 128 codes;
+ * read as 16 dword lanes, lane j holds the codes of elements 8j..8j+7, and shifting the
+ * lane right by 4s puts one of them in the low 4 bits, which is all _mm512_permutexvar_ps
+ * looks at: so 8 shifts + 8 permutes through a 16-float LUT decode 128 weights, with no
+ * widening. The activation is permuted once per call to the matching order
+ * (x'[s][j] = x[8j + e(s)]), so the weight bytes are streamed exactly once and never
+ * reordered. Per-block scales are applied per lane after the 8 products. */
+#include "cpu/gemv.h"
+#include "internal.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+/* element (within a lane's 8) whose nibble sits at bits 4s..4s+3 of the lane: byte s/2,
+ * low nibble (odd element) for even s, high nibble (even element) for odd s */
+static inline int lane_elem(int s) { return 2 * (s / 2) + ((s & 1) ? 0 : 1); }
+
+/* Whether the 128-code kernel applies: rows start on a 128-element boundary and every
+ * 128-chunk either lies in one scale unit or holds whole units of >= 8 elements. */
+static int lut4_fast(const msbnb__wview *w) {
+    if (w->k % 128) return 0;
+    if (w->type == MSBNB_QTYPE_NF4 || w->type == MSBNB_QTYPE_FP4) return 1; /* block: 2^n >= 32 */
+    if (w->type == MSBNB_QTYPE_INT4) {
+        int64_t g = w->block;
+        return g % 128 == 0 || (g >= 8 && 128 % g == 0);
+    }
+    return 0;
+}
+
+static void lut_of(const msbnb__wview *w, float lut[16]) {
+    for (int i = 0; i < 16; i++)
+        lut[i] = w->type == MSBNB_QTYPE_INT4 ? (w->symmetric ? (float)(i - 8) : (float)i) : w->code[i];
+}
+
+/* x'[(c*8 + s)*16 + j] = x[c*128 + 8j + e(s)]; xs[c*16 + j] = Σ_s of those (for mins). */
+static void permute_x(float *xp, float *xs, const float *x, int64_t K) {
+    for (int64_t c = 0; c < K / 128; c++) {
+        const float *xc = x + c * 128;
+        float *o = xp + c * 128;
+        for (int s = 0; s < 8; s++)
+            for (int j = 0; j < 16; j++) o[s * 16 + j] = xc[8 * j + lane_elem(s)];
+        if (xs)
+            for (int j = 0; j < 16; j++) {
+                float t = 0;
+                for (int s = 0; s < 8; s++) t += o[s * 16 + j];
+                xs[c * 16 + j] = t;
+            }
+    }
+}
+
+/* Scale (or min) of each lane of the 128-chunk starting at element k0 of row r. */
+static inline __m512 unit_vec(const msbnb__wview *w, const float *arr, int64_t r, int64_t k0) {
+    int64_t u, base;
+    if (w->type == MSBNB_QTYPE_INT4) {
+        u = w->block;
+        base = r * w->gpr + k0 / u;
+    } else {
+        u = w->block;
+        base = (r * w->k + k0) / u;
+    }
+    if (u >= 128) return _mm512_set1_ps(arr[base]);
+    int per = (int)(128 / u); /* units in this chunk (2, 4, 8 or 16) */
+    int shift = __builtin_ctz((unsigned)(u / 8));
+    __m512i idx = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), (unsigned)shift);
+    __m512 v = _mm512_maskz_loadu_ps((__mmask16)((1u << per) - 1), arr + base);
+    return _mm512_permutexvar_ps(idx, v);
+}
+
+static inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+/* M rows of activation (compile-time constant after inlining), rows [r0, r1). */
+static inline __attribute__((always_inline)) void lut4_rows(const msbnb__wview *w, float *y,
+                                                             int64_t ldy, const float *xp,
+                                                             const float *xs, int64_t r0,
+                                                             int64_t r1, const int M,
+                                                             const int has_min,
+                                                             const float *lutf) {
+    const int64_t K = w->k, nc = K / 128;
+    const __m512 lut = _mm512_loadu_ps(lutf);
+    for (int64_t r = r0; r < r1; r++) {
+        __m512 acc[8], accm[8];
+        for (int i = 0; i < M; i++) {
+            acc[i] = _mm512_setzero_ps();
+            accm[i] = _mm512_setzero_ps();
+        }
+        const uint8_t *p = w->packed + r * K / 2;
+        for (int64_t c = 0; c < nc; c++) {
+            __m512i v = _mm512_loadu_si512((const void *)(p + c * 64));
+            __m512 S = unit_vec(w, w->absmax, r, c * 128);
+            __m512 w0 = _mm512_permutexvar_ps(v, lut);
+            __m512 w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut);
+            __m512 w2 = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 8), lut);
+            __m512 w3 = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 12), lut);
+            __m512 w4 = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 16), lut);
+            __m512 w5 = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 20), lut);
+            __m512 w6 = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 24), lut);
+            __m512 w7 = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 28), lut);
+            for (int i = 0; i < M; i++) {
+                const float *xc = xp + (int64_t)i * K + c * 128;
+                __m512 ta = _mm512_mul_ps(w0, _mm512_loadu_ps(xc));
+                __m512 tb = _mm512_mul_ps(w1, _mm512_loadu_ps(xc + 16));
+                ta = _mm512_fmadd_ps(w2, _mm512_loadu_ps(xc + 32), ta);
+                tb = _mm512_fmadd_ps(w3, _mm512_loadu_ps(xc + 48), tb);
+                ta = _mm512_fmadd_ps(w4, _mm512_loadu_ps(xc + 64), ta);
+                tb = _mm512_fmadd_ps(w5, _mm512_loadu_ps(xc + 80), tb);
+                ta = _mm512_fmadd_ps(w6, _mm512_loadu_ps(xc + 96), ta);
+                tb = _mm512_fmadd_ps(w7, _mm512_loadu_ps(xc + 112), tb);
+                acc[i] = _mm512_fmadd_ps(_mm512_add_ps(ta, tb), S, acc[i]);
+            }
+            if (has_min) {
+                __m512 Mn = unit_vec(w, w->mins, r, c * 128);
+                for (int i = 0; i < M; i++)
+                    accm[i] = _mm512_fmadd_ps(Mn, _mm512_loadu_ps(xs + (int64_t)i * (K / 8) + c * 16), accm[i]);
+            }
+        }
+        for (int i = 0; i < M; i++) y[i * ldy + r] = hsum(_mm512_add_ps(acc[i], accm[i]));
+    }
+}
+
+#define LUT4_CASE(MM)                                                                      \
+    case MM:                                                                               \
+        if (has_min) lut4_rows(w, y, ldy, xp, xs, r0, r1, MM, 1, lutf);                    \
+        else lut4_rows(w, y, ldy, xp, xs, r0, r1, MM, 0, lutf);                            \
+        break;
+
+static void gemv_lut4(const msbnb__wview *w, float *y, int64_t ldy, const float *x, int64_t m,
+                      int64_t r0, int64_t r1, float *scratch) {
+    const int64_t K = w->k;
+    const int has_min = w->type == MSBNB_QTYPE_INT4 && !w->symmetric;
+    float *xp = scratch, *xs = scratch + m * K;
+    float lutf[16];
+    lut_of(w, lutf);
+    for (int64_t i = 0; i < m; i++) permute_x(xp + i * K, has_min ? xs + i * (K / 8) : NULL, x + i * K, K);
+    switch (m) {
+        LUT4_CASE(1)
+        LUT4_CASE(2)
+        LUT4_CASE(3)
+        LUT4_CASE(4)
+        LUT4_CASE(5)
+        LUT4_CASE(6)
+        LUT4_CASE(7)
+        LUT4_CASE(8)
+    default: msbnb__gemv_ref(w, y, ldy, x, m, r0, r1, scratch); break;
+    }
+}
+
+/* ---------------------------------------------------------------- 16-bit and int8 floats */
+
+/* Loads 16 weights of row r at column k as f32 (bf16 / f16 / asymmetric int8 codes). */
+static inline __m512 load16(const msbnb__wview *w, int64_t off, __mmask16 mk) {
+    switch (w->type) {
+    case MSBNB_QTYPE_BF16:
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, w->u16 + off)), 16));
+    case MSBNB_QTYPE_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, w->u16 + off));
+    case MSBNB_QTYPE_F32: return _mm512_maskz_loadu_ps(mk, w->f32 + off);
+    default: /* INT8 codes */
+        return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mk, w->q8 + off)));
+    }
+}
+
+/* y[i, r] = Σ_k x[i, k] w[r, k]; int8 asymmetric: s_r Σ_k (q - z_r) x (q - z exact). */
+static inline __attribute__((always_inline)) void dense_rows(const msbnb__wview *w, float *y,
+                                                              int64_t ldy, const float *x,
+                                                              int64_t r0, int64_t r1, const int M) {
+    const int64_t K = w->k;
+    const int is8 = w->type == MSBNB_QTYPE_INT8;
+    for (int64_t r = r0; r < r1; r++) {
+        __m512 a0[8], a1[8];
+        const __m512 z = _mm512_set1_ps(is8 ? w->rzero[r] : 0.0f);
+        for (int i = 0; i < M; i++) a0[i] = a1[i] = _mm512_setzero_ps();
+        int64_t k = 0;
+        for (; k + 32 <= K; k += 32) {
+            __m512 wa = load16(w, r * K + k, 0xffff), wb = load16(w, r * K + k + 16, 0xffff);
+            if (is8) {
+                wa = _mm512_sub_ps(wa, z);
+                wb = _mm512_sub_ps(wb, z);
+            }
+            for (int i = 0; i < M; i++) {
+                a0[i] = _mm512_fmadd_ps(wa, _mm512_loadu_ps(x + i * K + k), a0[i]);
+                a1[i] = _mm512_fmadd_ps(wb, _mm512_loadu_ps(x + i * K + k + 16), a1[i]);
+            }
+        }
+        for (; k < K; k += 16) {
+            __mmask16 mk = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
+            __m512 wa = load16(w, r * K + k, mk);
+            if (is8) wa = _mm512_sub_ps(wa, z);
+            for (int i = 0; i < M; i++)
+                a0[i] = _mm512_fmadd_ps(wa, _mm512_maskz_loadu_ps(mk, x + i * K + k), a0[i]);
+        }
+        for (int i = 0; i < M; i++) {
+            float s = hsum(_mm512_add_ps(a0[i], a1[i]));
+            y[i * ldy + r] = is8 ? w->rscale[r] * s : s;
+        }
+    }
+}
+
+#define DENSE_CASE(MM)                                                                     \
+    case MM: dense_rows(w, y, ldy, x, r0, r1, MM); break;
+
+static void gemv_dense(const msbnb__wview *w, float *y, int64_t ldy, const float *x, int64_t m,
+                       int64_t r0, int64_t r1) {
+    switch (m) {
+        DENSE_CASE(1)
+        DENSE_CASE(2)
+        DENSE_CASE(3)
+        DENSE_CASE(4)
+        DENSE_CASE(5)
+        DENSE_CASE(6)
+        DENSE_CASE(7)
+        DENSE_CASE(8)
+    default: break;
+    }
+}
+
+static void gemv_avx512(const msbnb__wview *w, float *y, int64_t ldy, const float *x, int64_t m,
+                        int64_t r0, int64_t r1, float *scratch) {
+    if (m > 8) {
+        msbnb__gemv_ref(w, y, ldy, x, m, r0, r1, scratch);
+        return;
+    }
+    switch (w->type) {
+    case MSBNB_QTYPE_F32:
+    case MSBNB_QTYPE_BF16:
+    case MSBNB_QTYPE_F16: gemv_dense(w, y, ldy, x, m, r0, r1); return;
+    case MSBNB_QTYPE_INT8:
+        if (!w->symmetric) {
+            gemv_dense(w, y, ldy, x, m, r0, r1);
+            return;
+        }
+        break;
+    case MSBNB_QTYPE_NF4:
+    case MSBNB_QTYPE_FP4:
+    case MSBNB_QTYPE_INT4:
+        if (lut4_fast(w)) {
+            gemv_lut4(w, y, ldy, x, m, r0, r1, scratch);
+            return;
+        }
+        break;
+    default: break;
+    }
+    msbnb__gemv_ref(w, y, ldy, x, m, r0, r1, scratch);
+}
+
+/* ---------------------------------------------------------------- int8 · int8 */
+
+/* acc = Σ xq · q exactly. VNNI's vpdpbusd multiplies unsigned by signed bytes, so the
+ * weight is biased to unsigned (q ^ 0x80 = q + 128) and 128 Σ xq subtracted afterwards.
+ * Lanes are flushed to 64 bits every 2^16 columns (each lane gains <= 4·255·128 per step). */
+static inline __attribute__((always_inline, target("avx512vnni"))) void
+i8_vnni_rows(const msbnb__wview *w, int64_t *acc, int64_t lda, const int8_t *xq,
+             const int64_t *xsum, int64_t r0, int64_t r1, const int M) {
+    const int64_t K = w->k;
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    for (int64_t r = r0; r < r1; r++) {
+        const int8_t *q = w->q8 + r * K;
+        int64_t tot[8] = {0};
+        for (int64_t k0 = 0; k0 < K; k0 += 65536) {
+            int64_t k1 = K - k0 < 65536 ? K : k0 + 65536;
+            __m512i a[8];
+            for (int i = 0; i < M; i++) a[i] = _mm512_setzero_si512();
+            for (int64_t k = k0; k < k1; k += 64) {
+                __mmask64 mk = k1 - k >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (k1 - k)) - 1);
+                __m512i wu = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, q + k), bias);
+                for (int i = 0; i < M; i++)
+                    a[i] = _mm512_dpbusd_epi32(a[i], wu, _mm512_maskz_loadu_epi8(mk, xq + i * K + k));
+            }
+            for (int i = 0; i < M; i++) tot[i] += _mm512_reduce_add_epi32(a[i]);
+        }
+        for (int i = 0; i < M; i++) acc[i * lda + r] = tot[i] - 128 * xsum[i];
+    }
+}
+
+#define VNNI_CASE(MM)                                                                      \
+    case MM: i8_vnni_rows(w, acc, lda, xq, xsum, r0, r1, MM); break;
+
+__attribute__((target("avx512vnni"))) static void gemv_i8_vnni(const msbnb__wview *w,
+                                                               int64_t *acc, int64_t lda,
+                                                               const int8_t *xq, int64_t m,
+                                                               int64_t r0, int64_t r1) {
+    const int64_t K = w->k;
+    int64_t xsum[8] = {0};
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t k = 0; k < K; k++) xsum[i] += xq[i * K + k];
+    switch (m) {
+        VNNI_CASE(1)
+        VNNI_CASE(2)
+        VNNI_CASE(3)
+        VNNI_CASE(4)
+        VNNI_CASE(5)
+        VNNI_CASE(6)
+        VNNI_CASE(7)
+        VNNI_CASE(8)
+    default: break;
+    }
+}
+
+/* Without VNNI: sign-extend to 16 bits and vpmaddwd (pairs summed into int32). */
+static void gemv_i8_madd(const msbnb__wview *w, int64_t *acc, int64_t lda, const int8_t *xq,
+                         int64_t m, int64_t r0, int64_t r1) {
+    const int64_t K = w->k;
+    for (int64_t r = r0; r < r1; r++) {
+        const int8_t *q = w->q8 + r * K;
+        for (int64_t i = 0; i < m; i++) {
+            int64_t tot = 0;
+            for (int64_t k0 = 0; k0 < K; k0 += 65536) {
+                int64_t k1 = K - k0 < 65536 ? K : k0 + 65536;
+                __m512i a = _mm512_setzero_si512();
+                for (int64_t k = k0; k < k1; k += 32) {
+                    __mmask32 mk = k1 - k >= 32 ? ~(__mmask32)0 : (((__mmask32)1 << (k1 - k)) - 1);
+                    __m512i wv = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mk, q + k));
+                    __m512i xv = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mk, xq + i * K + k));
+                    a = _mm512_add_epi32(a, _mm512_madd_epi16(wv, xv));
+                }
+                tot += _mm512_reduce_add_epi32(a);
+            }
+            acc[i * lda + r] = tot;
+        }
+    }
+}
+
+static void gemv_i8_avx512(const msbnb__wview *w, int64_t *acc, int64_t lda, const int8_t *xq,
+                           int64_t m, int64_t r0, int64_t r1) {
+    if (m <= 8 && msbnb__cpu()->avx512vnni) gemv_i8_vnni(w, acc, lda, xq, m, r0, r1);
+    else gemv_i8_madd(w, acc, lda, xq, m, r0, r1);
+}
+
+/* ---------------------------------------------------------------- dequantized panels */
+
+/* 32 weights from 16 packed bytes in natural order, times scale (+ min). */
+static inline void dq32(float *out, const uint8_t *p, __m512 lut, __m512 s, __m512 mn) {
+    __m512i d = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+    __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(d, 4), lut); /* elements 2j */
+    __m512 lo = _mm512_permutexvar_ps(d, lut);                        /* elements 2j+1 */
+    const __m512i i0 = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i i1 = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    _mm512_storeu_ps(out, _mm512_fmadd_ps(_mm512_permutex2var_ps(hi, i0, lo), s, mn));
+    _mm512_storeu_ps(out + 16, _mm512_fmadd_ps(_mm512_permutex2var_ps(hi, i1, lo), s, mn));
+}
+
+static void dequant_rows_avx512(const msbnb__wview *w, float *out, int64_t r0, int64_t r1, int raw) {
+    const int64_t K = w->k;
+    switch (w->type) {
+    case MSBNB_QTYPE_NF4:
+    case MSBNB_QTYPE_FP4:
+    case MSBNB_QTYPE_INT4: {
+        int ok = K % 32 == 0 && (w->type != MSBNB_QTYPE_INT4 || w->block % 32 == 0);
+        if (!ok) break;
+        float lutf[16];
+        lut_of(w, lutf);
+        const __m512 lut = _mm512_loadu_ps(lutf);
+        const int has_min = w->type == MSBNB_QTYPE_INT4 && !w->symmetric;
+        for (int64_t r = r0; r < r1; r++) {
+            float *o = out + (r - r0) * K;
+            const uint8_t *p = w->packed + r * K / 2;
+            for (int64_t k = 0; k < K; k += 32) {
+                int64_t si = w->type == MSBNB_QTYPE_INT4 ? r * w->gpr + k / w->block
+                                                         : (r * K + k) / w->block;
+                __m512 mn = has_min ? _mm512_set1_ps(w->mins[si]) : _mm512_setzero_ps();
+                dq32(o + k, p + k / 2, lut, _mm512_set1_ps(w->absmax[si]), mn);
+            }
+        }
+        return;
+    }
+    case MSBNB_QTYPE_BF16:
+    case MSBNB_QTYPE_F16:
+    case MSBNB_QTYPE_INT8:
+        for (int64_t r = r0; r < r1; r++) {
+            float *o = out + (r - r0) * K;
+            float s = 1.0f, z = 0.0f;
+            if (w->type == MSBNB_QTYPE_INT8) {
+                s = (w->symmetric && raw) ? 1.0f : w->rscale[r];
+                z = w->symmetric ? 0.0f : w->rzero[r];
+            }
+            const __m512 vs = _mm512_set1_ps(s), vz = _mm512_set1_ps(z);
+            for (int64_t k = 0; k < K; k += 16) {
+                __mmask16 mk = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
+                __m512 v = load16(w, r * K + k, mk);
+                if (w->type == MSBNB_QTYPE_INT8) v = _mm512_mul_ps(_mm512_sub_ps(v, vz), vs);
+                _mm512_mask_storeu_ps(o + k, mk, v);
+            }
+        }
+        return;
+    default: break;
+    }
+    msbnb__dequant_rows_ref(w, out, r0, r1, raw);
+}
+
+const msbnb__gemv_table msbnb__gemv_avx512 = {MSBNB_CPU_AVX512, dequant_rows_avx512, gemv_avx512,
+                                              gemv_i8_avx512};

@@ -1,0 +1,168 @@
+/* Bad input to every public function of the functional API: a status and a message for
+ * NULL pointers, zero/negative sizes, size overflow, unsupported block or group sizes,
+ * bad dtypes/enums and too-small buffers. Nothing aborts. */
+#include "testutil.h"
+
+#include <stdlib.h>
+
+static uint8_t u8[4096];
+static int8_t i8[4096];
+static float f[4096], g[4096];
+static const int64_t BIG = INT64_MAX / 2;
+
+static void test_null_pointers(void) {
+    CHECK_STATUS(msbnb_quantize_4bit(NULL, f, f, MSBNB_DTYPE_F32, 64, 64, MSBNB_QTYPE_NF4, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_quantize_4bit(u8, NULL, f, MSBNB_DTYPE_F32, 64, 64, MSBNB_QTYPE_NF4, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_quantize_4bit(u8, f, NULL, MSBNB_DTYPE_F32, 64, 64, MSBNB_QTYPE_NF4, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_dequantize_4bit(NULL, MSBNB_DTYPE_F32, u8, f, 64, 64, MSBNB_QTYPE_NF4, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_dequantize_4bit(f, MSBNB_DTYPE_F32, NULL, f, 64, 64, MSBNB_QTYPE_NF4, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_quantize_blockwise_8bit(u8, f, NULL, MSBNB_DTYPE_F32, 64, 64, NULL, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_dequantize_blockwise_8bit(f, MSBNB_DTYPE_F32, NULL, f, 64, 64, NULL, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    float off;
+    CHECK_STATUS(msbnb_double_quant_absmax(u8, f, NULL, g, 4), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_double_dequant_absmax(f, NULL, g, 0, 4), MSBNB_ERR_INVALID_ARGUMENT);
+    (void)off;
+    CHECK_STATUS(msbnb_quantize_8bit(i8, f, NULL, g, 2, 2, 0, 0), MSBNB_ERR_INVALID_ARGUMENT); /* asym needs offset */
+    CHECK_STATUS(msbnb_quantize_8bit(NULL, f, NULL, g, 2, 2, 1, 0), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_dequantize_8bit(f, i8, NULL, NULL, 2, 2, 1, 0), MSBNB_ERR_INVALID_ARGUMENT);
+    int64_t no;
+    CHECK_STATUS(msbnb_int8_vectorwise_quant(i8, NULL, NULL, 0, &no, g, MSBNB_DTYPE_F32, 2, 2, 0), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_int8_vectorwise_quant(i8, f, NULL, 0, NULL, g, MSBNB_DTYPE_F32, 2, 2, 6), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_int8_vectorwise_dequant(f, NULL, g, 2, 2), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_quantize_int4(u8, f, NULL, g, 2, 64, 32, 0), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_dequantize_int4(NULL, u8, f, g, 2, 64, 32, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_pack_4bit(NULL, u8, 4), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_unpack_4bit(u8, NULL, 4), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_convert(NULL, MSBNB_DTYPE_F16, f, MSBNB_DTYPE_F32, 4), MSBNB_ERR_INVALID_ARGUMENT);
+    msbnb_error_stats st;
+    CHECK_STATUS(msbnb_estimate_quantization_error(&st, NULL, f, 4), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_estimate_quantization_error(NULL, f, f, 4), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_get_quantization_info(NULL, f, 2, 2, 3), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_qparams_validate(NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_dtype_from_name(NULL, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_qtype_from_name("nf4", NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_cpu_tier_from_name(NULL, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+}
+
+static void test_zero_and_negative_sizes(void) {
+    static const int64_t bad[] = {0, -1, -4096};
+    for (int i = 0; i < 3; i++) {
+        int64_t n = bad[i];
+        CHECK_STATUS(msbnb_quantize_4bit(u8, f, g, MSBNB_DTYPE_F32, n, 64, MSBNB_QTYPE_NF4, 1), MSBNB_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(msbnb_dequantize_4bit(f, MSBNB_DTYPE_F32, u8, g, n, 64, MSBNB_QTYPE_FP4, 1), MSBNB_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(msbnb_quantize_blockwise_8bit(u8, f, g, MSBNB_DTYPE_F32, n, 64, NULL, 1), MSBNB_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(msbnb_double_quant_absmax(u8, f, g, g, n), MSBNB_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(msbnb_quantize_8bit(i8, f, g, g, n, 4, 1, 0), MSBNB_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(msbnb_quantize_8bit(i8, f, g, g, 4, n, 1, 0), MSBNB_ERR_INVALID_ARGUMENT);
+        int64_t no;
+        CHECK_STATUS(msbnb_int8_vectorwise_quant(i8, f, NULL, 0, &no, g, MSBNB_DTYPE_F32, n, 4, 0), MSBNB_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(msbnb_quantize_int4(u8, f, g, g, 4, n, 32, 1), MSBNB_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(msbnb_int4_sizes(n, 4, 32, NULL, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(msbnb_pack_4bit(u8, u8, n), MSBNB_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(msbnb_convert(f, MSBNB_DTYPE_F16, g, MSBNB_DTYPE_F32, n), MSBNB_ERR_INVALID_ARGUMENT);
+        msbnb_error_stats st;
+        CHECK_STATUS(msbnb_estimate_quantization_error(&st, f, g, n), MSBNB_ERR_INVALID_ARGUMENT);
+        msbnb_quant_info info;
+        CHECK_STATUS(msbnb_get_quantization_info(&info, f, n, 3, 3), MSBNB_ERR_INVALID_ARGUMENT);
+        int64_t by;
+        msbnb_qparams p = msbnb_qparams_default(MSBNB_QTYPE_NF4);
+        CHECK_STATUS(msbnb_qparams_storage(&p, 3, n, &by, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+        CHECK(msbnb_nblocks(n, 64) == 0);
+    }
+}
+
+static void test_size_overflow(void) {
+    CHECK_STATUS(msbnb_quantize_4bit(u8, f, g, MSBNB_DTYPE_F32, BIG, 64, MSBNB_QTYPE_NF4, 1), MSBNB_ERR_OVERFLOW);
+    CHECK_STATUS(msbnb_quantize_blockwise_8bit(u8, f, g, MSBNB_DTYPE_F32, BIG, 64, NULL, 1), MSBNB_ERR_OVERFLOW);
+    CHECK_STATUS(msbnb_quantize_8bit(i8, f, NULL, g, INT64_MAX / 3, 7, 1, 0), MSBNB_ERR_OVERFLOW);
+    CHECK_STATUS(msbnb_dequantize_8bit(f, i8, f, NULL, 1LL << 40, 1LL << 40, 1, 0), MSBNB_ERR_OVERFLOW);
+    int64_t no;
+    CHECK_STATUS(msbnb_int8_vectorwise_quant(i8, f, NULL, 0, &no, g, MSBNB_DTYPE_F32, 1LL << 33, 1LL << 33, 0), MSBNB_ERR_OVERFLOW);
+    CHECK_STATUS(msbnb_int4_sizes(1LL << 40, 1LL << 40, 32, NULL, NULL), MSBNB_ERR_OVERFLOW);
+    msbnb_qparams p = msbnb_qparams_default(MSBNB_QTYPE_F32);
+    int64_t by;
+    CHECK_STATUS(msbnb_qparams_storage(&p, 1LL << 40, 1LL << 40, &by, NULL), MSBNB_ERR_OVERFLOW);
+    msbnb_quant_info info;
+    CHECK_STATUS(msbnb_get_quantization_info(&info, f, 1LL << 40, 1LL << 40, 3), MSBNB_ERR_OVERFLOW);
+    CHECK_STATUS(msbnb_convert(f, MSBNB_DTYPE_F16, g, MSBNB_DTYPE_F32, INT64_MAX), MSBNB_ERR_OVERFLOW);
+}
+
+static void test_unsupported_block_and_group_sizes(void) {
+    static const int64_t bad_bs[] = {16, 48, 100, 8192, 31};
+    for (int i = 0; i < 5; i++) {
+        CHECK_STATUS(msbnb_quantize_4bit(u8, f, g, MSBNB_DTYPE_F32, 64, bad_bs[i], MSBNB_QTYPE_NF4, 1), MSBNB_ERR_UNSUPPORTED);
+        CHECK_STATUS(msbnb_dequantize_4bit(f, MSBNB_DTYPE_F32, u8, g, 64, bad_bs[i], MSBNB_QTYPE_NF4, 1), MSBNB_ERR_UNSUPPORTED);
+        CHECK_STATUS(msbnb_quantize_blockwise_8bit(u8, f, g, MSBNB_DTYPE_F32, 64, bad_bs[i], NULL, 1), MSBNB_ERR_UNSUPPORTED);
+        msbnb_qparams p = msbnb_qparams_default(MSBNB_QTYPE_NF4);
+        p.block = bad_bs[i];
+        CHECK_STATUS(msbnb_qparams_validate(&p), MSBNB_ERR_UNSUPPORTED);
+    }
+    CHECK(strstr(msbnb_last_error(), "power of two") != NULL);
+    static const int64_t bad_g[] = {0, 1, 3, 127, -2};
+    for (int i = 0; i < 5; i++) {
+        CHECK_STATUS(msbnb_quantize_int4(u8, f, g, g, 2, 64, bad_g[i], 1), MSBNB_ERR_UNSUPPORTED);
+        msbnb_qparams p = msbnb_qparams_default(MSBNB_QTYPE_INT4);
+        p.block = bad_g[i];
+        CHECK_STATUS(msbnb_qparams_validate(&p), MSBNB_ERR_UNSUPPORTED);
+    }
+    /* wrong enum values / dtypes */
+    CHECK_STATUS(msbnb_quantize_4bit(u8, f, g, MSBNB_DTYPE_F32, 64, 64, MSBNB_QTYPE_INT8, 1), MSBNB_ERR_UNSUPPORTED);
+    CHECK_STATUS(msbnb_quantize_4bit(u8, f, g, MSBNB_DTYPE_I32, 64, 64, MSBNB_QTYPE_NF4, 1), MSBNB_ERR_UNSUPPORTED);
+    CHECK_STATUS(msbnb_dequantize_4bit(f, (msbnb_dtype)99, u8, g, 64, 64, MSBNB_QTYPE_NF4, 1), MSBNB_ERR_UNSUPPORTED);
+    CHECK_STATUS(msbnb_convert(f, MSBNB_DTYPE_I8, g, MSBNB_DTYPE_F32, 4), MSBNB_ERR_UNSUPPORTED);
+    msbnb_qparams p = msbnb_qparams_default(MSBNB_QTYPE_INT8);
+    p.double_quant = 1;
+    CHECK_STATUS(msbnb_qparams_validate(&p), MSBNB_ERR_UNSUPPORTED);
+    p.type = (msbnb_qtype)42;
+    CHECK_STATUS(msbnb_qparams_validate(&p), MSBNB_ERR_INVALID_ARGUMENT);
+    msbnb_qtype qt;
+    CHECK_STATUS(msbnb_qtype_from_name("nf5", &qt), MSBNB_ERR_UNSUPPORTED);
+    msbnb_dtype dt;
+    CHECK_STATUS(msbnb_dtype_from_name("F8_E4M3", &dt), MSBNB_ERR_UNSUPPORTED);
+    msbnb_cpu_tier tier;
+    CHECK_STATUS(msbnb_cpu_tier_from_name("sse9", &tier), MSBNB_ERR_INVALID_ARGUMENT);
+    int64_t no;
+    CHECK_STATUS(msbnb_int8_vectorwise_quant(i8, f, NULL, 0, &no, g, MSBNB_DTYPE_F32, 2, 2, -1.0f), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_int8_vectorwise_quant(i8, f, NULL, 0, &no, g, MSBNB_DTYPE_F32, 2, 2, NAN), MSBNB_ERR_INVALID_ARGUMENT);
+}
+
+static void test_buffer_too_small(void) {
+    /* three outlier columns but room for one: the count is still reported */
+    float a[2 * 8] = {0};
+    a[1] = 10; a[4] = -9; a[8 + 6] = 7;
+    int64_t cols[1], n = 0;
+    CHECK_STATUS(msbnb_int8_vectorwise_quant(i8, f, cols, 1, &n, a, MSBNB_DTYPE_F32, 2, 8, 6.0f), MSBNB_ERR_BUFFER_TOO_SMALL);
+    CHECK(n == 3 && cols[0] == 1);
+    int64_t cols3[3];
+    CHECK_OK(msbnb_int8_vectorwise_quant(i8, f, cols3, 3, &n, a, MSBNB_DTYPE_F32, 2, 8, 6.0f));
+    CHECK(n == 3 && cols3[0] == 1 && cols3[1] == 4 && cols3[2] == 6);
+    CHECK(i8[1] == 0 && i8[4] == 0 && i8[8 + 6] == 0);
+}
+
+static void test_cpu_env_override(void) {
+    msbnb_cpu_tier t;
+    setenv("MSBNB_CPU", "avx9000", 1);
+    CHECK_STATUS(msbnb_cpu_check_env(&t), MSBNB_ERR_INVALID_ARGUMENT);
+    setenv("MSBNB_CPU", "scalar", 1);
+    CHECK_OK(msbnb_cpu_check_env(&t));
+    CHECK(t == MSBNB_CPU_SCALAR);
+    if (!msbnb_cpu_tier_supported(MSBNB_CPU_AVX512)) {
+        setenv("MSBNB_CPU", "avx512", 1);
+        CHECK_STATUS(msbnb_cpu_check_env(&t), MSBNB_ERR_UNSUPPORTED);
+    }
+    unsetenv("MSBNB_CPU");
+    CHECK_OK(msbnb_cpu_check_env(&t));
+    CHECK(t == msbnb_cpu_tier_best());
+    CHECK(strcmp(msbnb_status_str(MSBNB_ERR_OVERFLOW), "MSBNB_ERR_OVERFLOW") == 0);
+    CHECK(strcmp(msbnb_status_str((msbnb_status)999), "MSBNB_ERR_UNKNOWN") == 0);
+}
+
+int main(void) {
+    RUN_TEST(test_null_pointers);
+    RUN_TEST(test_zero_and_negative_sizes);
+    RUN_TEST(test_size_overflow);
+    RUN_TEST(test_unsupported_block_and_group_sizes);
+    RUN_TEST(test_buffer_too_small);
+    RUN_TEST(test_cpu_env_override);
+    return tu_finish();
+}

@@ -1,0 +1,246 @@
+/* Properties of every format on fresh seeded N(0,1) data: round-trip error bounds (also
+ * quoted in the README), re-quantizing a dequantized tensor gives the same codes, odd
+ * sizes, all-zero blocks, NaN/Inf rejected, f16/bf16 conversion corner cases. */
+#include "testutil.h"
+
+#include <stdlib.h>
+
+static tu_rng g_rng;
+
+static double rel_err(const float *x, const float *y, int64_t n) {
+    msbnb_error_stats st;
+    if (msbnb_estimate_quantization_error(&st, x, y, n) != MSBNB_OK) return 1e9;
+    return st.rel_frobenius;
+}
+
+/* Round-trip relative Frobenius error of NF4/FP4 at a block size. */
+static double q4_err(const float *x, int64_t n, int64_t bs, msbnb_qtype t, int dq) {
+    int64_t nb = msbnb_nblocks(n, bs);
+    uint8_t *p = malloc((size_t)(n + 1) / 2), *qa = malloc((size_t)nb);
+    float *am = malloc((size_t)nb * 4), *y = malloc((size_t)n * 4), *nested = malloc((size_t)nb * 4), off;
+    CHECK_OK(msbnb_quantize_4bit(p, am, x, MSBNB_DTYPE_F32, n, bs, t, 0));
+    if (dq) {
+        CHECK_OK(msbnb_double_quant_absmax(qa, nested, &off, am, nb));
+        CHECK_OK(msbnb_double_dequant_absmax(am, qa, nested, off, nb));
+    }
+    CHECK_OK(msbnb_dequantize_4bit(y, MSBNB_DTYPE_F32, p, am, n, bs, t, 0));
+    double e = rel_err(x, y, n);
+    free(p); free(qa); free(am); free(y); free(nested);
+    return e;
+}
+
+static double int4_err(const float *x, int64_t rows, int64_t cols, int64_t g, int sym) {
+    int64_t gpr, nbytes;
+    CHECK_OK(msbnb_int4_sizes(rows, cols, g, &gpr, &nbytes));
+    uint8_t *p = malloc((size_t)nbytes);
+    float *s = malloc((size_t)(rows * gpr) * 4), *m = malloc((size_t)(rows * gpr) * 4), *y = malloc((size_t)(rows * cols) * 4);
+    CHECK_OK(msbnb_quantize_int4(p, s, m, x, rows, cols, g, sym));
+    CHECK_OK(msbnb_dequantize_int4(y, p, s, m, rows, cols, g, sym));
+    double e = rel_err(x, y, rows * cols);
+    free(p); free(s); free(m); free(y);
+    return e;
+}
+
+static double int8_err(const float *x, int64_t rows, int64_t cols, int sym, int per_tensor) {
+    int8_t *q = malloc((size_t)(rows * cols));
+    float *s = malloc((size_t)rows * 4), *o = malloc((size_t)rows * 4), *y = malloc((size_t)(rows * cols) * 4);
+    CHECK_OK(msbnb_quantize_8bit(q, s, o, x, rows, cols, sym, per_tensor));
+    CHECK_OK(msbnb_dequantize_8bit(y, q, s, o, rows, cols, sym, per_tensor));
+    double e = rel_err(x, y, rows * cols);
+    free(q); free(s); free(o); free(y);
+    return e;
+}
+
+static void test_roundtrip_error_bounds(void) {
+    int64_t rows = 256, cols = 1024, n = rows * cols;
+    float *x = malloc((size_t)n * 4);
+    tu_fill_normal(&g_rng, x, (size_t)n, 1.0f);
+    double e8 = int8_err(x, rows, cols, 1, 0), e8a = int8_err(x, rows, cols, 0, 0);
+    double e8t = int8_err(x, rows, cols, 1, 1);
+    double nf4 = q4_err(x, n, 64, MSBNB_QTYPE_NF4, 0), nf4dq = q4_err(x, n, 64, MSBNB_QTYPE_NF4, 1);
+    double fp4 = q4_err(x, n, 64, MSBNB_QTYPE_FP4, 0);
+    double i4s64 = int4_err(x, rows, cols, 64, 1), i4a64 = int4_err(x, rows, cols, 64, 0);
+    double i4s128 = int4_err(x, rows, cols, 128, 1);
+    double nf4_128 = q4_err(x, n, 128, MSBNB_QTYPE_NF4, 0);
+    printf("  rel. Frobenius error on N(0,1) [256 x 1024]: int8 sym %.4f, int8 asym %.4f, int8 per-tensor %.4f,\n"
+           "  nf4-b64 %.4f, nf4-b64-dq %.4f, fp4-b64 %.4f, int4-g64 sym %.4f, asym %.4f, int4-g128 sym %.4f, nf4-b128 %.4f\n",
+           e8, e8a, e8t, nf4, nf4dq, fp4, i4s64, i4a64, i4s128, nf4_128);
+    /* Bounds stated in the README: measured values with ~15 % margin. */
+    CHECKF(e8 <= 0.01, "int8 per-row symmetric %.4f > 1 %%", e8);
+    CHECK(e8a <= 0.01);
+    CHECK(e8t <= 0.02);
+    CHECKF(nf4 <= 0.105, "nf4 %.4f", nf4);
+    CHECKF(nf4dq <= 0.106, "nf4 dq %.4f", nf4dq);
+    CHECK(nf4dq >= nf4 - 1e-4); /* double quant cannot be more accurate than exact absmax... nearly */
+    CHECKF(fp4 <= 0.15, "fp4 %.4f", fp4);
+    CHECKF(i4s64 <= 0.125, "int4 g64 sym %.4f", i4s64);
+    CHECKF(i4a64 <= 0.11, "int4 g64 asym %.4f", i4a64);
+    /* NF4 is the better 4-bit code for normal weights at the same block size (QLoRA §3). */
+    CHECKF(nf4 < i4s64, "nf4 %.4f !< int4-sym %.4f", nf4, i4s64);
+    CHECKF(nf4_128 < i4s128, "nf4-b128 %.4f !< int4-g128 %.4f", nf4_128, i4s128);
+    free(x);
+}
+
+static void test_requantize_gives_same_codes(void) {
+    static const int64_t sizes[] = {1, 3, 63, 65, 4097};
+    for (int s = 0; s < 5; s++) {
+        int64_t n = sizes[s];
+        float *x = malloc((size_t)n * 4), *y = malloc((size_t)n * 4);
+        tu_fill_normal(&g_rng, x, (size_t)n, 2.0f);
+        for (int t = MSBNB_QTYPE_NF4; t <= MSBNB_QTYPE_FP4; t++) {
+            int64_t nb = msbnb_nblocks(n, 64);
+            uint8_t *p1 = malloc((size_t)(n + 1) / 2), *p2 = malloc((size_t)(n + 1) / 2);
+            float *a1 = malloc((size_t)nb * 4), *a2 = malloc((size_t)nb * 4);
+            CHECK_OK(msbnb_quantize_4bit(p1, a1, x, MSBNB_DTYPE_F32, n, 64, (msbnb_qtype)t, 1));
+            CHECK_OK(msbnb_dequantize_4bit(y, MSBNB_DTYPE_F32, p1, a1, n, 64, (msbnb_qtype)t, 1));
+            CHECK_OK(msbnb_quantize_4bit(p2, a2, y, MSBNB_DTYPE_F32, n, 64, (msbnb_qtype)t, 1));
+            /* FP4 code 8 is -0: it dequantizes to a zero that re-quantizes as code 0 (+0) */
+            int diff = 0;
+            for (int64_t i = 0; i < n; i++) {
+                int c1 = (i & 1) ? p1[i / 2] & 15 : p1[i / 2] >> 4, c2 = (i & 1) ? p2[i / 2] & 15 : p2[i / 2] >> 4;
+                if (t == MSBNB_QTYPE_FP4 && c1 == 8) c1 = 0;
+                diff += c1 != c2;
+            }
+            CHECKF(diff == 0, "%s n=%lld: %d codes change", msbnb_qtype_name((msbnb_qtype)t), (long long)n, diff);
+            CHECK(memcmp(a1, a2, (size_t)nb * 4) == 0);
+            free(p1); free(p2); free(a1); free(a2);
+        }
+        for (int sym = 0; sym <= 1; sym++) {
+            int64_t gpr, nbytes;
+            CHECK_OK(msbnb_int4_sizes(1, n, 32, &gpr, &nbytes));
+            uint8_t *p1 = malloc((size_t)nbytes), *p2 = malloc((size_t)nbytes);
+            float *s1 = malloc((size_t)gpr * 4), *s2 = malloc((size_t)gpr * 4), *m1 = malloc((size_t)gpr * 4), *m2 = malloc((size_t)gpr * 4);
+            CHECK_OK(msbnb_quantize_int4(p1, s1, m1, x, 1, n, 32, sym));
+            CHECK_OK(msbnb_dequantize_int4(y, p1, s1, m1, 1, n, 32, sym));
+            CHECK_OK(msbnb_quantize_int4(p2, s2, m2, y, 1, n, 32, sym));
+            CHECKF(memcmp(p1, p2, (size_t)nbytes) == 0, "int4 sym=%d n=%lld", sym, (long long)n);
+            free(p1); free(p2); free(s1); free(s2); free(m1); free(m2);
+        }
+        int8_t *q1 = malloc((size_t)n), *q2 = malloc((size_t)n);
+        float sc1, sc2;
+        CHECK_OK(msbnb_quantize_8bit(q1, &sc1, NULL, x, 1, n, 1, 0));
+        CHECK_OK(msbnb_dequantize_8bit(y, q1, &sc1, NULL, 1, n, 1, 0));
+        CHECK_OK(msbnb_quantize_8bit(q2, &sc2, NULL, y, 1, n, 1, 0));
+        CHECK(memcmp(q1, q2, (size_t)n) == 0);
+        free(q1); free(q2);
+        free(x); free(y);
+    }
+}
+
+static void test_zero_blocks_and_odd_sizes(void) {
+    static const int64_t sizes[] = {1, 3, 63, 65, 4097};
+    for (int s = 0; s < 5; s++) {
+        int64_t n = sizes[s], nb = msbnb_nblocks(n, 32);
+        float *x = calloc((size_t)n, 4), *y = malloc((size_t)n * 4);
+        uint8_t *p = malloc((size_t)(n + 1) / 2), *q = malloc((size_t)n);
+        float *am = malloc((size_t)nb * 4);
+        for (int t = MSBNB_QTYPE_NF4; t <= MSBNB_QTYPE_FP4; t++) {
+            CHECK_OK(msbnb_quantize_4bit(p, am, x, MSBNB_DTYPE_F32, n, 32, (msbnb_qtype)t, 1));
+            for (int64_t b = 0; b < nb; b++) CHECK(am[b] == 0.0f);
+            CHECK_OK(msbnb_dequantize_4bit(y, MSBNB_DTYPE_F32, p, am, n, 32, (msbnb_qtype)t, 1));
+            for (int64_t i = 0; i < n; i++) CHECK(y[i] == 0.0f);
+        }
+        CHECK_OK(msbnb_quantize_blockwise_8bit(q, am, x, MSBNB_DTYPE_F32, n, 32, NULL, 1));
+        CHECK_OK(msbnb_dequantize_blockwise_8bit(y, MSBNB_DTYPE_F32, q, am, n, 32, NULL, 1));
+        for (int64_t i = 0; i < n; i++) CHECK(y[i] == 0.0f);
+        /* odd sizes with data: dequantized values stay within the block's absmax */
+        tu_fill_normal(&g_rng, x, (size_t)n, 1.0f);
+        CHECK_OK(msbnb_quantize_4bit(p, am, x, MSBNB_DTYPE_F32, n, 32, MSBNB_QTYPE_NF4, 1));
+        CHECK_OK(msbnb_dequantize_4bit(y, MSBNB_DTYPE_F32, p, am, n, 32, MSBNB_QTYPE_NF4, 1));
+        for (int64_t i = 0; i < n; i++) CHECK(fabsf(y[i]) <= am[i / 32] && fabsf(y[i] - x[i]) <= 0.35f * am[i / 32]);
+        free(x); free(y); free(p); free(q); free(am);
+    }
+}
+
+static void test_nonfinite_input_is_an_error(void) {
+    float x[100];
+    tu_fill_normal(&g_rng, x, 100, 1.0f);
+    uint8_t p[100];
+    float am[4], s[100], o[100];
+    int8_t q8[100];
+    for (int k = 0; k < 2; k++) {
+        x[77] = k == 0 ? NAN : INFINITY;
+        CHECK_STATUS(msbnb_quantize_4bit(p, am, x, MSBNB_DTYPE_F32, 100, 32, MSBNB_QTYPE_NF4, 1), MSBNB_ERR_NON_FINITE);
+        CHECK_STATUS(msbnb_quantize_blockwise_8bit(p, am, x, MSBNB_DTYPE_F32, 100, 32, NULL, 1), MSBNB_ERR_NON_FINITE);
+        CHECK_STATUS(msbnb_quantize_8bit(q8, s, o, x, 1, 100, 1, 0), MSBNB_ERR_NON_FINITE);
+        CHECK_STATUS(msbnb_quantize_int4(p, s, o, x, 1, 100, 32, 1), MSBNB_ERR_NON_FINITE);
+        int64_t no;
+        CHECK_STATUS(msbnb_int8_vectorwise_quant(q8, s, NULL, 0, &no, x, MSBNB_DTYPE_F32, 1, 100, 0), MSBNB_ERR_NON_FINITE);
+        msbnb_error_stats st;
+        CHECK_STATUS(msbnb_estimate_quantization_error(&st, x, x, 100), MSBNB_ERR_NON_FINITE);
+        msbnb_quant_info info;
+        CHECK_STATUS(msbnb_get_quantization_info(&info, x, 1, 100, 3), MSBNB_ERR_NON_FINITE);
+    }
+}
+
+static void test_f16_bf16_conversion(void) {
+    /* every f16 value survives f16 -> f32 -> f16 exactly (NaNs stay NaN) */
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = msbnb_f16_to_f32((uint16_t)h);
+        uint16_t back = msbnb_f32_to_f16(f);
+        if (isnan(f)) bad += (back & 0x7c00) != 0x7c00 || (back & 0x3ff) == 0;
+        else bad += back != h;
+    }
+    CHECKF(bad == 0, "%d f16 values do not round-trip", bad);
+    CHECK(msbnb_f32_to_f16(65520.0f) == 0x7c00);        /* rounds to Inf */
+    CHECK(msbnb_f32_to_f16(65519.0f) == 0x7bff);        /* max finite */
+    CHECK(msbnb_f32_to_f16(5.9604645e-8f) == 0x0001);   /* smallest subnormal */
+    CHECK(msbnb_f32_to_f16(2.9802322e-8f) == 0x0000);   /* half of it: ties to even (0) */
+    CHECK(msbnb_f32_to_f16(1.0009765625f + 0.00048828125f) == 0x3c02); /* tie -> even */
+    CHECK(msbnb_f32_to_bf16(1.00390625f) == 0x3f80);    /* tie -> even (down) */
+    CHECK(msbnb_f32_to_bf16(1.01171875f) == 0x3f82);    /* tie -> even (up) */
+    CHECK(msbnb_f32_to_bf16(INFINITY) == 0x7f80 && msbnb_f32_to_bf16(-INFINITY) == 0xff80);
+    CHECK(isnan(msbnb_bf16_to_f32(msbnb_f32_to_bf16(NAN))));
+    CHECK(isnan(msbnb_f16_to_f32(msbnb_f32_to_f16(NAN))));
+    CHECK(msbnb_f32_to_bf16(3.4028235e38f) == 0x7f80); /* max float rounds up to Inf in bf16 */
+}
+
+static void test_info_and_stats(void) {
+    int64_t rows = 64, cols = 256;
+    float *x = malloc((size_t)(rows * cols) * 4);
+    tu_fill_normal(&g_rng, x, (size_t)(rows * cols), 1.0f);
+    x[5] = 40.0f;
+    msbnb_quant_info info;
+    CHECK_OK(msbnb_get_quantization_info(&info, x, rows, cols, 3.0));
+    CHECK(info.max == 40.0 && info.absmax == 40.0 && info.row_absmax_max == 40.0);
+    CHECK(info.outlier_fraction > 0 && info.outlier_fraction < 0.01);
+    CHECK(info.bytes_f32 == rows * cols * 4);
+    int found = 0;
+    for (int i = 0; i < info.n_formats; i++) {
+        if (strcmp(info.formats[i].name, "nf4-b64") == 0) {
+            found++;
+            CHECK(fabs(info.formats[i].bits_per_weight - 4.5) < 1e-9); /* 4 + 32/64 */
+        }
+        if (strcmp(info.formats[i].name, "nf4-b64-dq") == 0) {
+            found++; /* 4 + 8/64 + (32/(64*256)) + offset amortised */
+            CHECK(info.formats[i].bits_per_weight > 4.12 && info.formats[i].bits_per_weight < 4.14);
+        }
+        if (strcmp(info.formats[i].name, "int8-row-sym") == 0) {
+            found++;
+            CHECK(info.formats[i].bytes == rows * cols + rows * 4);
+        }
+    }
+    CHECK(found == 3);
+    msbnb_error_stats st;
+    CHECK_OK(msbnb_estimate_quantization_error(&st, x, x, rows * cols));
+    CHECK(st.max_abs == 0 && st.rel_frobenius == 0 && isinf(st.snr_db) && fabs(st.cosine - 1) < 1e-12);
+    float a[2] = {3, 4}, b[2] = {3, 3};
+    CHECK_OK(msbnb_estimate_quantization_error(&st, a, b, 2));
+    CHECK(fabs(st.max_abs - 1) < 1e-12 && fabs(st.mean_abs - 0.5) < 1e-12);
+    CHECK(fabs(st.rmse - sqrt(0.5)) < 1e-12 && fabs(st.rel_frobenius - 0.2) < 1e-12);
+    CHECK(fabs(st.snr_db - 10 * log10(25.0)) < 1e-9);
+    CHECK(fabs(st.cosine - 21.0 / (5.0 * sqrt(18.0))) < 1e-12);
+    free(x);
+}
+
+int main(void) {
+    tu_rng_init(&g_rng, tu_seed());
+    RUN_TEST(test_roundtrip_error_bounds);
+    RUN_TEST(test_requantize_gives_same_codes);
+    RUN_TEST(test_zero_blocks_and_odd_sizes);
+    RUN_TEST(test_nonfinite_input_is_an_error);
+    RUN_TEST(test_f16_bf16_conversion);
+    RUN_TEST(test_info_and_stats);
+    return tu_finish();
+}

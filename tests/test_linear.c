@@ -1,0 +1,610 @@
+/* The quantized linear layer: every weight kind on every CPU tier against the scalar tier
+ * and against a float64 reference on the dequantized weight; backward by finite
+ * differences; bitsandbytes' reference data; bad input. */
+#include "testutil.h"
+
+#include <stdlib.h>
+
+static tu_rng g_rng;
+static int g_small; /* sanitizer run: smaller shapes */
+
+typedef struct {
+    const char *name;
+    msbnb_qparams p;
+    float threshold; /* int8 symmetric: LLM.int8 outlier threshold */
+} kind_t;
+
+static kind_t kinds[24];
+static int n_kinds;
+
+static void add_kind(const char *name, msbnb_qtype t, int sym, int64_t block, int dq, float thr) {
+    kind_t *k = &kinds[n_kinds++];
+    k->name = name;
+    k->p = msbnb_qparams_default(t);
+    k->p.symmetric = sym;
+    if (block) k->p.block = block;
+    k->p.double_quant = dq;
+    k->threshold = thr;
+}
+
+static void init_kinds(void) {
+    add_kind("f32", MSBNB_QTYPE_F32, 1, 0, 0, 0);
+    add_kind("bf16", MSBNB_QTYPE_BF16, 1, 0, 0, 0);
+    add_kind("f16", MSBNB_QTYPE_F16, 1, 0, 0, 0);
+    add_kind("int8", MSBNB_QTYPE_INT8, 1, 0, 0, 0);
+    add_kind("int8-thr2.5", MSBNB_QTYPE_INT8, 1, 0, 0, 2.5f);
+    add_kind("int8-asym", MSBNB_QTYPE_INT8, 0, 0, 0, 0);
+    add_kind("int4-g32", MSBNB_QTYPE_INT4, 1, 32, 0, 0);
+    add_kind("int4-g128-asym", MSBNB_QTYPE_INT4, 0, 128, 0, 0);
+    add_kind("int4-g6", MSBNB_QTYPE_INT4, 1, 6, 0, 0);
+    add_kind("int4-g64-asym", MSBNB_QTYPE_INT4, 0, 64, 0, 0);
+    add_kind("nf4-b64", MSBNB_QTYPE_NF4, 1, 64, 0, 0);
+    add_kind("nf4-b64-dq", MSBNB_QTYPE_NF4, 1, 64, 1, 0);
+    add_kind("nf4-b32", MSBNB_QTYPE_NF4, 1, 32, 0, 0);
+    add_kind("fp4-b128", MSBNB_QTYPE_FP4, 1, 128, 0, 0);
+    add_kind("fp4-b64-dq", MSBNB_QTYPE_FP4, 1, 64, 1, 0);
+    add_kind("q8dyn-b256", MSBNB_QTYPE_Q8_DYNAMIC, 1, 256, 0, 0);
+}
+
+static int is_int8_sym(const kind_t *k) { return k->p.type == MSBNB_QTYPE_INT8 && k->p.symmetric; }
+
+static int64_t rnd(int64_t lo, int64_t hi) { return lo + (int64_t)(tu_rng_u64(&g_rng) % (uint64_t)(hi - lo + 1)); }
+
+/* float64 reference of the forward: y = x · Wdᵀ + b, with LLM.int8's activation
+ * quantization emulated for symmetric int8 (the integer part is exact in double). */
+static void reference_forward(double *ref, double *mag, const msbnb_linear_t *l, const kind_t *kd,
+                              const float *wd, const float *x, int64_t m) {
+    int64_t K = msbnb_linear_in_features(l), N = msbnb_linear_out_features(l);
+    const float *b = msbnb_linear_bias(l);
+    if (!is_int8_sym(kd)) {
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t r = 0; r < N; r++) {
+                double s = b ? b[r] : 0, a = b ? fabs(b[r]) : 0;
+                for (int64_t k = 0; k < K; k++) {
+                    s += (double)x[i * K + k] * wd[r * K + k];
+                    a += fabs((double)x[i * K + k] * wd[r * K + k]);
+                }
+                ref[i * N + r] = s;
+                mag[i * N + r] = a;
+            }
+        return;
+    }
+    const int8_t *cb;
+    const float *scb;
+    CHECK_OK(msbnb_linear_int8_parts(l, &cb, &scb));
+    int8_t *xq = malloc((size_t)(m * K));
+    float *sx = malloc((size_t)m * 4);
+    int64_t *outl = malloc((size_t)K * 8), nout = 0;
+    CHECK_OK(msbnb_int8_vectorwise_quant(xq, sx, outl, K, &nout, x, MSBNB_DTYPE_F32, m, K,
+                                         kd->threshold));
+    uint8_t *is_o = calloc((size_t)K, 1);
+    for (int64_t c = 0; c < nout; c++) is_o[outl[c]] = 1;
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t r = 0; r < N; r++) {
+            double acc = 0, s = b ? b[r] : 0, a = b ? fabs(b[r]) : 0;
+            for (int64_t k = 0; k < K; k++) {
+                acc += (double)xq[i * K + k] * cb[r * K + k];
+                if (is_o[k]) s += (double)x[i * K + k] * wd[r * K + k];
+                a += fabs((double)x[i * K + k] * wd[r * K + k]);
+            }
+            ref[i * N + r] = s + acc * sx[i] * scb[r] / (127.0 * 127.0);
+            mag[i * N + r] = a;
+        }
+    free(xq);
+    free(sx);
+    free(outl);
+    free(is_o);
+}
+
+static void fill_x(float *x, int64_t m, int64_t K, const kind_t *kd) {
+    tu_fill_normal(&g_rng, x, (size_t)(m * K), 1.0f);
+    if (kd->threshold > 0 && K > 3) {
+        /* outlier features, as in LLM.int8: a few columns with large magnitude */
+        for (int c = 0; c < 2; c++) {
+            int64_t col = rnd(0, K - 1);
+            x[rnd(0, m - 1) * K + col] = 8.0f * (c ? -1.0f : 1.0f);
+        }
+    }
+}
+
+static msbnb_cpu_tier tiers[3];
+static int n_tiers;
+
+static void check_forward_case(const kind_t *kd, int64_t m, int64_t K, int64_t N, int with_bias) {
+    float *w = malloc((size_t)(N * K) * 4), *b = malloc((size_t)N * 4);
+    tu_fill_normal(&g_rng, w, (size_t)(N * K), 0.05f);
+    tu_fill_normal(&g_rng, b, (size_t)N, 0.1f);
+    msbnb_linear_t *l = NULL;
+    CHECK_OK(msbnb_linear_create(&l, K, N, w, with_bias ? b : NULL, &kd->p));
+    if (!l) {
+        free(w);
+        free(b);
+        return;
+    }
+    if (kd->threshold > 0) CHECK_OK(msbnb_linear_set_int8_threshold(l, kd->threshold));
+    float *wd = malloc((size_t)(N * K) * 4), *x = malloc((size_t)(m * K) * 4);
+    float *y0 = malloc((size_t)(m * N) * 4), *y = malloc((size_t)(m * N) * 4);
+    double *ref = malloc((size_t)(m * N) * 8), *mag = malloc((size_t)(m * N) * 8);
+    CHECK_OK(msbnb_linear_dequantize_weight(l, wd));
+    fill_x(x, m, K, kd);
+    reference_forward(ref, mag, l, kd, wd, x, m);
+    CHECK_OK(msbnb_linear_set_cpu_tier(l, MSBNB_CPU_SCALAR));
+    CHECK_OK(msbnb_linear_forward(l, y0, x, m));
+    /* f32 accumulation over K terms: relative error ~ sqrt(K) eps of Σ|x w|; 2e-5 leaves a
+     * wide margin yet catches one wrong code (error ~ Σ|x w| / K). int8: the f32 scaling. */
+    int bad = 0;
+    for (int64_t i = 0; i < m * N; i++)
+        if (!(fabs(y0[i] - ref[i]) <= 2e-5 * mag[i] + 1e-6)) bad++;
+    CHECKF(bad == 0, "%s m=%lld K=%lld N=%lld scalar vs f64: %d bad", kd->name, (long long)m,
+           (long long)K, (long long)N, bad);
+    for (int t = 0; t < n_tiers; t++) {
+        if (tiers[t] == MSBNB_CPU_SCALAR) continue;
+        CHECK_OK(msbnb_linear_set_cpu_tier(l, tiers[t]));
+        for (int nt = 1; nt <= 2; nt++) {
+            CHECK_OK(msbnb_linear_set_threads(l, nt));
+            memset(y, 0xff, (size_t)(m * N) * 4);
+            CHECK_OK(msbnb_linear_forward(l, y, x, m));
+            int bad_ref = 0, bad_scalar = 0, neq = 0;
+            for (int64_t i = 0; i < m * N; i++) {
+                if (!(fabs(y[i] - ref[i]) <= 2e-5 * mag[i] + 1e-6)) bad_ref++;
+                if (!(fabs(y[i] - y0[i]) <= 2e-5 * mag[i] + 1e-6)) bad_scalar++;
+                neq += y[i] != y0[i];
+            }
+            CHECKF(bad_ref == 0 && bad_scalar == 0,
+                   "%s %s threads=%d m=%lld K=%lld N=%lld: %d bad vs f64, %d vs scalar", kd->name,
+                   msbnb_cpu_tier_name(tiers[t]), nt, (long long)m, (long long)K, (long long)N,
+                   bad_ref, bad_scalar);
+            /* int8 small m: the integer products are exact on every tier, and the scaling is
+             * the same f32 expression, so outputs agree bit for bit (outliers: float order) */
+            if (is_int8_sym(kd) && kd->threshold == 0 && m <= 8)
+                CHECKF(neq == 0, "%s %s m=%lld: %d outputs differ from scalar", kd->name,
+                       msbnb_cpu_tier_name(tiers[t]), (long long)m, neq);
+        }
+    }
+    msbnb_linear_free(l);
+    free(w);
+    free(b);
+    free(wd);
+    free(x);
+    free(y0);
+    free(y);
+    free(ref);
+    free(mag);
+}
+
+static void test_forward_all_kinds_tiers_shapes(void) {
+    static const int64_t ms[] = {1, 2, 3, 7, 8, 9, 64, 257};
+    for (int k = 0; k < n_kinds; k++) {
+        for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++) {
+            int64_t m = ms[mi];
+            if (g_small && m > 64) m = 33;
+            /* an odd shape (any K, N: all kinds allow it) and an aligned one (fast paths) */
+            int64_t kmax = g_small ? 150 : 700, nmax = g_small ? 40 : (m > 64 ? 70 : 150);
+            int64_t K = rnd(1, kmax) | 1, N = rnd(1, nmax) | 1;
+            check_forward_case(&kinds[k], m, K, N, (int)(mi & 1));
+            int64_t Ka = 128 * rnd(1, g_small ? 2 : 6), Na = rnd(1, nmax);
+            check_forward_case(&kinds[k], m, Ka, Na, (int)!(mi & 1));
+        }
+    }
+}
+
+/* L(x) = Σ G ⊙ forward(x); checks backward's dx (finite differences, and the float64
+ * product G · Wd), and dw, db for float layers. */
+static double loss(const msbnb_linear_t *l, const float *x, const float *g, int64_t m) {
+    int64_t N = msbnb_linear_out_features(l);
+    float *y = malloc((size_t)(m * N) * 4);
+    CHECK_OK(msbnb_linear_forward(l, y, x, m));
+    double s = 0;
+    for (int64_t i = 0; i < m * N; i++) s += (double)y[i] * g[i];
+    free(y);
+    return s;
+}
+
+static void check_backward_case(const kind_t *kd, int64_t m, int64_t K, int64_t N) {
+    float *w = malloc((size_t)(N * K) * 4), *b = malloc((size_t)N * 4);
+    tu_fill_normal(&g_rng, w, (size_t)(N * K), 0.1f);
+    tu_fill_normal(&g_rng, b, (size_t)N, 0.1f);
+    msbnb_linear_t *l = NULL;
+    CHECK_OK(msbnb_linear_create(&l, K, N, w, b, &kd->p));
+    if (!l) {
+        free(w);
+        free(b);
+        return;
+    }
+    int is_float = kd->p.type == MSBNB_QTYPE_F32 || kd->p.type == MSBNB_QTYPE_BF16 ||
+                   kd->p.type == MSBNB_QTYPE_F16;
+    float *wd = malloc((size_t)(N * K) * 4), *x = malloc((size_t)(m * K) * 4);
+    float *g = malloc((size_t)(m * N) * 4), *dx = malloc((size_t)(m * K) * 4);
+    float *dw = malloc((size_t)(N * K) * 4), *db = malloc((size_t)N * 4);
+    CHECK_OK(msbnb_linear_dequantize_weight(l, wd));
+    tu_fill_normal(&g_rng, x, (size_t)(m * K), 1.0f);
+    tu_fill_normal(&g_rng, g, (size_t)(m * N), 1.0f);
+    for (int t = 0; t < n_tiers; t++) {
+        CHECK_OK(msbnb_linear_set_cpu_tier(l, tiers[t]));
+        for (int64_t i = 0; i < N * K; i++) dw[i] = 0.5f; /* accumulated into */
+        for (int64_t i = 0; i < N; i++) db[i] = -0.25f;
+        CHECK_OK(msbnb_linear_backward(l, dx, is_float ? dw : NULL, db, g, x, m));
+        int bad = 0;
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t k = 0; k < K; k++) {
+                double s = 0, a = 0;
+                for (int64_t r = 0; r < N; r++) {
+                    s += (double)g[i * N + r] * wd[r * K + k];
+                    a += fabs((double)g[i * N + r] * wd[r * K + k]);
+                }
+                if (!(fabs(dx[i * K + k] - s) <= 2e-5 * a + 1e-6)) bad++;
+            }
+        CHECKF(bad == 0, "%s %s backward dx m=%lld K=%lld N=%lld: %d bad", kd->name,
+               msbnb_cpu_tier_name(tiers[t]), (long long)m, (long long)K, (long long)N, bad);
+        int bad_db = 0, bad_dw = 0;
+        for (int64_t r = 0; r < N; r++) {
+            double s = -0.25;
+            for (int64_t i = 0; i < m; i++) s += g[i * N + r];
+            if (!(fabs(db[r] - s) <= 1e-5 * (1 + fabs(s)) * m)) bad_db++;
+            if (is_float)
+                for (int64_t k = 0; k < K; k++) {
+                    double sw = 0.5, a = 0.5;
+                    for (int64_t i = 0; i < m; i++) {
+                        sw += (double)g[i * N + r] * x[i * K + k];
+                        a += fabs((double)g[i * N + r] * x[i * K + k]);
+                    }
+                    if (!(fabs(dw[r * K + k] - sw) <= 2e-5 * a + 1e-6)) bad_dw++;
+                }
+        }
+        CHECKF(bad_db == 0 && bad_dw == 0, "%s %s: db %d bad, dw %d bad", kd->name,
+               msbnb_cpu_tier_name(tiers[t]), bad_db, bad_dw);
+    }
+    /* finite differences of L in x (not for LLM.int8, whose activation rounding makes L
+     * piecewise constant in x; its dx is the straight-through G · Wd checked above) */
+    if (!is_int8_sym(kd)) {
+        CHECK_OK(msbnb_linear_set_cpu_tier(l, MSBNB_CPU_SCALAR));
+        CHECK_OK(msbnb_linear_backward(l, dx, NULL, NULL, g, x, m));
+        for (int trial = 0; trial < 6; trial++) {
+            int64_t idx = rnd(0, m * K - 1);
+            float save = x[idx], h = 1e-2f;
+            x[idx] = save + h;
+            double lp = loss(l, x, g, m);
+            x[idx] = save - h;
+            double lm = loss(l, x, g, m);
+            x[idx] = save;
+            double fd = (lp - lm) / (2.0 * h);
+            CHECKF(fabs(fd - dx[idx]) <= 2e-3 * (1 + fabs(fd)), "%s: FD dx %g vs %g", kd->name, fd,
+                   (double)dx[idx]);
+        }
+    }
+    /* finite differences of L in w and b for the f32 layer: rebuild with perturbed params */
+    if (kd->p.type == MSBNB_QTYPE_F32) {
+        CHECK_OK(msbnb_linear_set_cpu_tier(l, MSBNB_CPU_SCALAR));
+        memset(dw, 0, (size_t)(N * K) * 4);
+        memset(db, 0, (size_t)N * 4);
+        CHECK_OK(msbnb_linear_backward(l, NULL, dw, db, g, x, m));
+        float *pw, *pb;
+        CHECK_OK(msbnb_linear_f32_params(l, &pw, &pb));
+        for (int trial = 0; trial < 4; trial++) {
+            int64_t idx = rnd(0, N * K - 1);
+            float save = pw[idx], h = 1e-2f;
+            pw[idx] = save + h;
+            double lp = loss(l, x, g, m);
+            pw[idx] = save - h;
+            double lm = loss(l, x, g, m);
+            pw[idx] = save;
+            double fd = (lp - lm) / (2.0 * h);
+            CHECKF(fabs(fd - dw[idx]) <= 2e-3 * (1 + fabs(fd)), "FD dw %g vs %g", fd, (double)dw[idx]);
+            int64_t r = rnd(0, N - 1);
+            save = pb[r];
+            pb[r] = save + h;
+            lp = loss(l, x, g, m);
+            pb[r] = save - h;
+            lm = loss(l, x, g, m);
+            pb[r] = save;
+            fd = (lp - lm) / (2.0 * h);
+            CHECKF(fabs(fd - db[r]) <= 2e-3 * (1 + fabs(fd)), "FD db %g vs %g", fd, (double)db[r]);
+        }
+    }
+    msbnb_linear_free(l);
+    free(w);
+    free(b);
+    free(wd);
+    free(x);
+    free(g);
+    free(dx);
+    free(dw);
+    free(db);
+}
+
+static void test_backward_all_kinds(void) {
+    static const int64_t ms[] = {1, 3, 9, 64};
+    for (int k = 0; k < n_kinds; k++)
+        for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++) {
+            int64_t K = rnd(1, g_small ? 90 : 300), N = rnd(1, g_small ? 40 : 120);
+            if (mi & 1) K = 64 * rnd(1, 4);
+            check_backward_case(&kinds[k], ms[mi], K, N);
+        }
+}
+
+/* quantize_weights converts in place and gives the same layer as creating it quantized. */
+static void test_quantize_weights_in_place(void) {
+    int64_t K = 768, N = 96;
+    float *w = malloc((size_t)(N * K) * 4), *b = malloc((size_t)N * 4);
+    float *w1 = malloc((size_t)(N * K) * 4), *w2 = malloc((size_t)(N * K) * 4);
+    tu_fill_normal(&g_rng, w, (size_t)(N * K), 0.05f);
+    tu_fill_normal(&g_rng, b, (size_t)N, 0.1f);
+    for (int k = 0; k < n_kinds; k++) {
+        msbnb_linear_t *a = NULL, *q = NULL;
+        CHECK_OK(msbnb_linear_create(&a, K, N, w, b, NULL));
+        CHECK_OK(msbnb_linear_create(&q, K, N, w, b, &kinds[k].p));
+        if (!a || !q) continue;
+        CHECK(msbnb_linear_weight_bytes(a) == 4 * N * K);
+        CHECK_OK(msbnb_linear_quantize_weights(a, &kinds[k].p));
+        CHECK(msbnb_linear_qparams(a).type == kinds[k].p.type);
+        CHECK(msbnb_linear_weight_bytes(a) == msbnb_linear_weight_bytes(q));
+        CHECK_OK(msbnb_linear_dequantize_weight(a, w1));
+        CHECK_OK(msbnb_linear_dequantize_weight(q, w2));
+        CHECKF(memcmp(w1, w2, (size_t)(N * K) * 4) == 0, "%s", kinds[k].name);
+        CHECK(msbnb_linear_has_bias(a) && memcmp(msbnb_linear_bias(a), b, (size_t)N * 4) == 0);
+        int64_t bytes;
+        double bpw;
+        CHECK_OK(msbnb_qparams_storage(&kinds[k].p, N, K, &bytes, &bpw));
+        CHECK(msbnb_linear_weight_bytes(q) == bytes);
+        CHECK(fabs(msbnb_linear_bits_per_weight(q) - bpw) < 1e-12);
+        if (kinds[k].p.type != MSBNB_QTYPE_F32)
+            CHECK_STATUS(msbnb_linear_quantize_weights(a, &kinds[k].p), MSBNB_ERR_STATE);
+        /* a clone is an independent deep copy */
+        msbnb_linear_t *c = NULL;
+        CHECK_OK(msbnb_linear_clone(&c, q));
+        msbnb_linear_free(q);
+        q = c;
+        CHECK_OK(msbnb_linear_dequantize_weight(c, w1));
+        CHECKF(memcmp(w1, w2, (size_t)(N * K) * 4) == 0, "clone %s", kinds[k].name);
+        CHECK(msbnb_linear_weight_bytes(c) == bytes);
+        msbnb_linear_free(a);
+        msbnb_linear_free(q);
+    }
+    free(w);
+    free(b);
+    free(w1);
+    free(w2);
+}
+
+/* bf16 activations: same as converting to f32 first. */
+static void test_forward_bf16_activations(void) {
+    int64_t K = 257, N = 33, m = 5;
+    float *w = malloc((size_t)(N * K) * 4), *xf = malloc((size_t)(m * K) * 4);
+    float *y = malloc((size_t)(m * N) * 4), *y2 = malloc((size_t)(m * N) * 4);
+    uint16_t *xb = malloc((size_t)(m * K) * 2), *yb = malloc((size_t)(m * N) * 2);
+    tu_fill_normal(&g_rng, w, (size_t)(N * K), 0.05f);
+    tu_fill_normal(&g_rng, xf, (size_t)(m * K), 1.0f);
+    for (int64_t i = 0; i < m * K; i++) {
+        xb[i] = msbnb_f32_to_bf16(xf[i]);
+        xf[i] = msbnb_bf16_to_f32(xb[i]);
+    }
+    msbnb_qparams p = msbnb_qparams_default(MSBNB_QTYPE_NF4);
+    msbnb_linear_t *l = NULL;
+    CHECK_OK(msbnb_linear_create(&l, K, N, w, NULL, &p));
+    CHECK_OK(msbnb_linear_forward(l, y, xf, m));
+    CHECK_OK(msbnb_linear_forward_bf16(l, y2, MSBNB_DTYPE_F32, xb, m));
+    CHECK(memcmp(y, y2, (size_t)(m * N) * 4) == 0);
+    CHECK_OK(msbnb_linear_forward_bf16(l, yb, MSBNB_DTYPE_BF16, xb, m));
+    int bad = 0;
+    for (int64_t i = 0; i < m * N; i++) bad += yb[i] != msbnb_f32_to_bf16(y[i]);
+    CHECK(bad == 0);
+    CHECK_STATUS(msbnb_linear_forward_bf16(l, yb, MSBNB_DTYPE_I8, xb, m), MSBNB_ERR_INVALID_ARGUMENT);
+    msbnb_linear_free(l);
+    free(w);
+    free(xf);
+    free(y);
+    free(y2);
+    free(xb);
+    free(yb);
+}
+
+/* bitsandbytes' own quantized weights (tests/data/formats.safetensors): layers built from
+ * the parts compute with bnb's dequantized weight, and quantizing the same dense weight
+ * here yields the same parts. */
+static void test_matches_bnb_reference(void) {
+    tu_st *f = tu_st_open("formats.safetensors");
+    CHECK(f != NULL);
+    if (!f) return;
+    const char *dt;
+    int64_t shape[8];
+    int nd;
+    size_t nb;
+    const float *a = tu_st_get(f, "in.a", &dt, shape, &nd, &nb);
+    CHECK(a && nd == 2);
+    if (!a) {
+        tu_st_close(f);
+        return;
+    }
+    int64_t N = shape[0], K = shape[1], m = 5;
+    float *x = malloc((size_t)(m * K) * 4), *y = malloc((size_t)(m * N) * 4);
+    float *wd = malloc((size_t)(N * K) * 4);
+    tu_fill_normal(&g_rng, x, (size_t)(m * K), 1.0f);
+    static const char *types[] = {"nf4", "fp4"};
+    static const int bss[] = {64, 128};
+    for (int t = 0; t < 2; t++)
+        for (int bi = 0; bi < 2; bi++)
+            for (int dq = 0; dq < 2; dq++) {
+                char key[128];
+                const char *pre = "q4";
+                msbnb_qparams p = msbnb_qparams_default(t ? MSBNB_QTYPE_FP4 : MSBNB_QTYPE_NF4);
+                p.block = bss[bi];
+                p.double_quant = dq;
+#define GET(suffix) (snprintf(key, sizeof key, "%s.%s.bs%d.dq%d.a.%s", pre, types[t], bss[bi], dq, suffix), \
+                     tu_st_get(f, key, NULL, NULL, NULL, &nb))
+                const uint8_t *packed = GET("packed");
+                const void *absmax = GET("absmax");
+                const float *deq = GET("dequant");
+                const float *nested = dq ? GET("nested_absmax") : NULL;
+                const float *offset = dq ? GET("offset") : NULL;
+#undef GET
+                CHECK(packed && absmax && deq && (!dq || (nested && offset)));
+                if (!packed || !absmax || !deq || (dq && (!nested || !offset))) continue;
+                msbnb_linear_t *l = NULL;
+                CHECK_OK(msbnb_linear_create_4bit_from_parts(&l, K, N, &p, packed,
+                                                             dq ? NULL : absmax,
+                                                             dq ? absmax : NULL, nested,
+                                                             dq ? *offset : 0.0f, NULL));
+                if (!l) continue;
+                CHECK_OK(msbnb_linear_dequantize_weight(l, wd));
+                int diff = 0;
+                for (int64_t i = 0; i < N * K; i++) diff += tu_ulp_diff(wd[i], deq[i]) > 1;
+                CHECKF(diff == 0, "%s bs%d dq%d: %d dequantized weights differ from bnb", types[t],
+                       bss[bi], dq, diff);
+                for (int ti = 0; ti < n_tiers; ti++) {
+                    CHECK_OK(msbnb_linear_set_cpu_tier(l, tiers[ti]));
+                    CHECK_OK(msbnb_linear_forward(l, y, x, m));
+                    int bad = 0;
+                    for (int64_t i = 0; i < m; i++)
+                        for (int64_t r = 0; r < N; r++) {
+                            double s = 0, mag = 0;
+                            for (int64_t k = 0; k < K; k++) {
+                                s += (double)x[i * K + k] * deq[r * K + k];
+                                mag += fabs((double)x[i * K + k] * deq[r * K + k]);
+                            }
+                            bad += !(fabs(y[i * N + r] - s) <= 2e-5 * mag + 1e-6);
+                        }
+                    CHECKF(bad == 0, "%s bs%d dq%d %s: %d outputs off bnb's W x", types[t], bss[bi],
+                           dq, msbnb_cpu_tier_name(tiers[ti]), bad);
+                }
+                /* quantizing the dense in.a here gives bnb's packed codes */
+                msbnb_linear_t *q = NULL;
+                CHECK_OK(msbnb_linear_create(&q, K, N, a, NULL, &p));
+                const uint8_t *qp;
+                const uint8_t *qa;
+                if (q && msbnb_linear_4bit_parts(q, &qp, NULL, &qa, NULL, NULL) == MSBNB_OK) {
+                    CHECK(memcmp(qp, packed, (size_t)(N * K + 1) / 2) == 0);
+                    if (dq) CHECK(memcmp(qa, absmax, (size_t)msbnb_nblocks(N * K, p.block)) == 0);
+                }
+                msbnb_linear_free(q);
+                msbnb_linear_free(l);
+            }
+    /* LLM.int8: bnb's CB/SCB of in.outl (threshold 0) */
+    const float *outl = tu_st_get(f, "in.outl", &dt, shape, &nd, &nb);
+    const int8_t *cb = tu_st_get(f, "int8row.thr0.q", NULL, NULL, NULL, &nb);
+    const float *scb = tu_st_get(f, "int8row.thr0.rowstats", NULL, NULL, NULL, &nb);
+    CHECK(outl && cb && scb);
+    if (outl && cb && scb) {
+        int64_t N8 = shape[0], K8 = shape[1];
+        msbnb_linear_t *l = NULL, *q = NULL;
+        CHECK_OK(msbnb_linear_create_int8_from_parts(&l, K8, N8, cb, scb, NULL));
+        CHECK_OK(msbnb_linear_create(&q, K8, N8, outl, NULL, &(msbnb_qparams){MSBNB_QTYPE_INT8, 1, 0, 0, 0}));
+        const int8_t *qcb;
+        const float *qscb;
+        if (l && q && msbnb_linear_int8_parts(q, &qcb, &qscb) == MSBNB_OK) {
+            CHECK(memcmp(qcb, cb, (size_t)(N8 * K8)) == 0);
+            CHECK(memcmp(qscb, scb, (size_t)N8 * 4) == 0);
+            float *w8 = malloc((size_t)(N8 * K8) * 4);
+            CHECK_OK(msbnb_linear_dequantize_weight(l, w8));
+            int bad = 0;
+            for (int64_t i = 0; i < N8 * K8; i++)
+                bad += fabsf(w8[i] - (float)cb[i] * (scb[i / K8] / 127.0f)) != 0;
+            CHECK(bad == 0);
+            free(w8);
+        }
+        msbnb_linear_free(l);
+        msbnb_linear_free(q);
+    }
+    free(x);
+    free(y);
+    free(wd);
+    tu_st_close(f);
+}
+
+static void test_bad_input(void) {
+    float w[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, y[8], x[8], dx[8];
+    msbnb_linear_t *l = NULL, *q = NULL;
+    msbnb_qparams p4 = msbnb_qparams_default(MSBNB_QTYPE_NF4);
+    CHECK_STATUS(msbnb_linear_create(NULL, 4, 3, w, NULL, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_create(&l, 4, 3, NULL, NULL, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_create(&l, 0, 3, w, NULL, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_create(&l, 4, -1, w, NULL, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_create(&l, INT64_MAX / 2, 4, w, NULL, NULL), MSBNB_ERR_OVERFLOW);
+    CHECK(l == NULL);
+    msbnb_qparams bad = p4;
+    bad.block = 48;
+    CHECK_STATUS(msbnb_linear_create(&l, 4, 3, w, NULL, &bad), MSBNB_ERR_UNSUPPORTED);
+    bad = msbnb_qparams_default(MSBNB_QTYPE_INT4);
+    bad.block = 7;
+    CHECK_STATUS(msbnb_linear_create(&l, 4, 3, w, NULL, &bad), MSBNB_ERR_UNSUPPORTED);
+    bad = msbnb_qparams_default(MSBNB_QTYPE_INT8);
+    bad.per_tensor = 1;
+    CHECK_STATUS(msbnb_linear_create(&l, 4, 3, w, NULL, &bad), MSBNB_ERR_UNSUPPORTED);
+    bad.type = (msbnb_qtype)99;
+    CHECK_STATUS(msbnb_linear_create(&l, 4, 3, w, NULL, &bad), MSBNB_ERR_INVALID_ARGUMENT);
+    float wn[12];
+    memcpy(wn, w, sizeof w);
+    wn[5] = NAN;
+    CHECK_STATUS(msbnb_linear_create(&l, 4, 3, wn, NULL, &p4), MSBNB_ERR_NON_FINITE);
+    CHECK_STATUS(msbnb_linear_create(&l, 4, 3, w, wn + 3, NULL), MSBNB_ERR_NON_FINITE);
+    CHECK(l == NULL);
+
+    CHECK_OK(msbnb_linear_create(&l, 4, 3, w, NULL, NULL));
+    CHECK_OK(msbnb_linear_create(&q, 4, 3, w, NULL, &p4));
+    CHECK_STATUS(msbnb_linear_forward(NULL, y, x, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_forward(l, NULL, x, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_forward(l, y, NULL, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_forward(l, y, x, 0), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_forward(l, y, x, -3), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_forward(l, y, x, INT64_MAX / 4), MSBNB_ERR_OVERFLOW);
+    CHECK_STATUS(msbnb_linear_backward(l, dx, NULL, NULL, NULL, x, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_backward(l, dx, dx, NULL, y, NULL, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    /* quantized layers: no dw, no 4-bit parts on f32, no int8 threshold on nf4 */
+    CHECK_STATUS(msbnb_linear_backward(q, dx, w, NULL, y, x, 1), MSBNB_ERR_STATE);
+    CHECK_STATUS(msbnb_linear_4bit_parts(l, NULL, NULL, NULL, NULL, NULL), MSBNB_ERR_STATE);
+    CHECK_STATUS(msbnb_linear_int8_parts(q, NULL, NULL), MSBNB_ERR_STATE);
+    CHECK_STATUS(msbnb_linear_int4_parts(q, NULL, NULL, NULL), MSBNB_ERR_STATE);
+    CHECK_STATUS(msbnb_linear_f32_params(q, NULL, NULL), MSBNB_ERR_STATE);
+    CHECK_STATUS(msbnb_linear_set_int8_threshold(q, 6.0f), MSBNB_ERR_STATE);
+    CHECK_STATUS(msbnb_linear_quantize_weights(q, &p4), MSBNB_ERR_STATE);
+    CHECK_STATUS(msbnb_linear_quantize_weights(l, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_quantize_weights(l, &bad), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK(msbnb_linear_qparams(l).type == MSBNB_QTYPE_F32); /* unchanged after failures */
+    CHECK_STATUS(msbnb_linear_set_cpu_tier(l, (msbnb_cpu_tier)7), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_set_threads(NULL, 2), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_dequantize_weight(q, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_OK(msbnb_linear_set_threads(l, 0));
+    CHECK(msbnb_linear_threads(l) >= 1);
+    /* parts constructors */
+    uint8_t packed[6] = {0};
+    float am[1] = {1};
+    CHECK_STATUS(msbnb_linear_create_4bit_from_parts(&q, 4, 3, &p4, NULL, am, NULL, NULL, 0, NULL),
+                 MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_create_4bit_from_parts(&q, 4, 3, NULL, packed, am, NULL, NULL, 0, NULL),
+                 MSBNB_ERR_INVALID_ARGUMENT);
+    msbnb_qparams p4dq = p4;
+    p4dq.double_quant = 1;
+    CHECK_STATUS(msbnb_linear_create_4bit_from_parts(&q, 4, 3, &p4dq, packed, am, NULL, NULL, 0, NULL),
+                 MSBNB_ERR_INVALID_ARGUMENT);
+    msbnb_qparams pi8 = msbnb_qparams_default(MSBNB_QTYPE_INT8);
+    CHECK_STATUS(msbnb_linear_create_4bit_from_parts(&q, 4, 3, &pi8, packed, am, NULL, NULL, 0, NULL),
+                 MSBNB_ERR_INVALID_ARGUMENT);
+    am[0] = INFINITY;
+    CHECK_STATUS(msbnb_linear_create_4bit_from_parts(&q, 4, 3, &p4, packed, am, NULL, NULL, 0, NULL),
+                 MSBNB_ERR_NON_FINITE);
+    int8_t cb[12] = {0};
+    CHECK_STATUS(msbnb_linear_create_int8_from_parts(&q, 4, 3, cb, NULL, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_create_int4_from_parts(&q, 4, 3, &p4, packed, am, NULL, NULL),
+                 MSBNB_ERR_INVALID_ARGUMENT);
+    msbnb_linear_free(l);
+    msbnb_linear_free(NULL);
+    /* queries on NULL */
+    CHECK(msbnb_linear_in_features(NULL) == 0 && msbnb_linear_weight_bytes(NULL) == 0);
+    CHECK(msbnb_linear_bias(NULL) == NULL && !msbnb_linear_has_bias(NULL));
+}
+
+int main(void) {
+    uint64_t seed = tu_seed();
+    tu_rng_init(&g_rng, seed);
+    const char *s = getenv("MSBNB_SANITIZE_RUN");
+    g_small = s && *s && *s != '0';
+    init_kinds();
+    for (int t = MSBNB_CPU_SCALAR; t <= MSBNB_CPU_AVX512; t++)
+        if (msbnb_cpu_tier_supported((msbnb_cpu_tier)t)) tiers[n_tiers++] = (msbnb_cpu_tier)t;
+    RUN_TEST(test_bad_input);
+    RUN_TEST(test_forward_all_kinds_tiers_shapes);
+    RUN_TEST(test_backward_all_kinds);
+    RUN_TEST(test_quantize_weights_in_place);
+    RUN_TEST(test_forward_bf16_activations);
+    RUN_TEST(test_matches_bnb_reference);
+    return tu_finish();
+}

@@ -1,5 +1,5 @@
 /* Helpers shared by the CUDA tests: device buffers from host data, device -> host copies,
- * and the skip rule (no GPU or no CUDA build: print "SKIP: ..." and exit 77, which CTest
+ * and the skip rule (no GPU or no CUDA build: print "SKIPPED: ..." and exit 77, which CTest
  * reports as skipped). */
 #ifndef MSBNB_CUDA_TESTUTIL_H
 #define MSBNB_CUDA_TESTUTIL_H
@@ -43,7 +43,7 @@ static inline int cu_skip_if_no_device(void) {
             printf("device: %s (sm_%d%d, %d SMs)\n", info.name, info.cc_major, info.cc_minor, info.sm_count);
         return 0;
     }
-    printf("SKIP: no CUDA device\n");
+    printf("SKIPPED: no CUDA device\n");
     tu_finish();
     return 1;
 }

@@ -208,7 +208,7 @@ int main(void) {
 
 #else
 int main(void) {
-    printf("SKIP: CUDA backend not built\n");
+    printf("SKIPPED: CUDA backend not built (no CUDA device code)\n");
     tu_finish();
     return 77;
 }

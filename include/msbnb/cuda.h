@@ -21,6 +21,7 @@
 #define MSBNB_CUDA_H
 
 #include "msbnb/core.h"
+#include "msbnb/linear.h"
 #include "msbnb/quant.h"
 
 #ifdef __cplusplus
@@ -180,6 +181,38 @@ MSBNB_API msbnb_status msbnb_cuda_gemm_bf16(msbnb_cuda_ctx *ctx, uint16_t *y, co
 MSBNB_API msbnb_status msbnb_cuda_linear_4bit(msbnb_cuda_ctx *ctx, uint16_t *y, const uint16_t *x,
                                               const msbnb_cuda_weight4 *w, int64_t M,
                                               int64_t N, int64_t K);
+
+/* ---------------------------------------------------------------- linear layer */
+
+/* A device copy of a CPU linear layer (msbnb/linear.h), any weight format: its forward and
+ * backward dX compute what the CPU layer computes (LLM.int8 bit for bit at M <= 16: the
+ * same int8 activation codes and exact integer sums; float formats within f32 summation
+ * order). Opaque; owns its device memory (one cudaMalloc). Read-only after upload, so
+ * forward/backward may run from several host threads with distinct contexts. */
+typedef struct msbnb_cuda_linear msbnb_cuda_linear_t;
+
+/* Uploads `host` (weights in their quantized format, bias, LLM.int8 threshold) into a new
+ * device layer *out; the host layer is only read and may be freed afterwards. Synchronizes.
+ * Errors: INVALID_ARGUMENT (NULL), CUDA (out of device memory, ...). */
+MSBNB_API msbnb_status msbnb_cuda_linear_upload(msbnb_cuda_linear_t **out, const msbnb_linear_t *host);
+/* Releases the layer's device memory. Accepts NULL. */
+MSBNB_API void msbnb_cuda_linear_free(msbnb_cuda_linear_t *l);
+MSBNB_API int64_t msbnb_cuda_linear_in_features(const msbnb_cuda_linear_t *l);  /* K; 0 for NULL */
+MSBNB_API int64_t msbnb_cuda_linear_out_features(const msbnb_cuda_linear_t *l); /* N; 0 for NULL */
+MSBNB_API int64_t msbnb_cuda_linear_weight_bytes(const msbnb_cuda_linear_t *l); /* as the CPU layer's */
+
+/* y[m, N] = x[m, K] · Wᵀ + b with x, y device arrays of dtype x_type (F32 or BF16; y is
+ * rounded to nearest even for BF16), f32 accumulation. m <= 16 runs fused kernels that read
+ * W once; larger m dequantizes W into ctx's scratch (bf16 for BF16 x, f32 for F32 x) and
+ * multiplies through cuBLAS. Asynchronous; no NaN check of x. Uses ctx (one host thread at
+ * a time). Errors: INVALID_ARGUMENT, OVERFLOW, UNSUPPORTED (x_type; LLM.int8 with an outlier
+ * threshold > 0), CUDA. */
+MSBNB_API msbnb_status msbnb_cuda_linear_forward(msbnb_cuda_ctx *ctx, const msbnb_cuda_linear_t *l, void *y,
+                                                 const void *x, msbnb_dtype x_type, int64_t m);
+/* dx[m, K] = dy[m, N] · W (device f32, dx overwritten), W dequantized to f32 in ctx's
+ * scratch (f32 layers use theirs), cublasSgemm (no TF32). Asynchronous. */
+MSBNB_API msbnb_status msbnb_cuda_linear_backward_dx(msbnb_cuda_ctx *ctx, const msbnb_cuda_linear_t *l, float *dx,
+                                                     const float *dy, int64_t m);
 
 #ifdef __cplusplus
 }

@@ -15,7 +15,12 @@ extern "C" {
 #include "msbnb/quant.h"
 extern const float msbnb__nf4_code[16];
 extern const float msbnb__fp4_code[16];
+extern const float msbnb__fp4_dequant[16]; /* code 8 -> -0.0, as bnb's dequantize kernel */
 extern const float msbnb__dynamic_map[256];
+#include "cpu/gemv.h"
+#include "msbnb/linear.h"
+/* src/nn/linear.c: the layer's weight as a kernel view (borrowed). */
+msbnb__wview msbnb__linear_view(const msbnb_linear_t *l);
 }
 
 /* llm.c's cudaCheck, minus the exit: the error becomes a status with CUDA's message. */
@@ -131,6 +136,22 @@ __device__ __forceinline__ void msbnb__st_f32(void *out, int dt, int64_t i, floa
 }
 
 struct msbnb__code256 { float v[256]; };
+
+/* msbnb_cuda_gemv_4bit plus bias[N] (device, or NULL) added before the output rounding. */
+msbnb_status msbnb__cuda_gemv_4bit_bias(void *y, const void *x, msbnb_dtype x_type, const msbnb_cuda_weight4 *w,
+                                        const float *bias, int64_t M, int64_t N, int64_t K);
+/* The context's scratch, grown to at least `bytes` (contents not kept across growth). */
+msbnb_status msbnb__cuda_ctx_scratch(msbnb_cuda_ctx *ctx, size_t bytes, void **out);
+/* y[M, N] (f32) = x[M, K] · W[N, K]ᵀ through cuBLAS; x and W bf16 (bf16 = true) or f32. */
+msbnb_status msbnb__cuda_gemm_f32out(msbnb_cuda_ctx *ctx, float *y, const void *x, const void *w, bool bf16, int64_t M,
+                                     int64_t N, int64_t K);
+/* dx[M, K] = dy[M, N] · W[N, K], f32, through cublasSgemm. */
+msbnb_status msbnb__cuda_gemm_dx(msbnb_cuda_ctx *ctx, float *dx, const float *dy, const float *w, int64_t M, int64_t N,
+                                 int64_t K);
+/* Row-wise int8 quantization of a [rows, cols] (msbnb_int8_vectorwise_quant, threshold 0)
+ * without the host round trip of the NaN check: *bad (device) is set on NaN/Inf. */
+msbnb_status msbnb__cuda_int8_rowwise_async(int8_t *q, float *row_absmax, const void *a, msbnb_dtype a_type,
+                                            int64_t rows, int64_t cols, int *bad);
 struct msbnb__code16 { float v[16]; };
 
 #endif

@@ -29,6 +29,7 @@ struct gemv_args {
     const float *nested;
     const float *offset;
     const float *row_scale;
+    const float *bias; /* [N] added to y, or NULL */
     float scale_mul;
     int M, N, K, bs_log2;
 };
@@ -47,7 +48,8 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
-__device__ __forceinline__ void store_y(void *y, bool bf16, int64_t i, float v) {
+__device__ __forceinline__ void store_y(void *y, bool bf16, int64_t i, float v, const float *bias, int n) {
+    if (bias) v = __fadd_rn(v, __ldg(bias + n));
     if (bf16) ((__nv_bfloat16 *)y)[i] = __float2bfloat16_rn(v);
     else ((float *)y)[i] = v;
 }
@@ -141,7 +143,7 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv4_fast(gemv_args a, msbnb
     for (int m = 0; m < MT; m++) {
         if (m >= a.M) break;
         float v = warp_sum(acc[m]);
-        if (lane == 0) store_y(a.y, XBF16, (int64_t)m * a.N + n, v);
+        if (lane == 0) store_y(a.y, XBF16, (int64_t)m * a.N + n, v, a.bias, n);
     }
 }
 
@@ -164,7 +166,7 @@ __global__ void gemv4_generic(gemv_args a, int xbf16, msbnb__code16 code, msbnb_
             acc = fmaf(w, msbnb__ld_f32(a.x, xbf16 ? MSBNB_DTYPE_BF16 : MSBNB_DTYPE_F32, (int64_t)m * a.K + k), acc);
         }
         acc = warp_sum(acc);
-        if (lane == 0) store_y(a.y, xbf16, (int64_t)m * a.N + n, acc);
+        if (lane == 0) store_y(a.y, xbf16, (int64_t)m * a.N + n, acc, a.bias, n);
     }
 }
 
@@ -238,7 +240,7 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv8_fast(gemv_args a) {
     for (int m = 0; m < MT; m++) {
         if (m >= a.M) break;
         float v = warp_sum(acc[m]);
-        if (lane == 0) store_y(a.y, XBF16, (int64_t)m * a.N + n, __fmul_rn(v, s));
+        if (lane == 0) store_y(a.y, XBF16, (int64_t)m * a.N + n, __fmul_rn(v, s), a.bias, n);
     }
 }
 
@@ -252,7 +254,7 @@ __global__ void gemv8_generic(gemv_args a, int xbf16) {
             acc = fmaf((float)((const int8_t *)a.w)[(int64_t)n * a.K + k],
                        msbnb__ld_f32(a.x, xbf16 ? MSBNB_DTYPE_BF16 : MSBNB_DTYPE_F32, (int64_t)m * a.K + k), acc);
         acc = warp_sum(acc);
-        if (lane == 0) store_y(a.y, xbf16, (int64_t)m * a.N + n, __fmul_rn(acc, s));
+        if (lane == 0) store_y(a.y, xbf16, (int64_t)m * a.N + n, __fmul_rn(acc, s), a.bias, n);
     }
 }
 
@@ -285,6 +287,11 @@ static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 extern "C" msbnb_status msbnb_cuda_gemv_4bit(void *y, const void *x, msbnb_dtype x_type, const msbnb_cuda_weight4 *w,
                                             int64_t M, int64_t N, int64_t K) {
+    return msbnb__cuda_gemv_4bit_bias(y, x, x_type, w, NULL, M, N, K);
+}
+
+msbnb_status msbnb__cuda_gemv_4bit_bias(void *y, const void *x, msbnb_dtype x_type, const msbnb_cuda_weight4 *w,
+                                        const float *bias, int64_t M, int64_t N, int64_t K) {
     MSBNB_CHECK_NULL(y);
     MSBNB_CHECK_NULL(x);
     MSBNB_CHECK_NULL(w);
@@ -312,12 +319,13 @@ extern "C" msbnb_status msbnb_cuda_gemv_4bit(void *y, const void *x, msbnb_dtype
     a.qabsmax = w->qabsmax;
     a.nested = w->nested_absmax;
     a.offset = w->offset;
+    a.bias = bias;
     a.M = (int)M;
     a.N = (int)N;
     a.K = (int)K;
     while ((1LL << a.bs_log2) < bs) a.bs_log2++;
     msbnb__code16 code;
-    memcpy(code.v, w->type == MSBNB_QTYPE_NF4 ? msbnb__nf4_code : msbnb__fp4_code, sizeof code.v);
+    memcpy(code.v, w->type == MSBNB_QTYPE_NF4 ? msbnb__nf4_code : msbnb__fp4_dequant, sizeof code.v);
     msbnb__code256 dyn;
     memcpy(dyn.v, msbnb__dynamic_map, sizeof dyn.v);
     unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
@@ -464,4 +472,29 @@ extern "C" msbnb_status msbnb_cuda_linear_4bit(msbnb_cuda_ctx *ctx, uint16_t *y,
     }
     MSBNB_TRY(msbnb_cuda_dequantize_4bit(wb, MSBNB_DTYPE_BF16, w->packed, absmax, nk, w->blocksize, w->type));
     return msbnb_cuda_gemm_bf16(ctx, y, x, wb, M, N, K);
+}
+
+msbnb_status msbnb__cuda_ctx_scratch(msbnb_cuda_ctx *ctx, size_t bytes, void **out) {
+    MSBNB_TRY(scratch_reserve(ctx, bytes));
+    *out = ctx->scratch;
+    return MSBNB_OK;
+}
+
+/* y[M, N] (f32) = x[M, K] · W[N, K]ᵀ, x and W both bf16 or both f32, f32 compute (no TF32). */
+msbnb_status msbnb__cuda_gemm_f32out(msbnb_cuda_ctx *ctx, float *y, const void *x, const void *w, bool bf16, int64_t M,
+                                     int64_t N, int64_t K) {
+    const float alpha = 1.0f, beta = 0.0f;
+    cudaDataType_t t = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    MSBNB_CUBLAS_TRY(cublasGemmEx(ctx->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &alpha, w, t, (int)K, x,
+                                  t, (int)K, &beta, y, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return MSBNB_OK;
+}
+
+/* dx[M, K] = dy[M, N] · W[N, K], all f32 (column-major: dxᵀ = Wᵀ · dyᵀ). */
+msbnb_status msbnb__cuda_gemm_dx(msbnb_cuda_ctx *ctx, float *dx, const float *dy, const float *w, int64_t M, int64_t N,
+                                 int64_t K) {
+    const float alpha = 1.0f, beta = 0.0f;
+    MSBNB_CUBLAS_TRY(cublasSgemm(ctx->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)K, (int)M, (int)N, &alpha, w, (int)K, dy,
+                                 (int)N, &beta, dx, (int)K));
+    return MSBNB_OK;
 }

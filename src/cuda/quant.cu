@@ -212,7 +212,7 @@ extern "C" msbnb_status msbnb_cuda_dequantize_4bit(void *out, msbnb_dtype out_ty
         return msbnb__fail(MSBNB_ERR_UNSUPPORTED, "%s: type must be nf4 or fp4 (got %d)", __func__, (int)type);
     MSBNB_TRY(check_float_type(out_type, __func__, "out_type"));
     return launch_dequant(out, out_type, packed, absmax, n, blocksize, 1,
-                          type == MSBNB_QTYPE_NF4 ? msbnb__nf4_code : msbnb__fp4_code);
+                          type == MSBNB_QTYPE_NF4 ? msbnb__nf4_code : msbnb__fp4_dequant);
 }
 
 extern "C" msbnb_status msbnb_cuda_dequantize_blockwise_8bit(void *out, msbnb_dtype out_type, const uint8_t *q,
@@ -353,6 +353,14 @@ __global__ void int8_rowwise_kernel(int8_t *q, float *row_absmax, const void *a,
     }
 }
 
+msbnb_status msbnb__cuda_int8_rowwise_async(int8_t *q, float *row_absmax, const void *a, msbnb_dtype a_type,
+                                            int64_t rows, int64_t cols, int *bad) {
+    int64_t g = rows < 65535LL * 16 ? rows : 65535LL * 16;
+    int8_rowwise_kernel<<<(unsigned)g, 256>>>(q, row_absmax, a, (int)a_type, rows, cols, bad);
+    MSBNB_CUDA_LAUNCHED();
+    return MSBNB_OK;
+}
+
 extern "C" msbnb_status msbnb_cuda_int8_vectorwise_quant(int8_t *q, float *row_absmax, const void *a,
                                                         msbnb_dtype a_type, int64_t rows, int64_t cols) {
     MSBNB_CHECK_NULL(q);
@@ -362,14 +370,10 @@ extern "C" msbnb_status msbnb_cuda_int8_vectorwise_quant(int8_t *q, float *row_a
     MSBNB_TRY(check_float_type(a_type, __func__, "a_type"));
     int *bad = NULL;
     MSBNB_TRY(msbnb__cuda_flag_alloc(&bad));
-    int64_t g = rows < 65535LL * 16 ? rows : 65535LL * 16;
-    int64_t maxg = 65535LL * 64;
-    if (g > maxg) g = maxg;
-    int8_rowwise_kernel<<<(unsigned)g, 256>>>(q, row_absmax, a, (int)a_type, rows, cols, bad);
-    cudaError_t e = cudaGetLastError();
+    msbnb_status ls = msbnb__cuda_int8_rowwise_async(q, row_absmax, a, a_type, rows, cols, bad);
     int v = 0;
     msbnb_status st = msbnb__cuda_flag_read(bad, &v);
-    if (e != cudaSuccess) return msbnb__fail(MSBNB_ERR_CUDA, "%s: %s", __func__, cudaGetErrorString(e));
+    if (ls != MSBNB_OK) return ls;
     if (st != MSBNB_OK) return st;
     if (v) return msbnb__fail(MSBNB_ERR_NON_FINITE, "%s: a contains NaN or Inf", __func__);
     return MSBNB_OK;
@@ -577,14 +581,21 @@ __global__ void int4_scale_kernel(float *scales, float *mins, const float *w, in
             float d = __fdiv_rn(m, -8.0f);
             if (lane == 0) scales[item] = d;
         } else {
+            /* The CPU keeps the FIRST of equal extremes (strict < / >), which matters for
+             * -0 vs +0: carry the index and break ties towards the lower one. */
             float mn = x[0], mx = x[0];
+            int64_t imn = 0, imx = 0;
             for (int64_t i = lane; i < len; i += 32) {
                 nonfinite |= !isfinite(x[i]);
-                mn = fminf(mn, x[i]);
-                mx = fmaxf(mx, x[i]);
+                if (x[i] < mn || (x[i] == mn && i < imn)) mn = x[i], imn = i;
+                if (x[i] > mx || (x[i] == mx && i < imx)) mx = x[i], imx = i;
             }
-            mn = warp_min(mn);
-            mx = warp_max(mx);
+            for (int o = 16; o > 0; o >>= 1) {
+                float omn = __shfl_xor_sync(0xffffffffu, mn, o), omx = __shfl_xor_sync(0xffffffffu, mx, o);
+                int64_t oimn = __shfl_xor_sync(0xffffffffu, imn, o), oimx = __shfl_xor_sync(0xffffffffu, imx, o);
+                if (omn < mn || (omn == mn && oimn < imn)) mn = omn, imn = oimn;
+                if (omx > mx || (omx == mx && oimx < imx)) mx = omx, imx = oimx;
+            }
             if (lane == 0) {
                 scales[item] = __fdiv_rn(__fsub_rn(mx, mn), 15.0f);
                 mins[item] = mn;

@@ -62,10 +62,23 @@ __device__ __forceinline__ float block_absmax(const gemv_args &a, const float *s
     return __ldg(a.absmax + b);
 }
 
-/* sum over the 32 weights of one chunk: code(byte) pairs times x[m, k0 .. k0+31]. */
-template <bool XBF16>
-__device__ __forceinline__ float chunk_dot4(const uint4 &q, const float2 *slut, const void *x, int64_t k0) {
+/* The 32 codes of one 16-byte chunk, looked up in a 16-entry table replicated once per
+ * shared-memory bank (lut = table + lane; entry c at lut[32 c]): every lane reads its own
+ * bank, so the 32 lookups of a warp instruction never conflict (a 256-entry byte -> pair
+ * table is hit at random banks, 4-7 wavefronts per access, and was the bottleneck). */
+__device__ __forceinline__ void decode32(float (&w)[32], const uint4 &q, const float *lut) {
     const uint32_t qw[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int j = 0; j < 16; j++) { /* byte j: weight 2j in the high nibble, 2j+1 in the low */
+        uint32_t byte = qw[j >> 2] >> (8 * (j & 3));
+        w[2 * j] = lut[((byte >> 4) & 15) * 32];
+        w[2 * j + 1] = lut[(byte & 15) * 32];
+    }
+}
+
+/* Σ_j w[j] x[k0 + j] over one decoded chunk, two partial sums. */
+template <bool XBF16>
+__device__ __forceinline__ float dot32(const float (&w)[32], const void *x, int64_t k0) {
     float s0 = 0.0f, s1 = 0.0f;
     if (XBF16) {
         const uint4 *xp = (const uint4 *)((const uint16_t *)x + k0);
@@ -74,11 +87,9 @@ __device__ __forceinline__ float chunk_dot4(const uint4 &q, const float2 *slut, 
             uint4 xv = __ldg(xp + v);
             const uint32_t xw[4] = {xv.x, xv.y, xv.z, xv.w};
 #pragma unroll
-            for (int j = 0; j < 4; j++) {
-                int byte = v * 4 + j; /* weights 2*byte (high nibble) and 2*byte+1 */
-                float2 c = slut[(qw[byte >> 2] >> (8 * (byte & 3))) & 0xff];
-                s0 = fmaf(c.x, __uint_as_float(xw[j] << 16), s0);
-                s1 = fmaf(c.y, __uint_as_float(xw[j] & 0xffff0000u), s1);
+            for (int j = 0; j < 4; j++) { /* word j holds x[2j] (low half), x[2j+1] (high) */
+                s0 = fmaf(w[8 * v + 2 * j], __uint_as_float(xw[j] << 16), s0);
+                s1 = fmaf(w[8 * v + 2 * j + 1], __uint_as_float(xw[j] & 0xffff0000u), s1);
             }
         }
     } else {
@@ -86,13 +97,10 @@ __device__ __forceinline__ float chunk_dot4(const uint4 &q, const float2 *slut, 
 #pragma unroll
         for (int v = 0; v < 8; v++) {
             float4 xv = __ldg(xp + v);
-#pragma unroll
-            for (int j = 0; j < 2; j++) {
-                int byte = v * 2 + j;
-                float2 c = slut[(qw[byte >> 2] >> (8 * (byte & 3))) & 0xff];
-                s0 = fmaf(c.x, j ? xv.z : xv.x, s0);
-                s1 = fmaf(c.y, j ? xv.w : xv.y, s1);
-            }
+            s0 = fmaf(w[4 * v], xv.x, s0);
+            s1 = fmaf(w[4 * v + 1], xv.y, s1);
+            s0 = fmaf(w[4 * v + 2], xv.z, s0);
+            s1 = fmaf(w[4 * v + 3], xv.w, s1);
         }
     }
     return s0 + s1;
@@ -100,18 +108,18 @@ __device__ __forceinline__ float chunk_dot4(const uint4 &q, const float2 *slut, 
 
 template <int MT, bool DQ, bool XBF16>
 __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv4_fast(gemv_args a, msbnb__code16 code, msbnb__code256 dyn) {
-    __shared__ float2 slut[256];
+    __shared__ float slut[16 * 32];
     __shared__ float sdyn[DQ ? 256 : 1];
-    for (int t = threadIdx.x; t < 256; t += blockDim.x) {
-        slut[t] = make_float2(code.v[t >> 4], code.v[t & 15]);
-        if (DQ) sdyn[t] = dyn.v[t];
-    }
+    for (int t = threadIdx.x; t < 16 * 32; t += blockDim.x) slut[t] = code.v[t >> 5];
+    if (DQ)
+        for (int t = threadIdx.x; t < 256; t += blockDim.x) sdyn[t] = dyn.v[t];
     __syncthreads();
     int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (n >= a.N) return;
     const int K = a.K, nch = K / 32;
     const uint8_t *wrow = a.w + (int64_t)n * K / 2;
     const float off = DQ ? *a.offset : 0.0f;
+    const float *lut = slut + lane;
     float acc[MT];
 #pragma unroll
     for (int m = 0; m < MT; m++) acc[m] = 0.0f;
@@ -130,12 +138,14 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv4_fast(gemv_args a, msbnb
         for (int u = 0; u < GEMV_U; u++) {
             int c = c0 + u * 32 + lane;
             if (c >= nch) break;
+            float w[32];
+            decode32(w, q[u], lut); /* once, for all M rows */
 #pragma unroll
             for (int m = 0; m < MT; m++) {
                 if (m >= a.M) break;
                 const void *xm = XBF16 ? (const void *)((const uint16_t *)a.x + (int64_t)m * K)
                                        : (const void *)((const float *)a.x + (int64_t)m * K);
-                acc[m] = fmaf(am[u], chunk_dot4<XBF16>(q[u], slut, xm, (int64_t)c * 32), acc[m]);
+                acc[m] = fmaf(am[u], dot32<XBF16>(w, xm, (int64_t)c * 32), acc[m]);
             }
         }
     }

@@ -27,6 +27,7 @@
 /* Device weight, laid out as the CPU view (msbnb__wview); pointers are device memory. */
 struct dview {
     int type, sym;
+    int bs_log2; /* NF4/FP4/Q8 block = 1 << bs_log2 (powers of two only) */
     int64_t n, k, block, gpr;
     const float *f32;
     const uint16_t *u16;
@@ -69,12 +70,12 @@ __device__ __forceinline__ float w_at(const dview &w, int64_t r, int64_t k, bool
         return __fmul_rn(__fsub_rn((float)w.q8[i], w.rzero[r]), w.rscale[r]);
     case MSBNB_QTYPE_INT4: {
         float u = (float)nib(w.packed, i);
-        int64_t g = r * w.gpr + k / w.block;
+        int64_t g = r * w.gpr + (int)k / (int)w.block; /* 32-bit division: K <= INT_MAX */
         return w.sym ? __fmul_rn(__fsub_rn(u, 8.0f), w.absmax[g]) : __fadd_rn(__fmul_rn(u, w.absmax[g]), w.mins[g]);
     }
     case MSBNB_QTYPE_NF4:
-    case MSBNB_QTYPE_FP4: return __fmul_rn(w.code[nib(w.packed, i)], w.absmax[i / w.block]);
-    case MSBNB_QTYPE_Q8_DYNAMIC: return __fmul_rn(w.code[w.qb[i]], w.absmax[i / w.block]);
+    case MSBNB_QTYPE_FP4: return __fmul_rn(w.code[nib(w.packed, i)], w.absmax[i >> w.bs_log2]);
+    case MSBNB_QTYPE_Q8_DYNAMIC: return __fmul_rn(w.code[w.qb[i]], w.absmax[i >> w.bs_log2]);
     default: return 0.0f;
     }
 }
@@ -168,14 +169,33 @@ __global__ void __launch_bounds__(32 * LIN_WARPS) gemv_i8i8(void *y, bool ybf16,
     }
 }
 
-/* out[r, k] = W[r, k] (raw: int8 codes) as f32 or bf16 (exact for codes). */
+/* out[r, k] = W[r, k] (raw: int8 codes) as f32 or bf16 (exact for codes); rows over
+ * grid.y, columns over grid.x (no 64-bit division per element). */
 __global__ void dequant_w(void *out, bool bf16, dview w, bool raw) {
-    const int64_t nk = w.n * w.k;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < nk; i += (int64_t)gridDim.x * blockDim.x) {
-        float v = w_at(w, i / w.k, i % w.k, raw);
-        if (bf16) ((__nv_bfloat16 *)out)[i] = __float2bfloat16_rn(v);
-        else ((float *)out)[i] = v;
-    }
+    for (int64_t r = blockIdx.y; r < w.n; r += gridDim.y)
+        for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < w.k; k += (int64_t)gridDim.x * blockDim.x) {
+            float v = w_at(w, r, k, raw);
+            if (bf16) ((__nv_bfloat16 *)out)[r * w.k + k] = __float2bfloat16_rn(v);
+            else ((float *)out)[r * w.k + k] = v;
+        }
+}
+
+static dim3 grid2d(int64_t rows, int64_t cols) {
+    int64_t gx = (cols + 255) / 256, gy = rows;
+    if (gx > 1024) gx = 1024;
+    if (gy > 65535) gy = 65535;
+    return dim3((unsigned)gx, (unsigned)gy);
+}
+
+/* W as f32/bf16 into out: the flat 4-bit dequantizer for NF4/FP4 (the layer keeps the
+ * decoded f32 absmax), the per-element decoder otherwise. */
+static msbnb_status dequant_weight(void *out, bool bf16, const dview &w, bool raw) {
+    if (w.type == MSBNB_QTYPE_NF4 || w.type == MSBNB_QTYPE_FP4)
+        return msbnb_cuda_dequantize_4bit(out, bf16 ? MSBNB_DTYPE_BF16 : MSBNB_DTYPE_F32, w.packed, w.absmax, w.n * w.k,
+                                          w.block, (msbnb_qtype)w.type);
+    dequant_w<<<grid2d(w.n, w.k), 256>>>(out, bf16, w, raw);
+    MSBNB_CUDA_LAUNCHED();
+    return MSBNB_OK;
 }
 
 /* int8 codes [n] -> f32 or bf16 (exact). */
@@ -189,13 +209,13 @@ __global__ void codes_to_float(void *out, bool bf16, const int8_t *q, int64_t n)
 /* y[m, n] = acc[m, n] (· sx[m] · SCB[n] / 127² for int8) (+ b[n]), stored as f32/bf16. */
 __global__ void epilogue(void *y, bool ybf16, const float *acc, int64_t M, int64_t N, const float *sx, const float *scb,
                          const float *bias) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < M * N; i += (int64_t)gridDim.x * blockDim.x) {
-        int64_t m = i / N, n = i % N;
-        float v = acc[i];
-        if (sx) v = __fmul_rn(__fmul_rn(__fmul_rn(v, sx[m]), scb[n]), LIN_MM_DEQUANT_CONST);
-        if (bias) v = __fadd_rn(v, bias[n]);
-        lin_store(y, ybf16, i, v);
-    }
+    for (int64_t m = blockIdx.y; m < M; m += gridDim.y)
+        for (int64_t n = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; n < N; n += (int64_t)gridDim.x * blockDim.x) {
+            float v = acc[m * N + n];
+            if (sx) v = __fmul_rn(__fmul_rn(__fmul_rn(v, sx[m]), scb[n]), LIN_MM_DEQUANT_CONST);
+            if (bias) v = __fadd_rn(v, bias[n]);
+            lin_store(y, ybf16, m * N + n, v);
+        }
 }
 
 /* ---------------------------------------------------------------- context */
@@ -292,6 +312,7 @@ extern "C" msbnb_status msbnb_cuda_linear_upload(msbnb_cuda_linear_t **out, cons
     w.k = K;
     w.block = v.block;
     w.gpr = v.gpr;
+    while (w.bs_log2 < 30 && (1LL << w.bs_log2) < v.block) w.bs_log2++;
     w.f32 = (const float *)dptr[0];
     w.u16 = (const uint16_t *)dptr[1];
     w.q8 = (const int8_t *)dptr[2];
@@ -394,11 +415,11 @@ extern "C" msbnb_status msbnb_cuda_linear_forward(msbnb_cuda_ctx *ctx, const msb
             MSBNB_CUDA_LAUNCHED();
             return MSBNB_OK;
         }
-        dequant_w<<<lin_grid(N * K), 256>>>(p[3], bf, w, true);
+        MSBNB_TRY(dequant_weight(p[3], bf, w, true));
         codes_to_float<<<lin_grid(m * K), 256>>>(p[4], bf, xq, m * K);
         MSBNB_CUDA_LAUNCHED();
         MSBNB_TRY(msbnb__cuda_gemm_f32out(ctx, (float *)p[5], p[4], p[3], bf, m, N, K));
-        epilogue<<<lin_grid(m * N), 256>>>(y, bf, (const float *)p[5], m, N, sx, l->scb, l->bias);
+        epilogue<<<grid2d(m, N), 256>>>(y, bf, (const float *)p[5], m, N, sx, l->scb, l->bias);
         MSBNB_CUDA_LAUNCHED();
         return MSBNB_OK;
     }
@@ -415,14 +436,11 @@ extern "C" msbnb_status msbnb_cuda_linear_forward(msbnb_cuda_ctx *ctx, const msb
     size_t sz[2] = {direct ? 0 : (size_t)(N * K) * (bf ? 2 : 4), bf ? (size_t)(m * N) * 4 : 0};
     MSBNB_TRY(carve(ctx, p, sz, 2));
     const void *wd = direct ? (const void *)w.f32 : p[0];
-    if (!direct) {
-        dequant_w<<<lin_grid(N * K), 256>>>(p[0], bf, w, false);
-        MSBNB_CUDA_LAUNCHED();
-    }
+    if (!direct) MSBNB_TRY(dequant_weight(p[0], bf, w, false));
     float *acc = bf ? (float *)p[1] : (float *)y;
     MSBNB_TRY(msbnb__cuda_gemm_f32out(ctx, acc, x, wd, bf, m, N, K));
     if (bf || l->bias) {
-        epilogue<<<lin_grid(m * N), 256>>>(y, bf, acc, m, N, NULL, NULL, l->bias);
+        epilogue<<<grid2d(m, N), 256>>>(y, bf, acc, m, N, NULL, NULL, l->bias);
         MSBNB_CUDA_LAUNCHED();
     }
     return MSBNB_OK;
@@ -442,9 +460,6 @@ extern "C" msbnb_status msbnb_cuda_linear_backward_dx(msbnb_cuda_ctx *ctx, const
     size_t sz[1] = {direct ? 0 : (size_t)(N * K) * 4};
     MSBNB_TRY(carve(ctx, p, sz, 1));
     const float *wd = direct ? w.f32 : (const float *)p[0];
-    if (!direct) {
-        dequant_w<<<lin_grid(N * K), 256>>>(p[0], false, w, false);
-        MSBNB_CUDA_LAUNCHED();
-    }
+    if (!direct) MSBNB_TRY(dequant_weight(p[0], false, w, false));
     return msbnb__cuda_gemm_dx(ctx, dx, dy, wd, m, N, K);
 }

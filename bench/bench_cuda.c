@@ -8,7 +8,7 @@
  * "% copy" = that over the copy bandwidth (bytes read + written per second by
  * cudaMemcpy device-to-device of 1 GiB), the practical ceiling of a weight stream.
  *
- * Usage: bench_cuda [--quick]     Output: a markdown table for bench/RESULTS.md. */
+ * Usage: bench_cuda [--quick | --adam]     Output: a markdown table for bench/RESULTS.md. */
 #include "benchutil.h"
 #include "msbnb/msbnb.h"
 
@@ -88,6 +88,59 @@ static void cublas_call(void *p, int i) {
     OK(msbnb_cuda_gemm_bf16(c->ctx, c->y, c->x, c->w[i], c->M, c->N, c->K));
 }
 
+typedef struct {
+    float *p, *m, *v, *g, *am, *av;
+    uint8_t *qm, *qv;
+    int64_t n;
+    msbnb_cuda_adamw h;
+} adam_ctx;
+static void adam32_call(void *c_, int i) {
+    adam_ctx *c = c_;
+    (void)i;
+    OK(msbnb_cuda_adamw_step(c->p, c->m, c->v, c->g, c->n, &c->h));
+}
+static void adam8_call(void *c_, int i) {
+    adam_ctx *c = c_;
+    (void)i;
+    OK(msbnb_cuda_adamw8bit_step(c->p, c->qm, c->am, c->qv, c->av, c->g, c->n, &c->h, NULL, NULL));
+}
+
+/* AdamW step over 256 M parameters (1 GiB of f32 per array: nothing stays in L2). */
+static void bench_adamw(double copy_bw) {
+    adam_ctx c;
+    memset(&c, 0, sizeof c);
+    c.n = (int64_t)256 << 20;
+    c.h = msbnb_cuda_adamw_default();
+    const size_t b = (size_t)c.n * 4, nb = (size_t)msbnb_cuda_adamw8bit_nblocks(c.n);
+    OK(msbnb_cuda_malloc((void **)&c.p, b));
+    OK(msbnb_cuda_malloc((void **)&c.m, b));
+    OK(msbnb_cuda_malloc((void **)&c.v, b));
+    OK(msbnb_cuda_malloc((void **)&c.g, b));
+    OK(msbnb_cuda_malloc((void **)&c.qm, (size_t)c.n));
+    OK(msbnb_cuda_malloc((void **)&c.qv, (size_t)c.n));
+    OK(msbnb_cuda_malloc((void **)&c.am, nb * 4));
+    OK(msbnb_cuda_malloc((void **)&c.av, nb * 4));
+    /* small non-zero data (0x3c3c3c3c ~ 0.0115 as f32), zero 8-bit states */
+    OK(msbnb_cuda_memset(c.p, 0x3c, b));
+    OK(msbnb_cuda_memset(c.g, 0x3c, b));
+    OK(msbnb_cuda_memset(c.m, 0, b));
+    OK(msbnb_cuda_memset(c.v, 0, b));
+    OK(msbnb_cuda_memset(c.qm, 0, (size_t)c.n));
+    OK(msbnb_cuda_memset(c.qv, 0, (size_t)c.n));
+    OK(msbnb_cuda_memset(c.am, 0, nb * 4));
+    OK(msbnb_cuda_memset(c.av, 0, nb * 4));
+    double t32 = time_calls(adam32_call, &c, 1, 3, 9);
+    double t8 = time_calls(adam8_call, &c, 1, 3, 9);
+    double b32 = 28.0 * (double)c.n, b8 = 16.0 * (double)c.n + 16.0 * (double)nb;
+    printf("\n| AdamW step, 256 M params | ms | bytes moved / time | %% copy | time vs f32 |\n|---|---|---|---|---|\n");
+    printf("| f32 states (msbnb_cuda_adamw_step) | %.3f | %.2f TB/s | %.0f %% | 1.00 |\n", t32 * 1e3, b32 / t32 / 1e12,
+           100.0 * b32 / t32 / copy_bw);
+    printf("| 8-bit blockwise states (msbnb_cuda_adamw8bit_step) | %.3f | %.2f TB/s | %.0f %% | %.2f |\n", t8 * 1e3,
+           b8 / t8 / 1e12, 100.0 * b8 / t8 / copy_bw, t8 / t32);
+    msbnb_cuda_free(c.p), msbnb_cuda_free(c.m), msbnb_cuda_free(c.v), msbnb_cuda_free(c.g);
+    msbnb_cuda_free(c.qm), msbnb_cuda_free(c.qv), msbnb_cuda_free(c.am), msbnb_cuda_free(c.av);
+}
+
 static int copies_for(int64_t bytes) {
     int64_t r = ((int64_t)512 << 20) / bytes + 1;
     return (int)(r < 2 ? 2 : r > 64 ? 64 : r);
@@ -133,6 +186,10 @@ int main(int argc, char **argv) {
                  {"int8 (LLM.int8)", MSBNB_QTYPE_INT8, 0, 0},
                  {"int4 g128", MSBNB_QTYPE_INT4, 0, 128}};
     const int nkinds = sizeof kinds / sizeof *kinds;
+    if (argc > 1 && strcmp(argv[1], "--adam") == 0) {
+        bench_adamw(copy_bw);
+        return 0;
+    }
     for (int s = 0; s < (quick ? 1 : 3); s++) {
         const int64_t K = shapes[s][0], N = shapes[s][1];
         float *wf = malloc((size_t)(N * K) * 4);
@@ -194,6 +251,7 @@ int main(int argc, char **argv) {
         msbnb_cuda_free(dy);
         free(wf), free(wh), free(xf), free(xh);
     }
+    bench_adamw(copy_bw);
     msbnb_cuda_ctx_free(ctx);
     return 0;
 }

@@ -214,6 +214,41 @@ MSBNB_API msbnb_status msbnb_cuda_linear_forward(msbnb_cuda_ctx *ctx, const msbn
 MSBNB_API msbnb_status msbnb_cuda_linear_backward_dx(msbnb_cuda_ctx *ctx, const msbnb_cuda_linear_t *l, float *dx,
                                                      const float *dy, int64_t m);
 
+/* ---------------------------------------------------------------- AdamW steps */
+
+/* AdamW hyper-parameters of one step (torch.optim.AdamW's meaning). */
+typedef struct msbnb_cuda_adamw {
+    float lr, beta1, beta2, eps, weight_decay;
+    float grad_scale; /* the gradient is multiplied by this first (1 / accumulation steps) */
+    int64_t step;     /* t >= 1, for the bias corrections 1 - beta^t */
+} msbnb_cuda_adamw;
+/* lr 1e-3, betas 0.9 / 0.999, eps 1e-8, weight_decay 0.01, grad_scale 1, step 1. */
+MSBNB_API msbnb_cuda_adamw msbnb_cuda_adamw_default(void);
+
+/* One AdamW step on n device f32 elements (p, m, v updated in place; g read):
+ *   m = b1 m + (1-b1) g', v = b2 v + (1-b2) g'^2, g' = g * grad_scale,
+ *   p = p (1 - lr wd) - (lr / (1-b1^t)) m / (sqrt(v) / sqrt(1-b2^t) + eps),
+ * in exactly this order, so the result is bit-identical to the same f32 loop on the CPU.
+ * Buffers 16-byte aligned (cudaMalloc). g must be finite (not checked on the device).
+ * Asynchronous. Errors: INVALID_ARGUMENT (NULL, n <= 0, bad hyper-parameters), CUDA. */
+MSBNB_API msbnb_status msbnb_cuda_adamw_step(float *p, float *m, float *v, const float *g, int64_t n,
+                                             const msbnb_cuda_adamw *h);
+
+/* 8-bit AdamW (bitsandbytes AdamW8bit): m and v as 8-bit codes qm, qv [n] with f32 absmax
+ * am, av [msbnb_cuda_adamw8bit_nblocks(n)] per block of 256 (all device). Each block is
+ * dequantized (code[q] * absmax), updated as msbnb_cuda_adamw_step, and re-quantized with a
+ * fresh absmax exactly as msbnb_quantize_blockwise_8bit does (bit-identical to that CPU
+ * sequence). code_m / code_v: HOST arrays of 256 sorted floats, or NULL for the signed map
+ * msbnb_dynamic_map() and the unsigned map (msbnb_cuda_adamw_unsigned_map). Zero states
+ * are all-zero codes and absmax. Asynchronous. Errors as msbnb_cuda_adamw_step. */
+MSBNB_API msbnb_status msbnb_cuda_adamw8bit_step(float *p, uint8_t *qm, float *am, uint8_t *qv, float *av,
+                                                 const float *g, int64_t n, const msbnb_cuda_adamw *h,
+                                                 const float *code_m, const float *code_v);
+/* Blocks of 256 for n elements (0 for n <= 0). */
+MSBNB_API int64_t msbnb_cuda_adamw8bit_nblocks(int64_t n);
+/* bitsandbytes create_dynamic_map(signed=False) (the second-moment map) into code[256]. */
+MSBNB_API msbnb_status msbnb_cuda_adamw_unsigned_map(float *code);
+
 #ifdef __cplusplus
 }
 #endif

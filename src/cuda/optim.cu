@@ -78,7 +78,48 @@ __global__ void adamw_f32_kernel(float *p, float *m, float *v, const float *g, i
 }
 
 #define Q8_WARPS 8
-/* One warp per block of 256: lane L holds elements L, L + 32, ... (coalesced). */
+/* One block of `len` <= 256 elements by one warp: lane L holds elements L, L + 32, ...
+ * (coalesced). FULL (len == 256) has no per-element guards, so the 16 independent
+ * binary searches of a lane interleave. */
+template <bool FULL>
+__device__ __forceinline__ void adam8_block(float *p, uint8_t *qm, float *am, uint8_t *qv, float *av, const float *g,
+                                            int64_t b, int len, int lane, const adam_k &k, const float *sm,
+                                            const float *sv) {
+    const int64_t s = b * ADAM_Q8_BLOCK;
+    const float am0 = am[b], av0 = av[b];
+    float mv[8], vv[8];
+    float mmax = 0.0f, vmax = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        int i = lane + 32 * j;
+        if (FULL || i < len) {
+            float mi = __fmul_rn(sm[qm[s + i]], am0), vi = __fmul_rn(sv[qv[s + i]], av0);
+            p[s + i] = adam1(p[s + i], mi, vi, g[s + i], k);
+            mv[j] = mi;
+            vv[j] = vi;
+            mmax = fmaxf(mmax, fabsf(mi));
+            vmax = fmaxf(vmax, fabsf(vi));
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        mmax = fmaxf(mmax, __shfl_xor_sync(0xffffffffu, mmax, o));
+        vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, o));
+    }
+    if (lane == 0) {
+        am[b] = mmax;
+        av[b] = vmax;
+    }
+    const float im = msbnb__rcp_approx_ftz(mmax), iv = msbnb__rcp_approx_ftz(vmax);
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        int i = lane + 32 * j;
+        if (FULL || i < len) {
+            qm[s + i] = msbnb__dcode8_of(sm, msbnb__dmul_ftz(mv[j], im));
+            qv[s + i] = msbnb__dcode8_of(sv, msbnb__dmul_ftz(vv[j], iv));
+        }
+    }
+}
+
 __global__ void __launch_bounds__(32 * Q8_WARPS) adamw_8bit_kernel(float *p, uint8_t *qm, float *am, uint8_t *qv,
                                                                    float *av, const float *g, int64_t n, adam_k k,
                                                                    msbnb__code256 cm, msbnb__code256 cv) {
@@ -92,39 +133,8 @@ __global__ void __launch_bounds__(32 * Q8_WARPS) adamw_8bit_kernel(float *p, uin
     const int64_t nb = (n + ADAM_Q8_BLOCK - 1) / ADAM_Q8_BLOCK;
     for (int64_t b = (int64_t)blockIdx.x * Q8_WARPS + (threadIdx.x >> 5); b < nb; b += (int64_t)gridDim.x * Q8_WARPS) {
         const int64_t s = b * ADAM_Q8_BLOCK;
-        const int len = n - s < ADAM_Q8_BLOCK ? (int)(n - s) : ADAM_Q8_BLOCK;
-        const float am0 = am[b], av0 = av[b];
-        float mv[8], vv[8];
-        float mmax = 0.0f, vmax = 0.0f;
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            int i = lane + 32 * j;
-            if (i < len) {
-                float mi = __fmul_rn(sm[qm[s + i]], am0), vi = __fmul_rn(sv[qv[s + i]], av0);
-                p[s + i] = adam1(p[s + i], mi, vi, g[s + i], k);
-                mv[j] = mi;
-                vv[j] = vi;
-                mmax = fmaxf(mmax, fabsf(mi));
-                vmax = fmaxf(vmax, fabsf(vi));
-            }
-        }
-        for (int o = 16; o > 0; o >>= 1) {
-            mmax = fmaxf(mmax, __shfl_xor_sync(0xffffffffu, mmax, o));
-            vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, o));
-        }
-        if (lane == 0) {
-            am[b] = mmax;
-            av[b] = vmax;
-        }
-        const float im = msbnb__rcp_approx_ftz(mmax), iv = msbnb__rcp_approx_ftz(vmax);
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            int i = lane + 32 * j;
-            if (i < len) {
-                qm[s + i] = msbnb__dcode8_of(sm, msbnb__dmul_ftz(mv[j], im));
-                qv[s + i] = msbnb__dcode8_of(sv, msbnb__dmul_ftz(vv[j], iv));
-            }
-        }
+        if (n - s >= ADAM_Q8_BLOCK) adam8_block<true>(p, qm, am, qv, av, g, b, ADAM_Q8_BLOCK, lane, k, sm, sv);
+        else adam8_block<false>(p, qm, am, qv, av, g, b, (int)(n - s), lane, k, sm, sv);
     }
 }
 

@@ -101,11 +101,14 @@ __device__ __forceinline__ uint8_t msbnb__dfp4_code_of(float x) {
     return (x > 0.00260417f ? 1 : 0) + sign;
 }
 
-/* Mirror of msbnb__code8_of (bitsandbytes dQuantize<0>) over a code in shared memory. */
+/* Mirror of msbnb__code8_of (bitsandbytes dQuantize<0>) over a code in shared memory;
+ * entry i at code[i * STRIDE] (STRIDE 32 with code = table + lane: one copy of the table
+ * per bank, so the lanes' diverging searches never conflict). */
+template <int STRIDE = 1>
 __device__ __forceinline__ uint8_t msbnb__dcode8_of(const float *code, float x) {
     int pivot = 127, upper_pivot = 255, lower_pivot = 0;
     float lower = -1.0f, upper = 1.0f;
-    float val = code[pivot];
+    float val = code[pivot * STRIDE];
     for (int i = 64; i > 0; i >>= 1) {
         if (x > val) {
             lower_pivot = pivot;
@@ -116,10 +119,10 @@ __device__ __forceinline__ uint8_t msbnb__dcode8_of(const float *code, float x) 
             upper = val;
             pivot -= i;
         }
-        val = code[pivot];
+        val = code[pivot * STRIDE];
     }
-    if (upper_pivot == 255) upper = code[upper_pivot];
-    if (lower_pivot == 0) lower = code[lower_pivot];
+    if (upper_pivot == 255) upper = code[upper_pivot * STRIDE];
+    if (lower_pivot == 0) lower = code[lower_pivot * STRIDE];
     if (x > val) {
         float mid = __fmul_rn(__fadd_rn(upper, val), 0.5f);
         return (uint8_t)(x > mid ? upper_pivot : pivot);

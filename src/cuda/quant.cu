@@ -158,15 +158,33 @@ extern "C" msbnb_status msbnb_cuda_quantize_blockwise_8bit(uint8_t *q, float *ab
 /* Eight outputs per thread: out[i] = code[nibble or byte] * absmax[i / bs] (one block
  * covers all eight since bs >= 32). */
 __global__ void dequant_blocks_kernel(void *out, int ot, const uint8_t *q, const float *absmax,
-                                      int64_t n, int64_t bs, int four_bit, msbnb__code256 code) {
+                                      int64_t n, int bs_log2, int four_bit, int fast4, msbnb__code256 code) {
     __shared__ float scode[256];
+    __shared__ float slut[16 * 32]; /* 4-bit table, one copy per bank (conflict-free lookups) */
     for (int t = threadIdx.x; t < 256; t += blockDim.x) scode[t] = code.v[t];
+    for (int t = threadIdx.x; t < 16 * 32; t += blockDim.x) slut[t] = code.v[(t >> 5) & 15];
     __syncthreads();
+    const int lane = threadIdx.x & 31;
     int64_t ngroups = (n + 7) / 8;
     for (int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; g < ngroups;
          g += (int64_t)gridDim.x * blockDim.x) {
         int64_t i0 = g * 8;
-        float a = absmax[i0 / bs];
+        float a = absmax[i0 >> bs_log2];
+        if (fast4 && i0 + 8 <= n) { /* one 4-byte load, 16-byte bf16 store */
+            uint32_t w = __ldg((const uint32_t *)q + g);
+            uint4 pk;
+            uint32_t *o = (uint32_t *)&pk;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                uint32_t byte = w >> (8 * j);
+                float hi = __fmul_rn(slut[((byte >> 4) & 15) * 32 + lane], a);
+                float lo = __fmul_rn(slut[(byte & 15) * 32 + lane], a);
+                __nv_bfloat162 h = __floats2bfloat162_rn(hi, lo);
+                o[j] = *(uint32_t *)&h;
+            }
+            ((uint4 *)out)[g] = pk;
+            continue;
+        }
         float v[8];
 #pragma unroll
         for (int j = 0; j < 8; j++) {
@@ -195,7 +213,11 @@ static msbnb_status launch_dequant(void *out, msbnb_dtype ot, const uint8_t *q, 
     msbnb__code256 c;
     memset(&c, 0, sizeof c);
     memcpy(c.v, code, four_bit ? 16 * sizeof(float) : sizeof c.v);
-    dequant_blocks_kernel<<<msbnb__grid((n + 7) / 8, 256), 256>>>(out, (int)ot, q, absmax, n, bs, four_bit, c);
+    int bs_log2 = 0;
+    while ((1LL << bs_log2) < bs) bs_log2++; /* block sizes are powers of two (validated) */
+    int fast4 = four_bit && ot == MSBNB_DTYPE_BF16 && ((uintptr_t)out & 15) == 0 && ((uintptr_t)q & 3) == 0;
+    dequant_blocks_kernel<<<msbnb__grid((n + 7) / 8, 256), 256>>>(out, (int)ot, q, absmax, n, bs_log2, four_bit, fast4,
+                                                                  c);
     MSBNB_CUDA_LAUNCHED();
     return MSBNB_OK;
 }

@@ -432,11 +432,15 @@ extern "C" msbnb_status msbnb_cuda_linear_forward(msbnb_cuda_ctx *ctx, const msb
     }
     /* large m: dequantize W (f32 layers: use it as is) and multiply through cuBLAS */
     const bool direct = w.type == MSBNB_QTYPE_F32 && !bf;
+    /* bf16 without bias: cuBLAS writes the bf16 y itself (rounding the same f32 sums once);
+     * with a bias the f32 product goes through the epilogue, so y = round(xW + b) as on the CPU */
+    const bool bf_out = bf && !l->bias;
     void *p[2];
-    size_t sz[2] = {direct ? 0 : (size_t)(N * K) * (bf ? 2 : 4), bf ? (size_t)(m * N) * 4 : 0};
+    size_t sz[2] = {direct ? 0 : (size_t)(N * K) * (bf ? 2 : 4), bf && !bf_out ? (size_t)(m * N) * 4 : 0};
     MSBNB_TRY(carve(ctx, p, sz, 2));
     const void *wd = direct ? (const void *)w.f32 : p[0];
     if (!direct) MSBNB_TRY(dequant_weight(p[0], bf, w, false));
+    if (bf_out) return msbnb_cuda_gemm_bf16(ctx, (uint16_t *)y, (const uint16_t *)x, (const uint16_t *)wd, m, N, K);
     float *acc = bf ? (float *)p[1] : (float *)y;
     MSBNB_TRY(msbnb__cuda_gemm_f32out(ctx, acc, x, wd, bf, m, N, K));
     if (bf || l->bias) {

@@ -93,7 +93,7 @@ __device__ __forceinline__ void adam8_block(float *p, uint8_t *qm, float *am, ui
     for (int j = 0; j < 8; j++) {
         int i = lane + 32 * j;
         if (FULL || i < len) {
-            float mi = __fmul_rn(sm[qm[s + i] * 32 + lane], am0), vi = __fmul_rn(sv[qv[s + i] * 32 + lane], av0);
+            float mi = __fmul_rn(sm[qm[s + i]], am0), vi = __fmul_rn(sv[qv[s + i]], av0);
             p[s + i] = adam1(p[s + i], mi, vi, g[s + i], k);
             mv[j] = mi;
             vv[j] = vi;
@@ -114,22 +114,19 @@ __device__ __forceinline__ void adam8_block(float *p, uint8_t *qm, float *am, ui
     for (int j = 0; j < 8; j++) {
         int i = lane + 32 * j;
         if (FULL || i < len) {
-            qm[s + i] = msbnb__dcode8_of<32>(sm + lane, msbnb__dmul_ftz(mv[j], im));
-            qv[s + i] = msbnb__dcode8_of<32>(sv + lane, msbnb__dmul_ftz(vv[j], iv));
+            qm[s + i] = msbnb__dcode8_of(sm, msbnb__dmul_ftz(mv[j], im));
+            qv[s + i] = msbnb__dcode8_of(sv, msbnb__dmul_ftz(vv[j], iv));
         }
     }
 }
 
-/* Persistent grid (a few blocks per SM: filling the replicated tables costs 128 stores a
- * thread); the two maps live in dynamic shared memory, 32 copies each (64 KiB). */
 __global__ void __launch_bounds__(32 * Q8_WARPS) adamw_8bit_kernel(float *p, uint8_t *qm, float *am, uint8_t *qv,
                                                                    float *av, const float *g, int64_t n, adam_k k,
                                                                    msbnb__code256 cm, msbnb__code256 cv) {
-    extern __shared__ float smem[];
-    float *sm = smem, *sv = smem + 256 * 32;
-    for (int t = threadIdx.x; t < 256 * 32; t += blockDim.x) {
-        sm[t] = cm.v[t >> 5];
-        sv[t] = cv.v[t >> 5];
+    __shared__ float sm[256], sv[256];
+    for (int t = threadIdx.x; t < 256; t += blockDim.x) {
+        sm[t] = cm.v[t];
+        sv[t] = cv.v[t];
     }
     __syncthreads();
     const int lane = threadIdx.x & 31;
@@ -140,8 +137,6 @@ __global__ void __launch_bounds__(32 * Q8_WARPS) adamw_8bit_kernel(float *p, uin
         else adam8_block<false>(p, qm, am, qv, av, g, b, (int)(n - s), lane, k, sm, sv);
     }
 }
-
-#define ADAM8_SMEM (2 * 256 * 32 * (int)sizeof(float))
 
 /* ---------------------------------------------------------------- host side */
 
@@ -220,14 +215,7 @@ extern "C" msbnb_status msbnb_cuda_adamw8bit_step(float *p, uint8_t *qm, float *
     if (code_v) memcpy(cv.v, code_v, sizeof cv.v);
     else unsigned_dynamic_map(cv.v);
     int64_t nb = msbnb_cuda_adamw8bit_nblocks(n);
-    int dev = 0, sms = 0, per_sm = 0;
-    MSBNB_CUDA_TRY(cudaFuncSetAttribute(adamw_8bit_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, ADAM8_SMEM));
-    MSBNB_CUDA_TRY(cudaGetDevice(&dev));
-    MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    MSBNB_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, adamw_8bit_kernel, 32 * Q8_WARPS, ADAM8_SMEM));
-    int64_t grid = (int64_t)sms * (per_sm > 0 ? per_sm : 1), need = (nb + Q8_WARPS - 1) / Q8_WARPS;
-    if (grid > need) grid = need;
-    adamw_8bit_kernel<<<(unsigned)grid, 32 * Q8_WARPS, ADAM8_SMEM>>>(p, qm, am, qv, av, g, n, k, cm, cv);
+    adamw_8bit_kernel<<<grid_for(nb, Q8_WARPS), 32 * Q8_WARPS>>>(p, qm, am, qv, av, g, n, k, cm, cv);
     MSBNB_CUDA_LAUNCHED();
     return MSBNB_OK;
 }

@@ -378,7 +378,10 @@ __global__ void int8_rowwise_kernel(int8_t *q, float *row_absmax, const void *a,
 msbnb_status msbnb__cuda_int8_rowwise_async(int8_t *q, float *row_absmax, const void *a, msbnb_dtype a_type,
                                             int64_t rows, int64_t cols, int *bad) {
     int64_t g = rows < 65535LL * 16 ? rows : 65535LL * 16;
-    int8_rowwise_kernel<<<(unsigned)g, 256>>>(q, row_absmax, a, (int)a_type, rows, cols, bad);
+    /* few rows (the activations of a GEMV): 1024 threads a row, so the two passes over a
+     * long row are short dependent chains */
+    unsigned threads = rows < 132 * 2 ? 1024 : 256;
+    int8_rowwise_kernel<<<(unsigned)g, threads>>>(q, row_absmax, a, (int)a_type, rows, cols, bad);
     MSBNB_CUDA_LAUNCHED();
     return MSBNB_OK;
 }

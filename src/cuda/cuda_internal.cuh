@@ -151,6 +151,9 @@ msbnb_status msbnb__cuda_gemm_f32out(msbnb_cuda_ctx *ctx, float *y, const void *
 /* dx[M, K] = dy[M, N] · W[N, K], f32, through cublasSgemm. */
 msbnb_status msbnb__cuda_gemm_dx(msbnb_cuda_ctx *ctx, float *dx, const float *dy, const float *w, int64_t M, int64_t N,
                                  int64_t K);
+/* y[M, N] (int32, exact) = x[M, K] · W[N, K]ᵀ, int8 operands, cuBLAS int8 tensor cores (K % 4 == 0). */
+msbnb_status msbnb__cuda_gemm_i8(msbnb_cuda_ctx *ctx, int32_t *y, const int8_t *x, const int8_t *w, int64_t M,
+                                 int64_t N, int64_t K);
 /* Row-major f32 C[M, N] = alpha op(A) op(B) + beta C through cublasSgemm. */
 msbnb_status msbnb__cuda_sgemm_rm(msbnb_cuda_ctx *ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t Kd, float alpha,
                                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,

@@ -1,16 +1,17 @@
 /* Quantized linear forward on the GPU.
  *
- * M <= 16: fused dequantize + GEMV. y[m, n] = sum_k x[m, k] W[n, k]. One warp per output
- * row n streams that row of W once with 16-byte loads that skip L1 (each byte is used
- * exactly once); every lane owns whole 16-byte chunks (32 4-bit or 16 int8 weights, all
- * inside one quantization block since blocks are >= 32), keeps GEMV_U chunks in flight,
- * and sums code * x in f32 before one multiply by the block's absmax. The 4-bit decode is
- * a 256-entry shared table byte -> (code[hi], code[lo]); int8 -> f32 is a byte permute
- * into 2^23 + u and one subtraction. Lanes combine with a shuffle tree.
- * Bytes per row: K/2 (4-bit) or K (int8) plus scales: the kernel is memory-bound when the
- * decode costs fewer instructions than the bandwidth leaves (see docs/CUDA.md).
+ * M <= 16: fused dequantize + GEMV, y[m, n] = sum_k x[m, k] W[n, k] (+ b[n]). One warp per
+ * output row n streams that row of W once. 4-bit: lane L takes the row's 32-bit words
+ * L, L + 32, ... (8 weights each; loads skip L1, each byte is used once), so weight and
+ * activation loads are both coalesced; a word's 8 codes are looked up in a 16-entry table
+ * replicated once per shared-memory bank (conflict-free), multiplied with x in f32 and the
+ * 8-term sum scaled once by the block's absmax (decoded from the double-quant byte when
+ * double quantized). The next GEMV_WU words are in flight while the current ones are
+ * decoded. int8: 16-byte chunks, int8 -> exact f32 by a byte permute into 2^23 + u.
+ * Lanes combine with a shuffle tree.
  *
- * M > 16: W is dequantized to bf16 and multiplied through cuBLAS (tensor cores). */
+ * M > 16: W is dequantized to bf16 and multiplied through cuBLAS (tensor cores).
+ * The measured fractions of bandwidth are in bench/RESULTS.md. */
 #include "cuda/cuda_internal.cuh"
 
 #include <cublas_v2.h>
@@ -543,5 +544,16 @@ msbnb_status msbnb__cuda_sgemm_rm(msbnb_cuda_ctx *ctx, bool ta, bool tb, int64_t
                                   int64_t ldc) {
     MSBNB_CUBLAS_TRY(cublasSgemm(ctx->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M,
                                  (int)Kd, &alpha, B, (int)ldb, A, (int)lda, &beta, C, (int)ldc));
+    return MSBNB_OK;
+}
+
+/* y[M, N] (int32, exact) = x[M, K] · W[N, K]ᵀ for int8 x and W through cuBLAS's int8 tensor-core
+ * GEMM (TN layout; K % 4 == 0 and 4-byte aligned pointers). */
+msbnb_status msbnb__cuda_gemm_i8(msbnb_cuda_ctx *ctx, int32_t *y, const int8_t *x, const int8_t *w, int64_t M,
+                                 int64_t N, int64_t K) {
+    const int32_t alpha = 1, beta = 0;
+    MSBNB_CUBLAS_TRY(cublasGemmEx(ctx->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &alpha, w, CUDA_R_8I,
+                                  (int)K, x, CUDA_R_8I, (int)K, &beta, y, CUDA_R_32I, (int)N, CUBLAS_COMPUTE_32I,
+                                  CUBLAS_GEMM_DEFAULT));
     return MSBNB_OK;
 }

@@ -206,12 +206,14 @@ __global__ void codes_to_float(void *out, bool bf16, const int8_t *q, int64_t n)
     }
 }
 
-/* y[m, n] = acc[m, n] (· sx[m] · SCB[n] / 127² for int8) (+ b[n]), stored as f32/bf16. */
-__global__ void epilogue(void *y, bool ybf16, const float *acc, int64_t M, int64_t N, const float *sx, const float *scb,
+/* y[m, n] = acc[m, n] (· sx[m] · SCB[n] / 127² for int8) (+ b[n]), stored as f32/bf16;
+ * acc is f32, or the exact int32 sums of the int8 tensor-core GEMM. */
+template <typename ACC>
+__global__ void epilogue(void *y, bool ybf16, const ACC *acc, int64_t M, int64_t N, const float *sx, const float *scb,
                          const float *bias) {
     for (int64_t m = blockIdx.y; m < M; m += gridDim.y)
         for (int64_t n = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; n < N; n += (int64_t)gridDim.x * blockDim.x) {
-            float v = acc[m * N + n];
+            float v = (float)acc[m * N + n];
             if (sx) v = __fmul_rn(__fmul_rn(__fmul_rn(v, sx[m]), scb[n]), LIN_MM_DEQUANT_CONST);
             if (bias) v = __fadd_rn(v, bias[n]);
             lin_store(y, ybf16, m * N + n, v);
@@ -401,8 +403,9 @@ extern "C" msbnb_status msbnb_cuda_linear_forward(msbnb_cuda_ctx *ctx, const msb
         const bool big = m > 16;
         const size_t fe = bf ? 2 : 4;
         void *p[6];
-        size_t sz[6] = {(size_t)(m * K), (size_t)m * 4, 4, big ? (size_t)(N * K) * fe : 0,
-                        big ? (size_t)(m * K) * fe : 0, big ? (size_t)(m * N) * 4 : 0};
+        const bool imma = K % 4 == 0; /* int32 acc [m, N] is 4 bytes an element like the f32 one */
+        size_t sz[6] = {(size_t)(m * K), (size_t)m * 4, 4, big && !imma ? (size_t)(N * K) * fe : 0,
+                        big && !imma ? (size_t)(m * K) * fe : 0, big ? (size_t)(m * N) * 4 : 0};
         MSBNB_TRY(carve(ctx, p, sz, 6));
         int8_t *xq = (int8_t *)p[0];
         float *sx = (float *)p[1];
@@ -415,11 +418,17 @@ extern "C" msbnb_status msbnb_cuda_linear_forward(msbnb_cuda_ctx *ctx, const msb
             MSBNB_CUDA_LAUNCHED();
             return MSBNB_OK;
         }
+        if (imma) { /* exact int8 · int8 on the tensor cores (IMMA), then the scale epilogue */
+            MSBNB_TRY(msbnb__cuda_gemm_i8(ctx, (int32_t *)p[5], xq, w.q8, m, N, K));
+            epilogue<int32_t><<<grid2d(m, N), 256>>>(y, bf, (const int32_t *)p[5], m, N, sx, l->scb, l->bias);
+            MSBNB_CUDA_LAUNCHED();
+            return MSBNB_OK;
+        }
         MSBNB_TRY(dequant_weight(p[3], bf, w, true));
         codes_to_float<<<lin_grid(m * K), 256>>>(p[4], bf, xq, m * K);
         MSBNB_CUDA_LAUNCHED();
         MSBNB_TRY(msbnb__cuda_gemm_f32out(ctx, (float *)p[5], p[4], p[3], bf, m, N, K));
-        epilogue<<<grid2d(m, N), 256>>>(y, bf, (const float *)p[5], m, N, sx, l->scb, l->bias);
+        epilogue<float><<<grid2d(m, N), 256>>>(y, bf, (const float *)p[5], m, N, sx, l->scb, l->bias);
         MSBNB_CUDA_LAUNCHED();
         return MSBNB_OK;
     }
@@ -444,7 +453,7 @@ extern "C" msbnb_status msbnb_cuda_linear_forward(msbnb_cuda_ctx *ctx, const msb
     float *acc = bf ? (float *)p[1] : (float *)y;
     MSBNB_TRY(msbnb__cuda_gemm_f32out(ctx, acc, x, wd, bf, m, N, K));
     if (bf || l->bias) {
-        epilogue<<<grid2d(m, N), 256>>>(y, bf, acc, m, N, NULL, NULL, l->bias);
+        epilogue<float><<<grid2d(m, N), 256>>>(y, bf, acc, m, N, NULL, NULL, l->bias);
         MSBNB_CUDA_LAUNCHED();
     }
     return MSBNB_OK;

@@ -18,7 +18,12 @@
 #include <limits.h>
 #include <string.h>
 
+#ifndef GEMV_WARPS /* tuning knobs, overridable with -D for experiments */
 #define GEMV_WARPS 8 /* rows per block */
+#endif
+#ifndef GEMV_MINB
+#define GEMV_MINB 1 /* __launch_bounds__ min blocks per SM of the 4-bit kernel */
+#endif
 #define GEMV_U 4     /* 16-byte chunks in flight per lane */
 
 struct gemv_args {
@@ -111,7 +116,9 @@ __device__ __forceinline__ float dot8(const float (&w)[8], const void *x, int64_
  * (and their absmax, or double-quant bytes) are in flight while the current ones are
  * decoded; the double-quant absmax is decoded after its load lands, not before the next
  * load is issued. */
+#ifndef GEMV_WU
 #define GEMV_WU 8
+#endif
 template <bool DQ>
 struct wbatch {
     uint32_t q[GEMV_WU];
@@ -139,7 +146,7 @@ __device__ __forceinline__ void load_batch(wbatch<DQ> &bt, const gemv_args &a, c
 }
 
 template <int MT, bool DQ, bool XBF16>
-__global__ void __launch_bounds__(32 * GEMV_WARPS) gemv4_fast(gemv_args a, msbnb__code16 code, msbnb__code256 dyn) {
+__global__ void __launch_bounds__(32 * GEMV_WARPS, GEMV_MINB) gemv4_fast(gemv_args a, msbnb__code16 code, msbnb__code256 dyn) {
     __shared__ float slut[16 * 32];
     __shared__ float sdyn[DQ ? 256 : 1];
     for (int t = threadIdx.x; t < 16 * 32; t += blockDim.x) slut[t] = code.v[t >> 5];

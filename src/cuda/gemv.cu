@@ -22,7 +22,7 @@
 #define GEMV_WARPS 8 /* rows per block */
 #endif
 #ifndef GEMV_MINB
-#define GEMV_MINB 1 /* __launch_bounds__ min blocks per SM of the 4-bit kernel */
+#define GEMV_MINB 4 /* __launch_bounds__ min blocks per SM of the 4-bit kernel */
 #endif
 #define GEMV_U 4     /* 16-byte chunks in flight per lane */
 
@@ -117,7 +117,7 @@ __device__ __forceinline__ float dot8(const float (&w)[8], const void *x, int64_
  * decoded; the double-quant absmax is decoded after its load lands, not before the next
  * load is issued. */
 #ifndef GEMV_WU
-#define GEMV_WU 8
+#define GEMV_WU 4 /* 32-bit words in flight per lane (x2: double-buffered); WU 4 / MINB 4 measured best of 5 variants */
 #endif
 template <bool DQ>
 struct wbatch {

@@ -1,5 +1,7 @@
-/* msbnb/cuda.h — the CUDA backend: device buffers and device versions of the functional
- * API (quant.h) and of the quantized linear forward.
+/* msbnb/cuda.h — the CUDA backend: device buffers; device versions of the functional API
+ * (quant.h); a device copy of the quantized linear layer (linear.h: forward for every weight
+ * format, backward dX); LoRA forward/backward on it; AdamW steps with f32 or 8-bit states.
+ * Measured speeds: bench/RESULTS.md ("CUDA").
  *
  * Available when the library was built with the CUDA toolkit (MSBNB_HAVE_CUDA is then
  * defined for users of the library target); without it these declarations have no

@@ -5,5 +5,8 @@
 #include "msbnb/core.h"
 #include "msbnb/quant.h"
 #include "msbnb/linear.h"
+#include "msbnb/params.h"
+#include "msbnb/optim.h"
+#include "msbnb/lora.h"
 #include "msbnb/cuda.h"
 #endif

@@ -824,5 +824,5 @@ msbnb_status msbnb_linear_dequantize_weight(const msbnb_linear_t *l, float *w_ou
 }
 
 /* The layer's weight as a read-only kernel view (borrowed; valid while the layer is
- * unchanged). Internal: the CUDA backend (src/cuda/linear.cu) uploads a layer through it. */
+ * unchanged). Internal: the CUDA backend (src/cuda/linear_cuda.cu) uploads a layer through it. */
 msbnb__wview msbnb__linear_view(const msbnb_linear_t *l) { return view_of(l); }

@@ -2,7 +2,7 @@
  * whose forward and backward dX compute what the CPU layer computes.
  *
  * Forward, y[M, N] = x[M, K] · Wᵀ + b (f32 accumulation):
- *  - M <= 16: fused kernels that stream W once: the 16-byte 4-bit GEMV of gemv.cu for
+ *  - M <= 16: fused kernels that stream W once: the 4-bit GEMV of gemv_cuda.cu for
  *    NF4/FP4 (double-quantized absmax decoded on the fly), an int8·int8 dp4a GEMV for
  *    LLM.int8 weights (exact integer sums, so bit-identical to the CPU layer), and a
  *    warp-per-row decode-and-dot for the other formats.

@@ -89,23 +89,6 @@ __device__ __forceinline__ void decode8(float (&w)[8], uint32_t q, const char *s
     }
 }
 
-#ifndef GEMV_PAIR
-#define GEMV_PAIR 1 /* byte -> (code, code) pair table (1), or the per-nibble table (0) */
-#endif
-/* The 8 codes of one word through a byte -> (code[hi], code[lo]) table of float2 replicated
- * 16 times (entry b of copy r at 16 b + r, 32 KiB): a 64-bit shared load is served per
- * half-warp, whose 16 lanes use the 16 copies, so lookups never conflict; one shift, one
- * and-or and one load per two weights. */
-__device__ __forceinline__ void decode8p(float (&w)[8], uint32_t q, const char *ptab, uint32_t lane8) {
-#pragma unroll
-    for (int b = 0; b < 4; b++) {
-        uint32_t off = (b == 0 ? (q << 7) : (q >> (8 * b - 7))) & (255u << 7);
-        float2 c = *(const float2 *)(ptab + (off | lane8));
-        w[2 * b] = c.x;
-        w[2 * b + 1] = c.y;
-    }
-}
-
 /* Σ_e w[e] x[k0 + e] for 8 weights. */
 template <bool XBF16>
 __device__ __forceinline__ float dot8(const float (&w)[8], const void *x, int64_t k0) {
@@ -164,28 +147,18 @@ __device__ __forceinline__ void load_batch(wbatch<DQ> &bt, const gemv_args &a, c
 
 template <int MT, bool DQ, bool XBF16>
 __global__ void __launch_bounds__(32 * GEMV_WARPS, GEMV_MINB) gemv4_fast(gemv_args a, msbnb__code16 code, msbnb__code256 dyn) {
-#if GEMV_PAIR
-    __shared__ float2 slut[256 * 16];
-    for (int t = threadIdx.x; t < 256 * 16; t += blockDim.x) slut[t] = make_float2(code.v[t >> 8], code.v[(t >> 4) & 15]);
-#else
     __shared__ float slut[16 * 32];
-    for (int t = threadIdx.x; t < 16 * 32; t += blockDim.x) slut[t] = code.v[t >> 5];
-#endif
     __shared__ float sdyn[DQ ? 256 : 1];
+    for (int t = threadIdx.x; t < 16 * 32; t += blockDim.x) slut[t] = code.v[t >> 5];
     if (DQ)
         for (int t = threadIdx.x; t < 256; t += blockDim.x) sdyn[t] = dyn.v[t];
     __syncthreads();
-    const int lane = threadIdx.x & 31;
+    int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (n >= a.N) return;
     const int K = a.K, nw = K / 8;
-    const float off = DQ ? *a.offset : 0.0f;
-#if GEMV_PAIR
-    const uint32_t lsel = 8u * (lane & 15);
-#else
-    const uint32_t lsel = 4u * lane;
-#endif
-    /* persistent: the grid covers the GPU once, each warp walks rows (tables filled once) */
-    for (int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5); n < a.N; n += gridDim.x * GEMV_WARPS) {
     const uint32_t *wrow = (const uint32_t *)a.w + (int64_t)n * nw;
+    const float off = DQ ? *a.offset : 0.0f;
+    const uint32_t lane4 = 4u * lane;
     float acc[MT];
 #pragma unroll
     for (int m = 0; m < MT; m++) acc[m] = 0.0f;
@@ -200,11 +173,7 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS, GEMV_MINB) gemv4_fast(gemv_ar
             /* QLoRA double quant: dynamic_map[q] * nested + offset, as msbnb_double_dequant_absmax */
             float am = DQ ? __fadd_rn(__fmul_rn(sdyn[cur.qa[u]], cur.am[u]), off) : cur.am[u];
             float w[8];
-#if GEMV_PAIR
-            decode8p(w, cur.q[u], (const char *)slut, lsel); /* once, for all M rows */
-#else
-            decode8(w, cur.q[u], (const char *)slut, lsel);
-#endif
+            decode8(w, cur.q[u], (const char *)slut, lane4); /* once, for all M rows */
 #pragma unroll
             for (int m = 0; m < MT; m++) {
                 if (m >= a.M) break;
@@ -221,7 +190,6 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS, GEMV_MINB) gemv4_fast(gemv_ar
         float v = warp_sum(acc[m]);
         if (lane == 0) store_y(a.y, XBF16, (int64_t)m * a.N + n, v, a.bias, n);
     }
-    } /* rows */
 }
 
 /* Any K, any alignment: one warp per row, one weight at a time. */
@@ -408,16 +376,12 @@ msbnb_status msbnb__cuda_gemv_4bit_bias(void *y, const void *x, msbnb_dtype x_ty
     unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
     int bf = x_type == MSBNB_DTYPE_BF16, dq = w->double_quant != 0;
     if (K % 8 == 0 && aligned16(w->packed) && aligned16(x)) {
-        int dev = 0, sms = 0;
-        MSBNB_CUDA_TRY(cudaGetDevice(&dev));
-        MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-        unsigned pgrid = (unsigned)sms * GEMV_MINB < grid ? (unsigned)sms * GEMV_MINB : grid;
 #define L4(MT)                                                                                    \
     do {                                                                                          \
-        if (dq && bf) gemv4_fast<MT, true, true><<<pgrid, 32 * GEMV_WARPS>>>(a, code, dyn);       \
-        else if (dq) gemv4_fast<MT, true, false><<<pgrid, 32 * GEMV_WARPS>>>(a, code, dyn);       \
-        else if (bf) gemv4_fast<MT, false, true><<<pgrid, 32 * GEMV_WARPS>>>(a, code, dyn);       \
-        else gemv4_fast<MT, false, false><<<pgrid, 32 * GEMV_WARPS>>>(a, code, dyn);              \
+        if (dq && bf) gemv4_fast<MT, true, true><<<grid, 32 * GEMV_WARPS>>>(a, code, dyn);        \
+        else if (dq) gemv4_fast<MT, true, false><<<grid, 32 * GEMV_WARPS>>>(a, code, dyn);        \
+        else if (bf) gemv4_fast<MT, false, true><<<grid, 32 * GEMV_WARPS>>>(a, code, dyn);        \
+        else gemv4_fast<MT, false, false><<<grid, 32 * GEMV_WARPS>>>(a, code, dyn);               \
     } while (0)
         DISPATCH_MT(M, L4);
 #undef L4

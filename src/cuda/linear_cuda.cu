@@ -58,10 +58,12 @@ __device__ __forceinline__ uint8_t nib(const uint8_t *p, int64_t i) {
 }
 
 /* W[r, k] exactly as dequant_row (src/cpu/gemv_ref.c) computes it (no FMA contraction);
- * raw: a symmetric int8 weight gives its code. */
+ * raw: a symmetric int8 weight gives its code. T is the format (a template argument, so a
+ * kernel instance holds only its own decoder). */
+template <int T>
 __device__ __forceinline__ float w_at(const dview &w, int64_t r, int64_t k, bool raw) {
     const int64_t i = r * w.k + k;
-    switch (w.type) {
+    switch (T) {
     case MSBNB_QTYPE_F32: return w.f32[i];
     case MSBNB_QTYPE_BF16: return __uint_as_float((uint32_t)w.u16[i] << 16);
     case MSBNB_QTYPE_F16: return __half2float(__ushort_as_half(w.u16[i]));
@@ -70,7 +72,8 @@ __device__ __forceinline__ float w_at(const dview &w, int64_t r, int64_t k, bool
         return __fmul_rn(__fsub_rn((float)w.q8[i], w.rzero[r]), w.rscale[r]);
     case MSBNB_QTYPE_INT4: {
         float u = (float)nib(w.packed, i);
-        int64_t g = r * w.gpr + (int)k / (int)w.block; /* 32-bit division: K <= INT_MAX */
+        /* group along the row: a shift for power-of-two groups, else a 32-bit division */
+        int64_t g = r * w.gpr + (w.bs_log2 >= 0 ? (int)k >> w.bs_log2 : (int)k / (int)w.block);
         return w.sym ? __fmul_rn(__fsub_rn(u, 8.0f), w.absmax[g]) : __fadd_rn(__fmul_rn(u, w.absmax[g]), w.mins[g]);
     }
     case MSBNB_QTYPE_NF4:
@@ -79,6 +82,21 @@ __device__ __forceinline__ float w_at(const dview &w, int64_t r, int64_t k, bool
     default: return 0.0f;
     }
 }
+
+/* Host: calls F(T) with the format as a compile-time constant. */
+#define LIN_TYPE_DISPATCH(t, F)                                                           \
+    do {                                                                                  \
+        switch (t) {                                                                      \
+        case MSBNB_QTYPE_F32: F(MSBNB_QTYPE_F32); break;                                  \
+        case MSBNB_QTYPE_BF16: F(MSBNB_QTYPE_BF16); break;                                \
+        case MSBNB_QTYPE_F16: F(MSBNB_QTYPE_F16); break;                                  \
+        case MSBNB_QTYPE_INT8: F(MSBNB_QTYPE_INT8); break;                                \
+        case MSBNB_QTYPE_INT4: F(MSBNB_QTYPE_INT4); break;                                \
+        case MSBNB_QTYPE_NF4: F(MSBNB_QTYPE_NF4); break;                                  \
+        case MSBNB_QTYPE_FP4: F(MSBNB_QTYPE_FP4); break;                                  \
+        default: F(MSBNB_QTYPE_Q8_DYNAMIC); break;                                        \
+        }                                                                                 \
+    } while (0)
 
 __device__ __forceinline__ float lin_warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -92,7 +110,7 @@ __device__ __forceinline__ void lin_store(void *y, bool bf16, int64_t i, float v
 
 /* Any format, M <= MT: one warp per row r decodes W[r, :] (coalesced across lanes) and
  * accumulates the M dot products. */
-template <int MT>
+template <int MT, int T>
 __global__ void __launch_bounds__(32 * LIN_WARPS) gemv_any(void *y, const void *x, int xt, dview w, const float *bias, int M) {
     int64_t r = (int64_t)blockIdx.x * LIN_WARPS + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
@@ -102,7 +120,7 @@ __global__ void __launch_bounds__(32 * LIN_WARPS) gemv_any(void *y, const void *
 #pragma unroll
     for (int m = 0; m < MT; m++) acc[m] = 0.0f;
     for (int64_t k = lane; k < K; k += 32) {
-        float wv = w_at(w, r, k, false);
+        float wv = w_at<T>(w, r, k, false);
 #pragma unroll
         for (int m = 0; m < MT; m++)
             if (m < M) acc[m] = fmaf(msbnb__ld_f32(x, xt, (int64_t)m * K + k), wv, acc[m]);
@@ -171,10 +189,11 @@ __global__ void __launch_bounds__(32 * LIN_WARPS) gemv_i8i8(void *y, bool ybf16,
 
 /* out[r, k] = W[r, k] (raw: int8 codes) as f32 or bf16 (exact for codes); rows over
  * grid.y, columns over grid.x (no 64-bit division per element). */
+template <int T>
 __global__ void dequant_w(void *out, bool bf16, dview w, bool raw) {
     for (int64_t r = blockIdx.y; r < w.n; r += gridDim.y)
         for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < w.k; k += (int64_t)gridDim.x * blockDim.x) {
-            float v = w_at(w, r, k, raw);
+            float v = w_at<T>(w, r, k, raw);
             if (bf16) ((__nv_bfloat16 *)out)[r * w.k + k] = __float2bfloat16_rn(v);
             else ((float *)out)[r * w.k + k] = v;
         }
@@ -193,7 +212,9 @@ static msbnb_status dequant_weight(void *out, bool bf16, const dview &w, bool ra
     if (w.type == MSBNB_QTYPE_NF4 || w.type == MSBNB_QTYPE_FP4)
         return msbnb_cuda_dequantize_4bit(out, bf16 ? MSBNB_DTYPE_BF16 : MSBNB_DTYPE_F32, w.packed, w.absmax, w.n * w.k,
                                           w.block, (msbnb_qtype)w.type);
-    dequant_w<<<grid2d(w.n, w.k), 256>>>(out, bf16, w, raw);
+#define LDQ(T) dequant_w<T><<<grid2d(w.n, w.k), 256>>>(out, bf16, w, raw)
+    LIN_TYPE_DISPATCH(w.type, LDQ);
+#undef LDQ
     MSBNB_CUDA_LAUNCHED();
     return MSBNB_OK;
 }
@@ -315,6 +336,7 @@ extern "C" msbnb_status msbnb_cuda_linear_upload(msbnb_cuda_linear_t **out, cons
     w.block = v.block;
     w.gpr = v.gpr;
     while (w.bs_log2 < 30 && (1LL << w.bs_log2) < v.block) w.bs_log2++;
+    if ((1LL << w.bs_log2) != v.block) w.bs_log2 = -1; /* INT4 groups need not be powers of two */
     w.f32 = (const float *)dptr[0];
     w.u16 = (const uint16_t *)dptr[1];
     w.q8 = (const int8_t *)dptr[2];
@@ -433,9 +455,22 @@ extern "C" msbnb_status msbnb_cuda_linear_forward(msbnb_cuda_ctx *ctx, const msb
         return MSBNB_OK;
     }
     if (m <= 16) {
-#define LANY(MT) gemv_any<MT><<<rows_grid, 32 * LIN_WARPS>>>(y, x, (int)x_type, w, l->bias, (int)m)
+        /* the formats that reach here: f32, bf16, f16, int8 asymmetric, int4, q8 dynamic */
+#define LANY_T(MT, T) gemv_any<MT, T><<<rows_grid, 32 * LIN_WARPS>>>(y, x, (int)x_type, w, l->bias, (int)m)
+#define LANY(MT)                                                                          \
+    do {                                                                                  \
+        switch (w.type) {                                                                 \
+        case MSBNB_QTYPE_F32: LANY_T(MT, MSBNB_QTYPE_F32); break;                         \
+        case MSBNB_QTYPE_BF16: LANY_T(MT, MSBNB_QTYPE_BF16); break;                       \
+        case MSBNB_QTYPE_F16: LANY_T(MT, MSBNB_QTYPE_F16); break;                         \
+        case MSBNB_QTYPE_INT8: LANY_T(MT, MSBNB_QTYPE_INT8); break;                       \
+        case MSBNB_QTYPE_INT4: LANY_T(MT, MSBNB_QTYPE_INT4); break;                       \
+        default: LANY_T(MT, MSBNB_QTYPE_Q8_DYNAMIC); break;                               \
+        }                                                                                 \
+    } while (0)
         LIN_DISPATCH(m, LANY);
 #undef LANY
+#undef LANY_T
         MSBNB_CUDA_LAUNCHED();
         return MSBNB_OK;
     }

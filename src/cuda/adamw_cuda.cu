@@ -79,35 +79,22 @@ __global__ void adamw_f32_kernel(float *p, float *m, float *v, const float *g, i
 
 #define Q8_WARPS 8
 /* One block of `len` <= 256 elements by one warp: lane L holds elements L, L + 32, ...
- * (coalesced). All loads of the block are issued before the first store: the byte arrays
- * may alias the float ones as far as the compiler knows, so a store between them would
- * serialize one memory round trip per element. FULL (len == 256) has no per-element guards. */
+ * (coalesced). FULL (len == 256) has no per-element guards, so the 16 independent
+ * binary searches of a lane interleave. */
 template <bool FULL>
-__device__ __forceinline__ void adam8_block(float *__restrict__ p, uint8_t *__restrict__ qm, float *__restrict__ am,
-                                            uint8_t *__restrict__ qv, float *__restrict__ av,
-                                            const float *__restrict__ g, int64_t b, int len, int lane,
-                                            const adam_k &k, const float *sm, const float *sv) {
+__device__ __forceinline__ void adam8_block(float *p, uint8_t *qm, float *am, uint8_t *qv, float *av, const float *g,
+                                            int64_t b, int len, int lane, const adam_k &k, const float *sm,
+                                            const float *sv) {
     const int64_t s = b * ADAM_Q8_BLOCK;
-    float pv[8], gv[8], mv[8], vv[8];
-    uint32_t cm[8], cv[8];
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-        int i = lane + 32 * j;
-        if (FULL || i < len) {
-            cm[j] = qm[s + i];
-            cv[j] = qv[s + i];
-            pv[j] = p[s + i];
-            gv[j] = g[s + i];
-        }
-    }
     const float am0 = am[b], av0 = av[b];
+    float mv[8], vv[8];
     float mmax = 0.0f, vmax = 0.0f;
 #pragma unroll
     for (int j = 0; j < 8; j++) {
         int i = lane + 32 * j;
         if (FULL || i < len) {
-            float mi = __fmul_rn(sm[cm[j]], am0), vi = __fmul_rn(sv[cv[j]], av0);
-            pv[j] = adam1(pv[j], mi, vi, gv[j], k);
+            float mi = __fmul_rn(sm[qm[s + i]], am0), vi = __fmul_rn(sv[qv[s + i]], av0);
+            p[s + i] = adam1(p[s + i], mi, vi, g[s + i], k);
             mv[j] = mi;
             vv[j] = vi;
             mmax = fmaxf(mmax, fabsf(mi));
@@ -118,27 +105,17 @@ __device__ __forceinline__ void adam8_block(float *__restrict__ p, uint8_t *__re
         mmax = fmaxf(mmax, __shfl_xor_sync(0xffffffffu, mmax, o));
         vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, o));
     }
+    if (lane == 0) {
+        am[b] = mmax;
+        av[b] = vmax;
+    }
     const float im = msbnb__rcp_approx_ftz(mmax), iv = msbnb__rcp_approx_ftz(vmax);
 #pragma unroll
     for (int j = 0; j < 8; j++) {
         int i = lane + 32 * j;
         if (FULL || i < len) {
-            cm[j] = msbnb__dcode8_of(sm, msbnb__dmul_ftz(mv[j], im));
-            cv[j] = msbnb__dcode8_of(sv, msbnb__dmul_ftz(vv[j], iv));
-        }
-    }
-    __syncwarp(); /* every lane has read am[b] / av[b] before lane 0 overwrites them */
-    if (lane == 0) {
-        am[b] = mmax;
-        av[b] = vmax;
-    }
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-        int i = lane + 32 * j;
-        if (FULL || i < len) {
-            p[s + i] = pv[j];
-            qm[s + i] = (uint8_t)cm[j];
-            qv[s + i] = (uint8_t)cv[j];
+            qm[s + i] = msbnb__dcode8_of(sm, msbnb__dmul_ftz(mv[j], im));
+            qv[s + i] = msbnb__dcode8_of(sv, msbnb__dmul_ftz(vv[j], iv));
         }
     }
 }

@@ -11,4 +11,5 @@
 #include "msbnb/safetensors.h"
 #include "msbnb/qconfig.h"
 #include "msbnb/convert.h"
+#include "msbnb/cuda.h"
 #endif

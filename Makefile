@@ -24,12 +24,12 @@ build: deps
 	@cmake --build $(BUILD) -j$(JOBS)
 
 test: build
-	@cd $(BUILD) && ctest --output-on-failure -j$(JOBS) -E cuda
+	@cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
 
 test-sanitize: deps
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMSBNB_SANITIZE=ON -DMSBNB_CUDA=OFF >/dev/null
 	@cmake --build $(ASAN_BUILD) -j$(JOBS)
-	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 MSBNB_SANITIZE_RUN=1 ctest --output-on-failure -j$(JOBS) -E cuda
+	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 MSBNB_SANITIZE_RUN=1 ctest --output-on-failure -j$(JOBS)
 
 demo: build
 	@m=$${DEMO_MODEL:-tests/data/tiny-llama/fp32}; d=$(BUILD)/demo; rm -rf $$d && mkdir -p $$d && \

@@ -1,0 +1,132 @@
+/* Fused blockwise 8-bit AdamW, AVX-512 (adamw8_kernels.h): 16 lanes, masked tail. The
+ * dequantization gathers from the map, the AdamW operations are those of
+ * msbnb__adamw_ref in the same order, and the quantizer is an 8-step search over the
+ * threshold table whose candidates at each level sit in registers (vpermps / vpermt2ps). */
+#include "adamw8_kernels.h"
+#include "quant/codebooks.h"
+
+#include <immintrin.h>
+
+typedef struct {
+    __m512 l64, l32, l16, l8, l4[2], l2[4], l1[8];
+    float t128;
+} search_tabs;
+
+static inline void load_tabs(search_tabs *t, const msbnb__q8map *m) {
+    t->t128 = m->lvl[0];
+    t->l64 = _mm512_loadu_ps(m->lvl + 1);
+    t->l32 = _mm512_loadu_ps(m->lvl + 3);
+    t->l16 = _mm512_loadu_ps(m->lvl + 7);
+    t->l8 = _mm512_loadu_ps(m->lvl + 15);
+    for (int i = 0; i < 2; i++) t->l4[i] = _mm512_loadu_ps(m->lvl + 31 + 16 * i);
+    for (int i = 0; i < 4; i++) t->l2[i] = _mm512_loadu_ps(m->lvl + 63 + 16 * i);
+    for (int i = 0; i < 8; i++) t->l1[i] = _mm512_loadu_ps(m->lvl + 127 + 16 * i);
+}
+
+/* r = #{k : x >= thr[k]}, branchless: at level s, r is a multiple of 2s and the candidate
+ * thr[r + s] is entry r / 2s of that level's table. NaN compares false: code 0. */
+static inline __m512i search16(__m512 x, const search_tabs *t) {
+#define STEP(tab_value, s)                                                                \
+    do {                                                                                  \
+        __mmask16 ge_ = _mm512_cmp_ps_mask(x, (tab_value), _CMP_GE_OQ);                   \
+        r = _mm512_mask_add_epi32(r, ge_, r, _mm512_set1_epi32(s));                       \
+    } while (0)
+    __m512i r = _mm512_setzero_si512();
+    STEP(_mm512_set1_ps(t->t128), 128);
+    STEP(_mm512_permutexvar_ps(_mm512_srli_epi32(r, 7), t->l64), 64);
+    STEP(_mm512_permutexvar_ps(_mm512_srli_epi32(r, 6), t->l32), 32);
+    STEP(_mm512_permutexvar_ps(_mm512_srli_epi32(r, 5), t->l16), 16);
+    STEP(_mm512_permutexvar_ps(_mm512_srli_epi32(r, 4), t->l8), 8);
+    STEP(_mm512_permutex2var_ps(t->l4[0], _mm512_srli_epi32(r, 3), t->l4[1]), 4);
+    {
+        __m512i j = _mm512_srli_epi32(r, 2); /* 0..63 */
+        __m512 a = _mm512_permutex2var_ps(t->l2[0], j, t->l2[1]);
+        __m512 b = _mm512_permutex2var_ps(t->l2[2], j, t->l2[3]);
+        STEP(_mm512_mask_mov_ps(a, _mm512_test_epi32_mask(j, _mm512_set1_epi32(32)), b), 2);
+    }
+    {
+        __m512i j = _mm512_srli_epi32(r, 1); /* 0..127 */
+        __m512 a = _mm512_permutex2var_ps(t->l1[0], j, t->l1[1]);
+        __m512 b = _mm512_permutex2var_ps(t->l1[2], j, t->l1[3]);
+        __m512 c = _mm512_permutex2var_ps(t->l1[4], j, t->l1[5]);
+        __m512 d = _mm512_permutex2var_ps(t->l1[6], j, t->l1[7]);
+        __mmask16 b5 = _mm512_test_epi32_mask(j, _mm512_set1_epi32(32));
+        __mmask16 b6 = _mm512_test_epi32_mask(j, _mm512_set1_epi32(64));
+        __m512 lo = _mm512_mask_mov_ps(a, b5, b), hi = _mm512_mask_mov_ps(c, b5, d);
+        STEP(_mm512_mask_mov_ps(lo, b6, hi), 1);
+    }
+#undef STEP
+    return r;
+}
+
+static inline __m512 mul_ftz(__m512 a, __m512 b) {
+    __m512 p = _mm512_mul_ps(a, b);
+    __mmask16 tiny = _mm512_cmp_ps_mask(_mm512_abs_ps(p), _mm512_set1_ps(1.17549435e-38f), _CMP_LT_OQ);
+    return _mm512_mask_and_ps(p, tiny, p, _mm512_castsi512_ps(_mm512_set1_epi32((int)0x80000000u)));
+}
+
+static inline __mmask16 tail_mask(int64_t left) {
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+}
+
+/* Codes of x[0..len) for a block whose max |x| is amax (finite). */
+static inline void quantize(uint8_t *restrict q, const float *restrict x, int64_t len, float amax,
+                            const search_tabs *t) {
+    __m512 inv = _mm512_set1_ps(msbnb__bnb_rcp(amax));
+    for (int64_t i = 0; i < len; i += 16) {
+        __mmask16 mk = tail_mask(len - i);
+        __m512i c = search16(mul_ftz(_mm512_loadu_ps(x + i), inv), t);
+        _mm_mask_storeu_epi8(q + i, mk, _mm512_cvtepi32_epi8(c));
+    }
+}
+
+void msbnb__q8_codes_avx512(uint8_t *q, const float *x, int64_t len, float amax, const msbnb__q8map *m) {
+    search_tabs t;
+    load_tabs(&t, m);
+    quantize(q, x, len, amax, &t);
+}
+
+int msbnb__adamw8_avx512(float *restrict p, float *restrict g, uint8_t *restrict qm,
+                         float *restrict am, uint8_t *restrict qv, float *restrict av, int64_t len,
+                         const msbnb__adamw_k *k, const msbnb__q8map *mmap, const msbnb__q8map *vmap) {
+    float m[MSBNB__Q8_BLOCK], v[MSBNB__Q8_BLOCK];
+    const __m512 gm = _mm512_set1_ps(k->gm), b1 = _mm512_set1_ps(k->b1),
+                 omb1 = _mm512_set1_ps(k->omb1), b2 = _mm512_set1_ps(k->b2),
+                 omb2 = _mm512_set1_ps(k->omb2), decay = _mm512_set1_ps(k->decay),
+                 step = _mm512_set1_ps(k->step), bc2 = _mm512_set1_ps(k->bc2_sqrt),
+                 eps = _mm512_set1_ps(k->eps), sm = _mm512_set1_ps(*am), sv = _mm512_set1_ps(*av);
+    __m512 mxm = _mm512_setzero_ps(), mxv = _mm512_setzero_ps();
+    __mmask16 bad = 0;
+    for (int64_t i = 0; i < len; i += 16) {
+        __mmask16 mk = tail_mask(len - i);
+        __m512i im = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, qm + i));
+        __m512i iv = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, qv + i));
+        __m512 mo = _mm512_mul_ps(_mm512_i32gather_ps(im, mmap->code, 4), sm);
+        __m512 vo = _mm512_mul_ps(_mm512_i32gather_ps(iv, vmap->code, 4), sv);
+        __m512 gi = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, g + i), gm);
+        __m512 mi = _mm512_add_ps(_mm512_mul_ps(b1, mo), _mm512_mul_ps(omb1, gi));
+        __m512 vi = _mm512_add_ps(_mm512_mul_ps(b2, vo), _mm512_mul_ps(_mm512_mul_ps(omb2, gi), gi));
+        __m512 den = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), bc2), eps);
+        __m512 pi = _mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mk, p + i), decay),
+                                  _mm512_div_ps(_mm512_mul_ps(step, mi), den));
+        _mm512_mask_storeu_ps(p + i, mk, pi);
+        _mm512_mask_storeu_ps(g + i, mk, _mm512_setzero_ps());
+        _mm512_storeu_ps(m + i, mi);
+        _mm512_storeu_ps(v + i, vi);
+        /* x * 0 is NaN exactly for NaN/Inf x */
+        bad |= _mm512_mask_cmp_ps_mask(mk, _mm512_mul_ps(mi, _mm512_setzero_ps()),
+                                       _mm512_mul_ps(vi, _mm512_setzero_ps()), _CMP_UNORD_Q);
+        mxm = _mm512_mask_max_ps(mxm, mk, mxm, _mm512_abs_ps(mi));
+        mxv = _mm512_mask_max_ps(mxv, mk, mxv, _mm512_abs_ps(vi));
+    }
+    if (bad) return -1;
+    float amx = _mm512_reduce_max_ps(mxm), avx = _mm512_reduce_max_ps(mxv);
+    *am = amx;
+    *av = avx;
+    search_tabs t;
+    load_tabs(&t, mmap);
+    quantize(qm, m, len, amx, &t);
+    load_tabs(&t, vmap);
+    quantize(qv, v, len, avx, &t);
+    return 0;
+}

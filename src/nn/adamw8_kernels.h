@@ -1,0 +1,74 @@
+/* Fused blockwise 8-bit AdamW step, one kernel per CPU tier (internal).
+ *
+ * One call updates one block of len <= 256 elements and is, bit for bit, the composed
+ * sequence msbnb__adamw8_composed (the spec, kept below for tests):
+ *   m = mcode[qm[i]] * am, v = vcode[qv[i]] * av        (msbnb_dequantize_blockwise_8bit)
+ *   AdamW on (p, m, v, g) in adamw_kernels.h's operation order
+ *   am' = max|m|, qm[i] = dQuantize(mcode, m * rcp(am'))  (msbnb_quantize_blockwise_8bit:
+ *   the same for v)                                         bnb's rcp, mul.ftz, search)
+ * and zeroes g. Returns 0, or -1 when the new m or v holds NaN/Inf (the composed path's
+ * NON_FINITE; the block's p, g and state are then partly written).
+ *
+ * Quantizer: bitsandbytes' dQuantize<0> search (msbnb__code8_of) is a monotone step
+ * function of x for a sorted map, so it equals the count of 255 thresholds
+ * thr[k] = min{x : search(x) >= k} that x reaches (x >= thr[k]; NaN reaches none, as the
+ * search sends NaN to 0). msbnb__q8map_init derives the thresholds exactly: the search
+ * only compares x with map entries and midpoints (code[i] + code[j]) * 0.5, so it is
+ * constant on each point and open interval between those constants; evaluating it once
+ * per piece proves monotonicity and gives every threshold. The SIMD tiers then run a
+ * branchless 8-step search over the thresholds (tests check it against the binary search
+ * on many floats and on every threshold's neighbours). */
+#ifndef MSBNB_ADAMW8_KERNELS_H
+#define MSBNB_ADAMW8_KERNELS_H
+
+#include "adamw_kernels.h"
+#include "msbnb/core.h"
+
+#include <stdint.h>
+
+#define MSBNB__Q8_BLOCK 256 /* bitsandbytes' blockwise 8-bit optimizers */
+
+typedef struct {
+    float code[256]; /* the map, ascending */
+    float thr[256];  /* thr[k], k = 1..255: smallest float x with search(x) >= k; thr[0] = -inf */
+    /* thr regrouped by search level s = 128, 64, ..., 1: lvl[128/s - 1 + j] = thr[(2j+1) s]
+     * for j < 128/s (the candidates at that level), plus padding for 16-wide loads */
+    float lvl[256 + 16];
+} msbnb__q8map;
+
+/* Fills m from a sorted 256-entry map. Returns 0, or -1 if the search is not a monotone
+ * step function of x for this map (then m must not be used). */
+int msbnb__q8map_init(msbnb__q8map *m, const float *code256);
+
+/* Code of x by threshold count (scalar; equals msbnb__code8_of(m->code, x)). */
+uint8_t msbnb__q8map_code(const msbnb__q8map *m, float x);
+
+typedef int (*msbnb__adamw8_fn)(float *restrict p, float *restrict g, uint8_t *restrict qm,
+                                float *restrict am, uint8_t *restrict qv, float *restrict av,
+                                int64_t len, const msbnb__adamw_k *k, const msbnb__q8map *mmap,
+                                const msbnb__q8map *vmap);
+
+int msbnb__adamw8_ref(float *restrict p, float *restrict g, uint8_t *restrict qm,
+                      float *restrict am, uint8_t *restrict qv, float *restrict av, int64_t len,
+                      const msbnb__adamw_k *k, const msbnb__q8map *mmap, const msbnb__q8map *vmap);
+int msbnb__adamw8_avx2(float *restrict p, float *restrict g, uint8_t *restrict qm,
+                       float *restrict am, uint8_t *restrict qv, float *restrict av, int64_t len,
+                       const msbnb__adamw_k *k, const msbnb__q8map *mmap, const msbnb__q8map *vmap);
+int msbnb__adamw8_avx512(float *restrict p, float *restrict g, uint8_t *restrict qm,
+                         float *restrict am, uint8_t *restrict qv, float *restrict av, int64_t len,
+                         const msbnb__adamw_k *k, const msbnb__q8map *mmap, const msbnb__q8map *vmap);
+
+/* The SIMD tiers' quantizer on its own, for tests: codes of x[0..len) (len <= 256) of a
+ * block whose max |x| is amax (finite): msbnb__quant8_block_ref's codes, without the
+ * absmax scan. */
+void msbnb__q8_codes_avx2(uint8_t *q, const float *x, int64_t len, float amax, const msbnb__q8map *m);
+void msbnb__q8_codes_avx512(uint8_t *q, const float *x, int64_t len, float amax, const msbnb__q8map *m);
+
+/* The composed spec over a whole tensor of n elements (blocks of 256): the public
+ * dequantize, msbnb__adamw_ref, the public quantize, chunk by chunk, one thread. Does not
+ * touch g. Returns the quantizers' status. */
+msbnb_status msbnb__adamw8_composed(float *p, const float *g, uint8_t *qm, float *am, uint8_t *qv,
+                                    float *av, int64_t n, const msbnb__adamw_k *k,
+                                    const float *mcode, const float *vcode);
+
+#endif /* MSBNB_ADAMW8_KERNELS_H */

@@ -590,12 +590,15 @@ static void test_q8map_thresholds_match_search(void) {
         }
         CHECKF(bad == 0, "map %d: %ld of 1e6 random floats differ from the binary search", mi, bad);
     }
-    /* The SIMD quantizers at every tie: with absmax 1 the scaled values are the inputs
-     * themselves, here every threshold and both its neighbours (blocks of odd length). */
-    for (int mi = 0; mi < 2; mi++) {
+    /* The SIMD quantizers (bucket lookup, and the level search used without it) at every
+     * tie: with absmax 1 the scaled values are the inputs themselves, here every threshold
+     * and both its neighbours, then random values (blocks of odd length). */
+    for (int mi = 0; mi < 4; mi++) {
         msbnb__q8map m;
-        CHECK(msbnb__q8map_init(&m, maps[mi]) == 0);
-        float x[3 * 256 + 1];
+        CHECK(msbnb__q8map_init(&m, maps[mi & 1]) == 0);
+        CHECKF(m.bucket_ok, "map %d: a bucket holds two thresholds (slow path)", mi & 1);
+        if (mi >= 2) m.bucket_ok = 0;
+        float x[3 * 256 + 1 + 4096];
         int nx = 0;
         x[nx++] = 1.0f;
         for (int k = 1; k < 256; k++)
@@ -604,6 +607,9 @@ static void test_q8map_thresholds_match_search(void) {
                 x[nx++] = nextafterf(m.thr[k], -INFINITY);
                 x[nx++] = nextafterf(m.thr[k], INFINITY);
             }
+        for (int i = 0; i < 4096; i++)
+            x[nx++] = i & 1 ? 2.0f * tu_rng_uniform(&g_rng) - 1.0f
+                            : powf(10.0f, -9.0f * tu_rng_uniform(&g_rng)) * (i & 2 ? -1.0f : 1.0f);
         for (int i = 0; i < nx; i++)
             if (fabsf(x[i]) > 1.0f) x[i] = 1.0f;
         for (int b0 = 0; b0 < nx; b0 += 251) {
@@ -613,7 +619,7 @@ static void test_q8map_thresholds_match_search(void) {
             blk[0] = 1.0f; /* absmax 1: rcp exact */
             uint8_t want[256], got[256];
             float amax;
-            CHECK(msbnb__quant8_block_ref(want, &amax, blk, len, maps[mi]) == 0 && amax == 1.0f);
+            CHECK(msbnb__quant8_block_ref(want, &amax, blk, len, maps[mi & 1]) == 0 && amax == 1.0f);
             if (msbnb_cpu_tier_supported(MSBNB_CPU_AVX2)) {
                 msbnb__q8_codes_avx2(got, blk, len, 1.0f, &m);
                 CHECKF(memcmp(got, want, (size_t)len) == 0, "map %d: avx2 codes differ at ties", mi);

@@ -69,10 +69,41 @@ static inline __mmask16 tail_mask(int64_t left) {
     return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
 }
 
+/* Codes by one gather from the bucket table (adamw8_kernels.h); x finite. No flush of
+ * subnormal products needed: the first bucket, holding them and +-0, has one code per sign,
+ * that of +-0. */
+static inline __m512i bucket16(__m512 x, const uint32_t *tab) {
+    __m512i xi = _mm512_castps_si512(x);
+    __m512i a = _mm512_and_si512(xi, _mm512_set1_epi32(0x7fffffff));
+    __mmask16 neg = _mm512_movepi32_mask(xi);
+    __m512i b = _mm512_sub_epi32(_mm512_srli_epi32(a, 16), _mm512_set1_epi32(MSBNB__Q8_BBASE));
+    b = _mm512_min_epi32(_mm512_max_epi32(b, _mm512_setzero_si512()), _mm512_set1_epi32(MSBNB__Q8_NBUCKET - 1));
+    b = _mm512_mask_add_epi32(b, neg, b, _mm512_set1_epi32(MSBNB__Q8_NBUCKET));
+    __m512i e = _mm512_i32gather_epi32(b, (const void *)tab, 4);
+    __m512i u = _mm512_and_si512(a, _mm512_set1_epi32(0xffff));
+    u = _mm512_mask_xor_epi32(u, neg, u, _mm512_set1_epi32(0xffff));
+    __m512i ge = _mm512_srli_epi32(_mm512_sub_epi32(_mm512_sub_epi32(_mm512_and_si512(e, _mm512_set1_epi32(0x1ffff)), u),
+                                                    _mm512_set1_epi32(1)), 31);
+    return _mm512_add_epi32(_mm512_srli_epi32(e, 17), ge);
+}
+
 /* Codes of x[0..len) for a block whose max |x| is amax (finite). */
 static inline void quantize(uint8_t *restrict q, const float *restrict x, int64_t len, float amax,
-                            const search_tabs *t) {
-    __m512 inv = _mm512_set1_ps(msbnb__bnb_rcp(amax));
+                            const search_tabs *t, const msbnb__q8map *m) {
+    float inv_s = msbnb__bnb_rcp(amax);
+    __m512 inv = _mm512_set1_ps(inv_s);
+    if (!(amax >= 1.17549435e-38f)) { /* zero/subnormal absmax: x is NaN or inf */
+        for (int64_t i = 0; i < len; i++) q[i] = msbnb__q8map_code(m, msbnb__mul_ftz(x[i], inv_s));
+        return;
+    }
+    if (m->bucket_ok) {
+        for (int64_t i = 0; i < len; i += 16) {
+            __mmask16 mk = tail_mask(len - i);
+            __m512i c = bucket16(_mm512_mul_ps(_mm512_loadu_ps(x + i), inv), m->bucket);
+            _mm_mask_storeu_epi8(q + i, mk, _mm512_cvtepi32_epi8(c));
+        }
+        return;
+    }
     for (int64_t i = 0; i < len; i += 16) {
         __mmask16 mk = tail_mask(len - i);
         __m512i c = search16(mul_ftz(_mm512_loadu_ps(x + i), inv), t);
@@ -83,7 +114,7 @@ static inline void quantize(uint8_t *restrict q, const float *restrict x, int64_
 void msbnb__q8_codes_avx512(uint8_t *q, const float *x, int64_t len, float amax, const msbnb__q8map *m) {
     search_tabs t;
     load_tabs(&t, m);
-    quantize(q, x, len, amax, &t);
+    quantize(q, x, len, amax, &t, m);
 }
 
 int msbnb__adamw8_avx512(float *restrict p, float *restrict g, uint8_t *restrict qm,
@@ -124,9 +155,9 @@ int msbnb__adamw8_avx512(float *restrict p, float *restrict g, uint8_t *restrict
     *am = amx;
     *av = avx;
     search_tabs t;
-    load_tabs(&t, mmap);
-    quantize(qm, m, len, amx, &t);
-    load_tabs(&t, vmap);
-    quantize(qv, v, len, avx, &t);
+    if (!mmap->bucket_ok) load_tabs(&t, mmap);
+    quantize(qm, m, len, amx, &t, mmap);
+    if (!vmap->bucket_ok) load_tabs(&t, vmap);
+    quantize(qv, v, len, avx, &t, vmap);
     return 0;
 }

@@ -27,6 +27,8 @@
 #include <stdint.h>
 
 #define MSBNB__Q8_BLOCK 256 /* bitsandbytes' blockwise 8-bit optimizers */
+#define MSBNB__Q8_BBASE (101 * 128)     /* |x| bits >> 16 of 2^-26: first bucket */
+#define MSBNB__Q8_NBUCKET (27 * 128 + 1) /* buckets per sign: 2^-26 .. 2, then >= 2 */
 
 typedef struct {
     float code[256]; /* the map, ascending */
@@ -34,6 +36,13 @@ typedef struct {
     /* thr regrouped by search level s = 128, 64, ..., 1: lvl[128/s - 1 + j] = thr[(2j+1) s]
      * for j < 128/s (the candidates at that level), plus padding for 16-wide loads */
     float lvl[256 + 16];
+    /* One-gather lookup (bucket_ok): bucket j of |x| (its float bits >> 16, i.e. exponent
+     * and 7 mantissa bits, from 2^-26 up, both ends clamped; negatives after the
+     * positives) holds at most one threshold, so code = entry >> 17 plus 1 if u >= (entry &
+     * 0x1ffff), where u is the low 16 bits of |x| (inverted for x < 0; 0x10000: none).
+     * Exact for every x except NaN (the kernels route zero/subnormal absmax around it). */
+    int bucket_ok;
+    uint32_t bucket[2 * MSBNB__Q8_NBUCKET];
 } msbnb__q8map;
 
 /* Fills m from a sorted 256-entry map. Returns 0, or -1 if the search is not a monotone

@@ -15,6 +15,39 @@ static int cmp_f(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+static float f_of(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static uint32_t u_of(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+/* The bucket table (adamw8_kernels.h); 0 if some bucket holds more than one threshold,
+ * or one of the clamped end buckets holds any. */
+static int build_buckets(msbnb__q8map *m) {
+    const int nb = MSBNB__Q8_NBUCKET;
+    for (int s = 0; s < 2; s++)
+        for (int b = 0; b < nb; b++) {
+            uint32_t lo = b == 0 ? 0u : (uint32_t)(MSBNB__Q8_BBASE + b) << 16;
+            uint32_t hi = b == nb - 1 ? 0x7f800000u : ((uint32_t)(MSBNB__Q8_BBASE + b + 1) << 16) - 1u;
+            float xlo = s ? -f_of(hi) : f_of(lo), xhi = s ? -f_of(lo) : f_of(hi);
+            int c0 = msbnb__q8map_code(m, xlo), c1 = msbnb__q8map_code(m, xhi);
+            uint32_t e;
+            if (c1 == c0) e = (uint32_t)c0 << 17 | 0x10000u;
+            else if (c1 == c0 + 1 && b != 0 && b != nb - 1) {
+                uint32_t at = u_of(fabsf(m->thr[c1])) & 0xffffu;
+                e = (uint32_t)c0 << 17 | (s ? 0xffffu - at : at);
+            } else return 0;
+            m->bucket[s * nb + b] = e;
+        }
+    return 1;
+}
+
 int msbnb__q8map_init(msbnb__q8map *m, const float *code256) {
     memset(m, 0, sizeof *m);
     memcpy(m->code, code256, sizeof m->code);
@@ -56,6 +89,7 @@ int msbnb__q8map_init(msbnb__q8map *m, const float *code256) {
     if (!ok) return -1;
     for (int s = 128; s >= 1; s >>= 1)
         for (int j = 0; j < 128 / s; j++) m->lvl[128 / s - 1 + j] = m->thr[(2 * j + 1) * s];
+    m->bucket_ok = build_buckets(m);
     return 0;
 }
 

@@ -292,7 +292,11 @@ typedef struct {
 static void update_f32_range(void *ctx, int64_t i0, int64_t i1, int tid) {
     update_job *j = ctx;
     (void)tid;
-    j->f32(j->p + i0, j->s->m + i0, j->s->v + i0, j->g + i0, i1 - i0, j->k);
+    for (int64_t c = i0; c < i1; c += F32_GRAIN) { /* zero g while it is in cache */
+        int64_t len = i1 - c < F32_GRAIN ? i1 - c : F32_GRAIN;
+        j->f32(j->p + c, j->s->m + c, j->s->v + c, j->g + c, len, j->k);
+        memset(j->g + c, 0, (size_t)len * sizeof(float));
+    }
 }
 
 static void update_q8_range(void *ctx, int64_t b0, int64_t b1, int tid) {
@@ -317,6 +321,7 @@ static msbnb_status update_slot(msbnb_optim_t *o, slot *s, float *p, float *g, c
     msbnb_status st = MSBNB_OK;
     if (!s->q8) {
         msbnb__parallel_for(o->nthreads, s->numel, F32_GRAIN, update_f32_range, &j);
+        return MSBNB_OK;
     } else if (!o->maps_ok) {
         st = msbnb__adamw8_composed(p, g, s->qm, s->am, s->qv, s->av, s->numel, k, o->mmap.code,
                                     o->vmap.code);

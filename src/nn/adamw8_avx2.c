@@ -30,13 +30,44 @@ static inline __m256i search8(__m256 x, const msbnb__q8map *m, __m256 l64, __m25
     return r;
 }
 
+/* Codes by one gather from the bucket table (adamw8_kernels.h); x finite. No flush of
+ * subnormal products needed: the first bucket, holding them and +-0, has one code per sign,
+ * that of +-0. */
+static inline __m256i bucket8(__m256 x, const uint32_t *tab) {
+    __m256i xi = _mm256_castps_si256(x);
+    __m256i a = _mm256_and_si256(xi, _mm256_set1_epi32(0x7fffffff));
+    __m256i neg = _mm256_srai_epi32(xi, 31); /* all ones for x < 0 */
+    __m256i b = _mm256_sub_epi32(_mm256_srli_epi32(a, 16), _mm256_set1_epi32(MSBNB__Q8_BBASE));
+    b = _mm256_min_epi32(_mm256_max_epi32(b, _mm256_setzero_si256()), _mm256_set1_epi32(MSBNB__Q8_NBUCKET - 1));
+    b = _mm256_add_epi32(b, _mm256_and_si256(neg, _mm256_set1_epi32(MSBNB__Q8_NBUCKET)));
+    __m256i e = _mm256_i32gather_epi32((const int *)tab, b, 4);
+    __m256i u = _mm256_xor_si256(_mm256_and_si256(a, _mm256_set1_epi32(0xffff)),
+                                 _mm256_and_si256(neg, _mm256_set1_epi32(0xffff)));
+    __m256i ge = _mm256_srli_epi32(_mm256_sub_epi32(_mm256_sub_epi32(_mm256_and_si256(e, _mm256_set1_epi32(0x1ffff)), u),
+                                                    _mm256_set1_epi32(1)), 31);
+    return _mm256_add_epi32(_mm256_srli_epi32(e, 17), ge);
+}
+
 static void quantize(uint8_t *restrict q, const float *restrict x, int64_t len, float amax,
                      const msbnb__q8map *m) {
     float inv_s = msbnb__bnb_rcp(amax);
     __m256 inv = _mm256_set1_ps(inv_s);
+    int64_t i = 0;
+    if (!(amax >= 1.17549435e-38f)) { /* zero/subnormal absmax: x is NaN or inf */
+        for (; i < len; i++) q[i] = msbnb__q8map_code(m, msbnb__mul_ftz(x[i], inv_s));
+        return;
+    }
+    if (m->bucket_ok) {
+        for (; i + 8 <= len; i += 8) {
+            __m256i c = bucket8(_mm256_mul_ps(_mm256_loadu_ps(x + i), inv), m->bucket);
+            __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+            _mm_storel_epi64((__m128i *)(q + i), _mm_packus_epi16(w, w));
+        }
+        for (; i < len; i++) q[i] = msbnb__q8map_code(m, msbnb__mul_ftz(x[i], inv_s));
+        return;
+    }
     __m256 l64 = _mm256_loadu_ps(m->lvl + 1), l32 = _mm256_loadu_ps(m->lvl + 3),
            l16 = _mm256_loadu_ps(m->lvl + 7);
-    int64_t i = 0;
     for (; i + 8 <= len; i += 8) {
         __m256i c = search8(mul_ftz(_mm256_loadu_ps(x + i), inv), m, l64, l32, l16);
         __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));

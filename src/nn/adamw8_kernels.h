@@ -15,9 +15,11 @@
  * search sends NaN to 0). msbnb__q8map_init derives the thresholds exactly: the search
  * only compares x with map entries and midpoints (code[i] + code[j]) * 0.5, so it is
  * constant on each point and open interval between those constants; evaluating it once
- * per piece proves monotonicity and gives every threshold. The SIMD tiers then run a
- * branchless 8-step search over the thresholds (tests check it against the binary search
- * on many floats and on every threshold's neighbours). */
+ * per piece proves monotonicity and gives every threshold. The scalar tier counts
+ * thresholds in 8 steps; the SIMD tiers look codes up in a bucket table built from them
+ * (one gather; an 8-step register search if a map's buckets do not qualify). Tests check
+ * all of them against the binary search on many floats and every threshold's neighbours,
+ * and every tier's kernel against msbnb__adamw8_composed. */
 #ifndef MSBNB_ADAMW8_KERNELS_H
 #define MSBNB_ADAMW8_KERNELS_H
 

@@ -1,7 +1,6 @@
 /* Blockwise 8-bit AdamW: threshold tables of the dQuantize search, the scalar fused
  * kernel and the composed spec (adamw8_kernels.h). */
 #include "adamw8_kernels.h"
-#include "cpu/kernels.h"
 #include "internal.h"
 #include "msbnb/quant.h"
 #include "quant/codebooks.h"
@@ -100,8 +99,31 @@ uint8_t msbnb__q8map_code(const msbnb__q8map *m, float x) {
     return (uint8_t)r;
 }
 
-/* Scalar fused kernel: the spec's operations on one block, quantized with the lead's
- * reference quantizer (the binary search itself). */
+/* max |x|, or NaN if any element is NaN or Inf (as the quantizer's absmax scan). */
+static float absmax_nan(const float *x, int64_t len) {
+    float m = 0.0f;
+    int bad = 0;
+    for (int64_t i = 0; i < len; i++) {
+        float a = fabsf(x[i]);
+        bad |= !(a <= 3.40282347e38f);
+        if (a > m) m = a;
+    }
+    return bad ? NAN : m;
+}
+
+/* Codes of a block as msbnb__quant8_block_ref computes them (bnb's rcp, mul.ftz), the
+ * search by threshold count. Returns -1 for NaN/Inf. */
+static int quant_block(uint8_t *restrict q, float *restrict absmax, const float *restrict x,
+                       int64_t len, const msbnb__q8map *m) {
+    float a = absmax_nan(x, len);
+    if (!isfinite(a)) return -1;
+    *absmax = a;
+    float inv = msbnb__bnb_rcp(a);
+    for (int64_t i = 0; i < len; i++) q[i] = msbnb__q8map_code(m, msbnb__mul_ftz(x[i], inv));
+    return 0;
+}
+
+/* Scalar fused kernel: the spec's operations on one block, in the spec's order. */
 int msbnb__adamw8_ref(float *restrict p, float *restrict g, uint8_t *restrict qm,
                       float *restrict am, uint8_t *restrict qv, float *restrict av, int64_t len,
                       const msbnb__adamw_k *k, const msbnb__q8map *mmap, const msbnb__q8map *vmap) {
@@ -118,8 +140,8 @@ int msbnb__adamw8_ref(float *restrict p, float *restrict g, uint8_t *restrict qm
         m[i] = mi;
         v[i] = vi;
     }
-    if (msbnb__quant8_block_ref(qm, am, m, len, mmap->code) != 0) return -1;
-    return msbnb__quant8_block_ref(qv, av, v, len, vmap->code);
+    if (quant_block(qm, am, m, len, mmap) != 0) return -1;
+    return quant_block(qv, av, v, len, vmap);
 }
 
 msbnb_status msbnb__adamw8_composed(float *p, const float *g, uint8_t *qm, float *am, uint8_t *qv,

@@ -651,11 +651,9 @@ typedef struct {
 static void fused_range(void *ctx, int64_t b0, int64_t b1, int tid) {
     fused_job *j = ctx;
     (void)tid;
-    for (int64_t b = b0; b < b1; b++) {
-        int64_t i = b * 256, len = j->n - i < 256 ? j->n - i : 256;
-        if (j->fn(j->p + i, j->g + i, j->qm + i, &j->am[b], j->qv + i, &j->av[b], len, j->k, j->mm, j->vm))
-            j->bad = 1;
-    }
+    int64_t i = b0 * 256, end = b1 * 256 < j->n ? b1 * 256 : j->n;
+    if (j->fn(j->p + i, j->g + i, j->qm + i, j->am + b0, j->qv + i, j->av + b0, end - i, j->k, j->mm, j->vm) >= 0)
+        j->bad = 1;
 }
 
 /* Random 8-bit state and gradients whose scale changes per block, with all-zero blocks

@@ -80,7 +80,7 @@ void msbnb__q8_codes_avx2(uint8_t *q, const float *x, int64_t len, float amax, c
     quantize(q, x, len, amax, m);
 }
 
-int msbnb__adamw8_avx2(float *restrict p, float *restrict g, uint8_t *restrict qm,
+static int block_avx2(float *restrict p, float *restrict g, uint8_t *restrict qm,
                        float *restrict am, uint8_t *restrict qv, float *restrict av, int64_t len,
                        const msbnb__adamw_k *k, const msbnb__q8map *mmap, const msbnb__q8map *vmap) {
     float m[MSBNB__Q8_BLOCK], v[MSBNB__Q8_BLOCK];
@@ -142,4 +142,15 @@ int msbnb__adamw8_avx2(float *restrict p, float *restrict g, uint8_t *restrict q
     quantize(qm, m, len, amx, mmap);
     quantize(qv, v, len, avx, vmap);
     return 0;
+}
+
+int64_t msbnb__adamw8_avx2(float *restrict p, float *restrict g, uint8_t *restrict qm, float *restrict am,
+          uint8_t *restrict qv, float *restrict av, int64_t n, const msbnb__adamw_k *k,
+          const msbnb__q8map *mmap, const msbnb__q8map *vmap) {
+    int64_t bad = -1;
+    for (int64_t b = 0; b * MSBNB__Q8_BLOCK < n; b++) {
+        int64_t i = b * MSBNB__Q8_BLOCK, len = n - i < MSBNB__Q8_BLOCK ? n - i : MSBNB__Q8_BLOCK;
+        if (block_avx2(p + i, g + i, qm + i, &am[b], qv + i, &av[b], len, k, mmap, vmap) != 0) bad = b;
+    }
+    return bad;
 }

@@ -117,47 +117,111 @@ void msbnb__q8_codes_avx512(uint8_t *q, const float *x, int64_t len, float amax,
     quantize(q, x, len, amax, &t, m);
 }
 
-int msbnb__adamw8_avx512(float *restrict p, float *restrict g, uint8_t *restrict qm,
-                         float *restrict am, uint8_t *restrict qv, float *restrict av, int64_t len,
-                         const msbnb__adamw_k *k, const msbnb__q8map *mmap, const msbnb__q8map *vmap) {
-    float m[MSBNB__Q8_BLOCK], v[MSBNB__Q8_BLOCK];
-    const __m512 gm = _mm512_set1_ps(k->gm), b1 = _mm512_set1_ps(k->b1),
-                 omb1 = _mm512_set1_ps(k->omb1), b2 = _mm512_set1_ps(k->b2),
-                 omb2 = _mm512_set1_ps(k->omb2), decay = _mm512_set1_ps(k->decay),
-                 step = _mm512_set1_ps(k->step), bc2 = _mm512_set1_ps(k->bc2_sqrt),
-                 eps = _mm512_set1_ps(k->eps), sm = _mm512_set1_ps(*am), sv = _mm512_set1_ps(*av);
-    __m512 mxm = _mm512_setzero_ps(), mxv = _mm512_setzero_ps();
-    __mmask16 bad = 0;
-    for (int64_t i = 0; i < len; i += 16) {
-        __mmask16 mk = tail_mask(len - i);
-        __m512i im = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, qm + i));
-        __m512i iv = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, qv + i));
-        __m512 mo = _mm512_mul_ps(_mm512_i32gather_ps(im, mmap->code, 4), sm);
-        __m512 vo = _mm512_mul_ps(_mm512_i32gather_ps(iv, vmap->code, 4), sv);
-        __m512 gi = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, g + i), gm);
-        __m512 mi = _mm512_add_ps(_mm512_mul_ps(b1, mo), _mm512_mul_ps(omb1, gi));
-        __m512 vi = _mm512_add_ps(_mm512_mul_ps(b2, vo), _mm512_mul_ps(_mm512_mul_ps(omb2, gi), gi));
-        __m512 den = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), bc2), eps);
-        __m512 pi = _mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mk, p + i), decay),
-                                  _mm512_div_ps(_mm512_mul_ps(step, mi), den));
-        _mm512_mask_storeu_ps(p + i, mk, pi);
-        _mm512_mask_storeu_ps(g + i, mk, _mm512_setzero_ps());
-        _mm512_storeu_ps(m + i, mi);
-        _mm512_storeu_ps(v + i, vi);
-        /* x * 0 is NaN exactly for NaN/Inf x */
-        bad |= _mm512_mask_cmp_ps_mask(mk, _mm512_mul_ps(mi, _mm512_setzero_ps()),
-                                       _mm512_mul_ps(vi, _mm512_setzero_ps()), _CMP_UNORD_Q);
-        mxm = _mm512_mask_max_ps(mxm, mk, mxm, _mm512_abs_ps(mi));
-        mxv = _mm512_mask_max_ps(mxv, mk, mxv, _mm512_abs_ps(vi));
-    }
-    if (bad) return -1;
-    float amx = _mm512_reduce_max_ps(mxm), avx = _mm512_reduce_max_ps(mxv);
-    *am = amx;
-    *av = avx;
+typedef struct {
+    __m512 gm, b1, omb1, b2, omb2, decay, step, bc2, eps;
+} adamw_consts;
+
+/* The update of elements [i, i + 16) (mask mk) of a block: dequantize with scales sm, sv,
+ * AdamW in msbnb__adamw_ref's order, p and g (zeroed) written back, new m and v into the
+ * block buffers, running max |m|, max |v| and a NaN/Inf flag. */
+static inline void update16(float *restrict p, float *restrict g, const uint8_t *restrict qm,
+                            const uint8_t *restrict qv, float *restrict m, float *restrict v,
+                            int64_t i, __mmask16 mk, __m512 sm, __m512 sv, const adamw_consts *c,
+                            const msbnb__q8map *mmap, const msbnb__q8map *vmap, __m512 *mxm,
+                            __m512 *mxv, __mmask16 *bad) {
+    __m512i im = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, qm + i));
+    __m512i iv = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, qv + i));
+    __m512 mo = _mm512_mul_ps(_mm512_i32gather_ps(im, mmap->code, 4), sm);
+    __m512 vo = _mm512_mul_ps(_mm512_i32gather_ps(iv, vmap->code, 4), sv);
+    __m512 gi = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, g + i), c->gm);
+    __m512 mi = _mm512_add_ps(_mm512_mul_ps(c->b1, mo), _mm512_mul_ps(c->omb1, gi));
+    __m512 vi = _mm512_add_ps(_mm512_mul_ps(c->b2, vo), _mm512_mul_ps(_mm512_mul_ps(c->omb2, gi), gi));
+    __m512 den = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), c->bc2), c->eps);
+    __m512 pi = _mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mk, p + i), c->decay),
+                              _mm512_div_ps(_mm512_mul_ps(c->step, mi), den));
+    _mm512_mask_storeu_ps(p + i, mk, pi);
+    _mm512_mask_storeu_ps(g + i, mk, _mm512_setzero_ps());
+    _mm512_storeu_ps(m + i, mi);
+    _mm512_storeu_ps(v + i, vi);
+    /* fpclass 0x99: QNaN, SNaN, +Inf, -Inf */
+    *bad |= _mm512_mask_fpclass_ps_mask(mk, mi, 0x99) | _mm512_mask_fpclass_ps_mask(mk, vi, 0x99);
+    *mxm = _mm512_mask_max_ps(*mxm, mk, *mxm, _mm512_abs_ps(mi));
+    *mxv = _mm512_mask_max_ps(*mxv, mk, *mxv, _mm512_abs_ps(vi));
+}
+
+/* Codes of 16 elements of a full block by the bucket table (x * inv finite). */
+static inline void codes16(uint8_t *restrict q, const float *restrict x, __m512 inv, const uint32_t *tab) {
+    _mm_storeu_si128((__m128i *)q, _mm512_cvtepi32_epi8(bucket16(_mm512_mul_ps(_mm512_loadu_ps(x), inv), tab)));
+}
+
+/* Blocks in order; the codes of a full block whose scales are normal numbers are computed
+ * during the next block's update loop, so the divider-bound AdamW arithmetic and the
+ * gather-bound code lookup overlap. */
+int64_t msbnb__adamw8_avx512(float *restrict p, float *restrict g, uint8_t *restrict qm,
+                             float *restrict am, uint8_t *restrict qv, float *restrict av, int64_t n,
+                             const msbnb__adamw_k *k, const msbnb__q8map *mmap, const msbnb__q8map *vmap) {
+    float buf[2][2][MSBNB__Q8_BLOCK]; /* [block parity][m, v] */
+    const adamw_consts c = {_mm512_set1_ps(k->gm), _mm512_set1_ps(k->b1), _mm512_set1_ps(k->omb1),
+                            _mm512_set1_ps(k->b2), _mm512_set1_ps(k->omb2), _mm512_set1_ps(k->decay),
+                            _mm512_set1_ps(k->step), _mm512_set1_ps(k->bc2_sqrt), _mm512_set1_ps(k->eps)};
+    const int fast = mmap->bucket_ok && vmap->bucket_ok;
+    int64_t bad_block = -1, nb = (n + MSBNB__Q8_BLOCK - 1) / MSBNB__Q8_BLOCK;
+    int pend = 0;         /* a full block's codes are still to be written */
+    int64_t pb = 0;       /* that block */
+    __m512 pinvm = _mm512_setzero_ps(), pinvv = _mm512_setzero_ps();
     search_tabs t;
-    if (!mmap->bucket_ok) load_tabs(&t, mmap);
-    quantize(qm, m, len, amx, &t, mmap);
-    if (!vmap->bucket_ok) load_tabs(&t, vmap);
-    quantize(qv, v, len, avx, &t, vmap);
-    return 0;
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t i0 = b * MSBNB__Q8_BLOCK, len = n - i0 < MSBNB__Q8_BLOCK ? n - i0 : MSBNB__Q8_BLOCK;
+        float *m = buf[b & 1][0], *v = buf[b & 1][1];
+        const float *pm = buf[(b & 1) ^ 1][0], *pv = buf[(b & 1) ^ 1][1];
+        __m512 sm = _mm512_set1_ps(am[b]), sv = _mm512_set1_ps(av[b]);
+        __m512 mxm = _mm512_setzero_ps(), mxv = _mm512_setzero_ps();
+        __mmask16 bad = 0;
+        if (pend && len == MSBNB__Q8_BLOCK) {
+            uint8_t *pqm = qm + pb * MSBNB__Q8_BLOCK, *pqv = qv + pb * MSBNB__Q8_BLOCK;
+            for (int64_t i = 0; i < MSBNB__Q8_BLOCK; i += 16) {
+                update16(p + i0, g + i0, qm + i0, qv + i0, m, v, i, (__mmask16)0xFFFF, sm, sv, &c, mmap,
+                         vmap, &mxm, &mxv, &bad);
+                codes16(pqm + i, pm + i, pinvm, mmap->bucket);
+                codes16(pqv + i, pv + i, pinvv, vmap->bucket);
+            }
+        } else {
+            if (pend) {
+                for (int64_t i = 0; i < MSBNB__Q8_BLOCK; i += 16) {
+                    codes16(qm + pb * MSBNB__Q8_BLOCK + i, pm + i, pinvm, mmap->bucket);
+                    codes16(qv + pb * MSBNB__Q8_BLOCK + i, pv + i, pinvv, vmap->bucket);
+                }
+            }
+            for (int64_t i = 0; i < len; i += 16)
+                update16(p + i0, g + i0, qm + i0, qv + i0, m, v, i, tail_mask(len - i), sm, sv, &c, mmap,
+                         vmap, &mxm, &mxv, &bad);
+        }
+        pend = 0;
+        if (bad) {
+            bad_block = b;
+            continue;
+        }
+        float amx = _mm512_reduce_max_ps(mxm), avx = _mm512_reduce_max_ps(mxv);
+        am[b] = amx;
+        av[b] = avx;
+        if (fast && len == MSBNB__Q8_BLOCK && amx >= 1.17549435e-38f && avx >= 1.17549435e-38f) {
+            pend = 1;
+            pb = b;
+            pinvm = _mm512_set1_ps(msbnb__bnb_rcp(amx));
+            pinvv = _mm512_set1_ps(msbnb__bnb_rcp(avx));
+        } else {
+            if (!mmap->bucket_ok) load_tabs(&t, mmap);
+            quantize(qm + i0, m, len, amx, &t, mmap);
+            if (!vmap->bucket_ok) load_tabs(&t, vmap);
+            quantize(qv + i0, v, len, avx, &t, vmap);
+        }
+    }
+    if (pend) {
+        const float *pm = buf[pb & 1][0], *pv = buf[pb & 1][1];
+        for (int64_t i = 0; i < MSBNB__Q8_BLOCK; i += 16) {
+            codes16(qm + pb * MSBNB__Q8_BLOCK + i, pm + i, pinvm, mmap->bucket);
+            codes16(qv + pb * MSBNB__Q8_BLOCK + i, pv + i, pinvv, vmap->bucket);
+        }
+    }
+    return bad_block;
 }

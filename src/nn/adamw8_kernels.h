@@ -1,13 +1,13 @@
 /* Fused blockwise 8-bit AdamW step, one kernel per CPU tier (internal).
  *
- * One call updates one block of len <= 256 elements and is, bit for bit, the composed
+ * Each block of len <= 256 elements is updated as, bit for bit, the composed
  * sequence msbnb__adamw8_composed (the spec, kept below for tests):
  *   m = mcode[qm[i]] * am, v = vcode[qv[i]] * av        (msbnb_dequantize_blockwise_8bit)
  *   AdamW on (p, m, v, g) in adamw_kernels.h's operation order
  *   am' = max|m|, qm[i] = dQuantize(mcode, m * rcp(am'))  (msbnb_quantize_blockwise_8bit:
  *   the same for v)                                         bnb's rcp, mul.ftz, search)
- * and zeroes g. Returns 0, or -1 when the new m or v holds NaN/Inf (the composed path's
- * NON_FINITE; the block's p, g and state are then partly written).
+ * and g is zeroed. A block whose new m or v holds NaN/Inf (the composed path's NON_FINITE)
+ * keeps its old codes and absmax (its p and g are written).
  *
  * Quantizer: bitsandbytes' dQuantize<0> search (msbnb__code8_of) is a monotone step
  * function of x for a sorted map, so it equals the count of 255 thresholds
@@ -54,20 +54,23 @@ int msbnb__q8map_init(msbnb__q8map *m, const float *code256);
 /* Code of x by threshold count (scalar; equals msbnb__code8_of(m->code, x)). */
 uint8_t msbnb__q8map_code(const msbnb__q8map *m, float x);
 
-typedef int (*msbnb__adamw8_fn)(float *restrict p, float *restrict g, uint8_t *restrict qm,
-                                float *restrict am, uint8_t *restrict qv, float *restrict av,
-                                int64_t len, const msbnb__adamw_k *k, const msbnb__q8map *mmap,
-                                const msbnb__q8map *vmap);
+/* The kernels run over n elements from a block boundary (absmax am[0], av[0] are the first
+ * block's): every block as described above. Return -1, or the index (from 0) of a block
+ * whose new m or v was NaN/Inf. */
+typedef int64_t (*msbnb__adamw8_fn)(float *restrict p, float *restrict g, uint8_t *restrict qm,
+                                    float *restrict am, uint8_t *restrict qv, float *restrict av,
+                                    int64_t n, const msbnb__adamw_k *k, const msbnb__q8map *mmap,
+                                    const msbnb__q8map *vmap);
 
-int msbnb__adamw8_ref(float *restrict p, float *restrict g, uint8_t *restrict qm,
-                      float *restrict am, uint8_t *restrict qv, float *restrict av, int64_t len,
-                      const msbnb__adamw_k *k, const msbnb__q8map *mmap, const msbnb__q8map *vmap);
-int msbnb__adamw8_avx2(float *restrict p, float *restrict g, uint8_t *restrict qm,
-                       float *restrict am, uint8_t *restrict qv, float *restrict av, int64_t len,
-                       const msbnb__adamw_k *k, const msbnb__q8map *mmap, const msbnb__q8map *vmap);
-int msbnb__adamw8_avx512(float *restrict p, float *restrict g, uint8_t *restrict qm,
-                         float *restrict am, uint8_t *restrict qv, float *restrict av, int64_t len,
-                         const msbnb__adamw_k *k, const msbnb__q8map *mmap, const msbnb__q8map *vmap);
+int64_t msbnb__adamw8_ref(float *restrict p, float *restrict g, uint8_t *restrict qm,
+                          float *restrict am, uint8_t *restrict qv, float *restrict av, int64_t n,
+                          const msbnb__adamw_k *k, const msbnb__q8map *mmap, const msbnb__q8map *vmap);
+int64_t msbnb__adamw8_avx2(float *restrict p, float *restrict g, uint8_t *restrict qm,
+                           float *restrict am, uint8_t *restrict qv, float *restrict av, int64_t n,
+                           const msbnb__adamw_k *k, const msbnb__q8map *mmap, const msbnb__q8map *vmap);
+int64_t msbnb__adamw8_avx512(float *restrict p, float *restrict g, uint8_t *restrict qm,
+                             float *restrict am, uint8_t *restrict qv, float *restrict av, int64_t n,
+                             const msbnb__adamw_k *k, const msbnb__q8map *mmap, const msbnb__q8map *vmap);
 
 /* The SIMD tiers' quantizer on its own, for tests: codes of x[0..len) (len <= 256) of a
  * block whose max |x| is amax (finite): msbnb__quant8_block_ref's codes, without the

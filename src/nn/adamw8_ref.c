@@ -112,19 +112,15 @@ static float absmax_nan(const float *x, int64_t len) {
 }
 
 /* Codes of a block as msbnb__quant8_block_ref computes them (bnb's rcp, mul.ftz), the
- * search by threshold count. Returns -1 for NaN/Inf. */
-static int quant_block(uint8_t *restrict q, float *restrict absmax, const float *restrict x,
-                       int64_t len, const msbnb__q8map *m) {
-    float a = absmax_nan(x, len);
-    if (!isfinite(a)) return -1;
-    *absmax = a;
+ * search by threshold count; a is the block's max |x| (finite). */
+static void quant_block(uint8_t *restrict q, const float *restrict x, int64_t len, float a,
+                        const msbnb__q8map *m) {
     float inv = msbnb__bnb_rcp(a);
     for (int64_t i = 0; i < len; i++) q[i] = msbnb__q8map_code(m, msbnb__mul_ftz(x[i], inv));
-    return 0;
 }
 
 /* Scalar fused kernel: the spec's operations on one block, in the spec's order. */
-int msbnb__adamw8_ref(float *restrict p, float *restrict g, uint8_t *restrict qm,
+static int block_ref(float *restrict p, float *restrict g, uint8_t *restrict qm,
                       float *restrict am, uint8_t *restrict qv, float *restrict av, int64_t len,
                       const msbnb__adamw_k *k, const msbnb__q8map *mmap, const msbnb__q8map *vmap) {
     float m[MSBNB__Q8_BLOCK], v[MSBNB__Q8_BLOCK];
@@ -140,8 +136,13 @@ int msbnb__adamw8_ref(float *restrict p, float *restrict g, uint8_t *restrict qm
         m[i] = mi;
         v[i] = vi;
     }
-    if (quant_block(qm, am, m, len, mmap) != 0) return -1;
-    return quant_block(qv, av, v, len, vmap);
+    float amx = absmax_nan(m, len), avx = absmax_nan(v, len);
+    if (!isfinite(amx) || !isfinite(avx)) return -1;
+    *am = amx;
+    *av = avx;
+    quant_block(qm, m, len, amx, mmap);
+    quant_block(qv, v, len, avx, vmap);
+    return 0;
 }
 
 msbnb_status msbnb__adamw8_composed(float *p, const float *g, uint8_t *qm, float *am, uint8_t *qv,
@@ -170,4 +171,15 @@ msbnb_status msbnb__adamw8_composed(float *p, const float *g, uint8_t *qm, float
     msbnb__free(tm);
     msbnb__free(tv);
     return st;
+}
+
+int64_t msbnb__adamw8_ref(float *restrict p, float *restrict g, uint8_t *restrict qm, float *restrict am,
+          uint8_t *restrict qv, float *restrict av, int64_t n, const msbnb__adamw_k *k,
+          const msbnb__q8map *mmap, const msbnb__q8map *vmap) {
+    int64_t bad = -1;
+    for (int64_t b = 0; b * MSBNB__Q8_BLOCK < n; b++) {
+        int64_t i = b * MSBNB__Q8_BLOCK, len = n - i < MSBNB__Q8_BLOCK ? n - i : MSBNB__Q8_BLOCK;
+        if (block_ref(p + i, g + i, qm + i, &am[b], qv + i, &av[b], len, k, mmap, vmap) != 0) bad = b;
+    }
+    return bad;
 }

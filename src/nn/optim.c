@@ -303,13 +303,12 @@ static void update_q8_range(void *ctx, int64_t b0, int64_t b1, int tid) {
     update_job *j = ctx;
     slot *s = j->s;
     (void)tid;
-    for (int64_t b = b0; b < b1; b++) {
-        int64_t i = b * Q8_BLOCK, len = s->numel - i < Q8_BLOCK ? s->numel - i : Q8_BLOCK;
-        if (j->q8(j->p + i, j->g + i, s->qm + i, &s->am[b], s->qv + i, &s->av[b], len, j->k,
-                  &j->o->mmap, &j->o->vmap) != 0) {
-            j->bad = 1;
-            j->bad_block = b;
-        }
+    int64_t i = b0 * Q8_BLOCK, end = b1 * Q8_BLOCK < s->numel ? b1 * Q8_BLOCK : s->numel;
+    int64_t bad = j->q8(j->p + i, j->g + i, s->qm + i, s->am + b0, s->qv + i, s->av + b0, end - i,
+                        j->k, &j->o->mmap, &j->o->vmap);
+    if (bad >= 0) {
+        j->bad = 1;
+        j->bad_block = b0 + bad;
     }
 }
 

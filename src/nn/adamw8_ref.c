@@ -93,9 +93,8 @@ int msbnb__q8map_init(msbnb__q8map *m, const float *code256) {
 }
 
 uint8_t msbnb__q8map_code(const msbnb__q8map *m, float x) {
-    int r = 0;
-    for (int s = 128; s >= 1; s >>= 1)
-        if (x >= m->thr[r + s]) r += s;
+    int r = 0; /* branch-free: codes of real data are unpredictable */
+    for (int s = 128; s >= 1; s >>= 1) r += s & -(int)(x >= m->thr[r + s]);
     return (uint8_t)r;
 }
 

@@ -767,8 +767,9 @@ static void test_adamw8_fused_matches_composed(void) {
 
 /* Through msbnb_optim_step: every tier on 1 and 2 threads follows the composed sequence
  * (same hyperparameter arithmetic as msbnb_optim_step) for several steps, parameters and
- * dequantized moments bit for bit, including clipping and odd sizes. */
-static void test_adamw8_step_matches_composed(void) {
+ * dequantized moments bit for bit, with and without clipping, odd sizes; and the reported
+ * gradient norm is the same sequential sum. */
+static void step_matches_composed(double max_grad_norm) {
     const int64_t sizes[] = {1, 3, 255, 257, 4097, 100003};
     enum { NS = 6, STEPS = 3 };
     int64_t tot = 0, nbt = 0;
@@ -784,8 +785,9 @@ static void test_adamw8_step_matches_composed(void) {
     memcpy(rp, p0, (size_t)tot * 4);
     msbnb_optim_config c = msbnb_optim_config_default(MSBNB_OPTIM_ADAMW_8BIT);
     c.min_8bit_size = 1;
-    c.max_grad_norm = 1.0;
+    c.max_grad_norm = max_grad_norm;
     c.weight_decay = 0.1f;
+    double last_norm = 0;
     for (int t = 1; t <= STEPS; t++) {
         const float *g = gs + (size_t)(t - 1) * (size_t)tot;
         double sq = 0;
@@ -796,7 +798,8 @@ static void test_adamw8_step_matches_composed(void) {
             sq += s;
         }
         double norm = sqrt(sq), gm = 1.0;
-        if (norm > c.max_grad_norm) gm *= c.max_grad_norm / (norm + 1e-6);
+        if (c.max_grad_norm > 0 && norm > c.max_grad_norm) gm *= c.max_grad_norm / (norm + 1e-6);
+        last_norm = norm;
         msbnb__adamw_k k = {(float)gm, c.beta1, 1.0f - c.beta1, c.beta2, 1.0f - c.beta2,
                             1.0f - c.lr * c.weight_decay, c.lr / (float)(1.0 - pow(c.beta1, (double)t)),
                             (float)sqrt(1.0 - pow(c.beta2, (double)t)), c.eps};
@@ -843,6 +846,8 @@ static void test_adamw8_step_matches_composed(void) {
                 CHECK_OK(msbnb_optim_step(o, NULL));
             }
             const char *tn = msbnb_cpu_tier_name((msbnb_cpu_tier)tier);
+            CHECKF(msbnb_optim_last_grad_norm(o) == last_norm, "%s/%dt: gradient norm %.17g, want %.17g", tn, nt,
+                   msbnb_optim_last_grad_norm(o), last_norm);
             CHECKF(memcmp(p, rp, (size_t)tot * 4) == 0, "%s/%dt: parameters differ from the composed path", tn, nt);
             off = 0;
             for (int i = 0; i < NS; i++) {
@@ -876,6 +881,67 @@ static void test_adamw8_step_matches_composed(void) {
     free(p0), free(gs), free(rp), free(ram), free(rav), free(rqm), free(rqv), free(rm), free(rv), free(m), free(v);
 }
 
+static void test_adamw8_step_matches_composed(void) {
+    step_matches_composed(1.0);
+    step_matches_composed(0.0);
+}
+
+/* Without clipping, f32 and 8-bit states: 2 update threads give the bits of 1, norm
+ * included, and a frozen entry among trainable ones stays untouched. */
+static void test_adamw_threads_match_one(void) {
+    const int64_t sizes[] = {3, 100003, 1, 40000, 4097};
+    enum { NS = 5 };
+    int64_t tot = 0;
+    for (int i = 0; i < NS; i++) tot += sizes[i];
+    float *p0 = fvec((size_t)tot, 1.0f), *gs = fvec((size_t)tot * 3, 0.3f);
+    for (int kind = 0; kind < 2; kind++) {
+        float *res[2], *mom[2];
+        double nrm[2];
+        for (int nt = 1; nt <= 2; nt++) {
+            float *p = fvec((size_t)tot, 0), *g = fvec((size_t)tot, 0), *m = fvec((size_t)tot * 2, 0);
+            memcpy(p, p0, (size_t)tot * 4);
+            msbnb_params_t *ps;
+            CHECK_OK(msbnb_params_create(&ps));
+            int64_t off = 0;
+            for (int i = 0; i < NS; i++) {
+                char name[16];
+                snprintf(name, sizeof name, "t%d", i);
+                CHECK_OK(msbnb_params_add(ps, name, p + off, g + off, 1, &sizes[i]));
+                off += sizes[i];
+            }
+            CHECK_OK(msbnb_params_set_trainable(ps, "t3", 0));
+            msbnb_optim_config c = msbnb_optim_config_default((msbnb_optim_kind)kind);
+            msbnb_optim_t *o;
+            CHECK_OK(msbnb_optim_create(&o, ps, &c));
+            CHECK_OK(msbnb_optim_set_threads(o, nt));
+            for (int t = 0; t < 3; t++) {
+                memcpy(g, gs + (size_t)t * (size_t)tot, (size_t)tot * 4);
+                CHECK_OK(msbnb_optim_step(o, NULL));
+            }
+            off = 0;
+            for (int i = 0; i < NS; i++) {
+                if (i != 3) CHECK_OK(msbnb_optim_get_moments(o, i, m + off, m + tot + off, sizes[i]));
+                else CHECK(msbnb_optim_get_moments(o, i, m + off, m + tot + off, sizes[i]) == MSBNB_ERR_STATE);
+                off += sizes[i];
+            }
+            res[nt - 1] = p;
+            mom[nt - 1] = m;
+            nrm[nt - 1] = msbnb_optim_last_grad_norm(o);
+            msbnb_optim_free(o);
+            msbnb_params_free(ps);
+            free(g);
+        }
+        const char *kn = kind ? "8-bit" : "f32";
+        CHECKF(memcmp(res[0], res[1], (size_t)tot * 4) == 0, "%s: 2-thread parameters differ", kn);
+        CHECKF(memcmp(mom[0], mom[1], (size_t)tot * 8) == 0, "%s: 2-thread moments differ", kn);
+        CHECKF(nrm[0] == nrm[1] && nrm[0] > 0, "%s: norm %.17g vs %.17g", kn, nrm[0], nrm[1]);
+        int64_t f0 = sizes[0] + sizes[1] + sizes[2]; /* the frozen entry t3 */
+        CHECKF(memcmp(res[1] + f0, p0 + f0, (size_t)sizes[3] * 4) == 0, "%s: frozen entry changed", kn);
+        free(res[0]), free(res[1]), free(mom[0]), free(mom[1]);
+    }
+    free(p0), free(gs);
+}
+
 int main(void) {
     tu_rng_init(&g_rng, tu_seed());
     RUN_TEST(test_dynamic_maps);
@@ -884,6 +950,7 @@ int main(void) {
     RUN_TEST(test_q8map_thresholds_match_search);
     RUN_TEST(test_adamw8_fused_matches_composed);
     RUN_TEST(test_adamw8_step_matches_composed);
+    RUN_TEST(test_adamw_threads_match_one);
     RUN_TEST(test_frozen_never_change_and_nan);
     RUN_TEST(test_accumulation_and_clipping);
     RUN_TEST(test_lr_schedule);

@@ -189,9 +189,11 @@ msbnb_status msbnb_optim_create(msbnb_optim_t **out, msbnb_params_t *params,
     o->cfg = *cfg;
     msbnb_create_dynamic_map(o->ucode, 0);
     o->tier = msbnb__cpu_tier_default();
-    float scode[256];
-    msbnb_create_dynamic_map(scode, 1);
-    o->maps_ok = msbnb__q8map_init(&o->mmap, scode) == 0 && msbnb__q8map_init(&o->vmap, o->ucode) == 0;
+    if (cfg->kind == MSBNB_OPTIM_ADAMW_8BIT) { /* ~3 ms: thresholds and buckets of both maps */
+        float scode[256];
+        msbnb_create_dynamic_map(scode, 1);
+        o->maps_ok = msbnb__q8map_init(&o->mmap, scode) == 0 && msbnb__q8map_init(&o->vmap, o->ucode) == 0;
+    }
     *out = o;
     return MSBNB_OK;
 }

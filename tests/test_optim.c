@@ -3,6 +3,13 @@
 #include "testutil.h"
 #include "msbnb/optim.h"
 #include "msbnb/params.h"
+#include "msbnb/quant.h"
+#include "internal.h"
+#include "nn/adamw8_kernels.h"
+#include "cpu/kernels.h"
+#include "quant/codebooks.h"
+
+#include <math.h>
 
 #include <dirent.h>
 #include <stdlib.h>
@@ -535,11 +542,415 @@ static void test_adamw_tiers_match_scalar(void) {
     free(gs);
 }
 
+static float bits_f(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* The threshold form of bnb's dQuantize search equals the binary search: at every
+ * threshold and its lower neighbour, at special values, and on many random floats (raw
+ * bit patterns, uniform in [-1, 1], and log-uniform magnitudes), for both optimizer maps. */
+static void test_q8map_thresholds_match_search(void) {
+    float maps[2][256];
+    memcpy(maps[0], msbnb_dynamic_map(), sizeof maps[0]);
+    CHECK_OK(msbnb_create_dynamic_map(maps[1], 0));
+    for (int mi = 0; mi < 2; mi++) {
+        const float *code = maps[mi];
+        msbnb__q8map m;
+        CHECKF(msbnb__q8map_init(&m, code) == 0, "map %d: search not a monotone step function", mi);
+        int reached = 0;
+        for (int k = 1; k < 256; k++) {
+            float t = m.thr[k];
+            if (isnan(t)) continue;
+            reached++;
+            CHECKF(msbnb__code8_of(code, t) >= k, "map %d: search(thr[%d]) < %d", mi, k, k);
+            float below = nextafterf(t, -INFINITY);
+            if (t != -INFINITY)
+                CHECKF(msbnb__code8_of(code, below) < k, "map %d: search(below thr[%d]) >= %d", mi, k, k);
+            CHECK(msbnb__q8map_code(&m, t) == msbnb__code8_of(code, t));
+            CHECK(msbnb__q8map_code(&m, below) == msbnb__code8_of(code, below));
+        }
+        CHECKF(reached >= 250, "map %d: only %d codes reachable", mi, reached);
+        const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1.0f, -1.0f, 1e-45f, -1e-45f,
+                                 1.17549435e-38f, 3.4e38f, -3.4e38f};
+        for (size_t i = 0; i < sizeof special / sizeof special[0]; i++)
+            CHECKF(msbnb__q8map_code(&m, special[i]) == msbnb__code8_of(code, special[i]),
+                   "map %d: x = %g", mi, special[i]);
+        long bad = 0;
+        for (int i = 0; i < 1000000; i++) {
+            float x;
+            switch (i % 3) {
+            case 0: x = bits_f((uint32_t)tu_rng_u64(&g_rng)); break;
+            case 1: x = 2.0f * tu_rng_uniform(&g_rng) - 1.0f; break;
+            default:
+                x = powf(10.0f, -9.0f * tu_rng_uniform(&g_rng)) * (tu_rng_u64(&g_rng) & 1 ? -1.0f : 1.0f);
+            }
+            bad += msbnb__q8map_code(&m, x) != msbnb__code8_of(code, x);
+        }
+        CHECKF(bad == 0, "map %d: %ld of 1e6 random floats differ from the binary search", mi, bad);
+    }
+    /* The SIMD quantizers (bucket lookup, and the level search used without it) at every
+     * tie: with absmax 1 the scaled values are the inputs themselves, here every threshold
+     * and both its neighbours, then random values (blocks of odd length). */
+    for (int mi = 0; mi < 4; mi++) {
+        msbnb__q8map m;
+        CHECK(msbnb__q8map_init(&m, maps[mi & 1]) == 0);
+        CHECKF(m.bucket_ok, "map %d: a bucket holds two thresholds (slow path)", mi & 1);
+        if (mi >= 2) m.bucket_ok = 0;
+        float x[3 * 256 + 1 + 4096];
+        int nx = 0;
+        x[nx++] = 1.0f;
+        for (int k = 1; k < 256; k++)
+            if (isfinite(m.thr[k])) {
+                x[nx++] = m.thr[k];
+                x[nx++] = nextafterf(m.thr[k], -INFINITY);
+                x[nx++] = nextafterf(m.thr[k], INFINITY);
+            }
+        for (int i = 0; i < 4096; i++)
+            x[nx++] = i & 1 ? 2.0f * tu_rng_uniform(&g_rng) - 1.0f
+                            : powf(10.0f, -9.0f * tu_rng_uniform(&g_rng)) * (i & 2 ? -1.0f : 1.0f);
+        for (int i = 0; i < nx; i++)
+            if (fabsf(x[i]) > 1.0f) x[i] = 1.0f;
+        for (int b0 = 0; b0 < nx; b0 += 251) {
+            int len = nx - b0 < 251 ? nx - b0 : 251;
+            float blk[256];
+            memcpy(blk, x + b0, (size_t)len * 4);
+            blk[0] = 1.0f; /* absmax 1: rcp exact */
+            uint8_t want[256], got[256];
+            float amax;
+            CHECK(msbnb__quant8_block_ref(want, &amax, blk, len, maps[mi & 1]) == 0 && amax == 1.0f);
+            if (msbnb_cpu_tier_supported(MSBNB_CPU_AVX2)) {
+                msbnb__q8_codes_avx2(got, blk, len, 1.0f, &m);
+                CHECKF(memcmp(got, want, (size_t)len) == 0, "map %d: avx2 codes differ at ties", mi);
+            }
+            if (msbnb_cpu_tier_supported(MSBNB_CPU_AVX512)) {
+                msbnb__q8_codes_avx512(got, blk, len, 1.0f, &m);
+                CHECKF(memcmp(got, want, (size_t)len) == 0, "map %d: avx512 codes differ at ties", mi);
+            }
+        }
+    }
+    float bad_map[256];
+    memcpy(bad_map, maps[0], sizeof bad_map);
+    bad_map[10] = bad_map[11]; /* not strictly ascending: refused */
+    msbnb__q8map m;
+    CHECK(msbnb__q8map_init(&m, bad_map) != 0);
+}
+
+typedef struct {
+    msbnb__adamw8_fn fn;
+    float *p, *g;
+    uint8_t *qm, *qv;
+    float *am, *av;
+    int64_t n;
+    const msbnb__adamw_k *k;
+    const msbnb__q8map *mm, *vm;
+    int bad;
+} fused_job;
+
+static void fused_range(void *ctx, int64_t b0, int64_t b1, int tid) {
+    fused_job *j = ctx;
+    (void)tid;
+    int64_t i = b0 * 256, end = b1 * 256 < j->n ? b1 * 256 : j->n;
+    if (j->fn(j->p + i, j->g + i, j->qm + i, j->am + b0, j->qv + i, j->av + b0, end - i, j->k, j->mm, j->vm) >= 0)
+        j->bad = 1;
+}
+
+/* Random 8-bit state and gradients whose scale changes per block, with all-zero blocks
+ * (zero absmax and gradient: the NaN-to-code-0 path), tiny (subnormal products flushed)
+ * and huge (finite) values. */
+static void fill_q8_case(int64_t n, float *p, float *g, uint8_t *qm, uint8_t *qv, float *am, float *av) {
+    int64_t nb = (n + 255) / 256;
+    for (int64_t i = 0; i < n; i++) {
+        qm[i] = (uint8_t)tu_rng_u64(&g_rng);
+        qv[i] = (uint8_t)tu_rng_u64(&g_rng);
+        p[i] = tu_rng_normal(&g_rng);
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        int kind = (int)(tu_rng_u64(&g_rng) % 6);
+        float scale = kind == 0 ? 0.0f : kind == 1 ? 1e-30f : kind == 2 ? 1e12f : powf(10.0f, -6.0f * tu_rng_uniform(&g_rng));
+        am[b] = kind == 0 ? 0.0f : scale * (0.5f + tu_rng_uniform(&g_rng));
+        av[b] = kind == 0 ? 0.0f : scale * scale * tu_rng_uniform(&g_rng);
+        if (kind == 1 || kind == 2) av[b] = tu_rng_uniform(&g_rng) < 0.5f ? 0.0f : av[b];
+        for (int64_t i = b * 256; i < n && i < (b + 1) * 256; i++) {
+            g[i] = kind == 0 ? 0.0f : scale * tu_rng_normal(&g_rng);
+            if (kind == 0) qm[i] = qv[i] = 0;
+            if (kind == 5 && (i & 7) == 0) g[i] = 0.0f; /* exact zeros among others */
+        }
+    }
+}
+
+/* The fused kernel of every tier, on 1 and 2 threads, gives exactly the composed
+ * sequence's parameters, codes and absmax, and zeroes the gradient. */
+static void test_adamw8_fused_matches_composed(void) {
+    const int64_t sizes[] = {1, 3, 255, 257, 4097, 100003};
+    float scode[256], ucode[256];
+    memcpy(scode, msbnb_dynamic_map(), sizeof scode);
+    CHECK_OK(msbnb_create_dynamic_map(ucode, 0));
+    msbnb__q8map mm, vm;
+    CHECK(msbnb__q8map_init(&mm, scode) == 0 && msbnb__q8map_init(&vm, ucode) == 0);
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        int64_t n = sizes[si], nb = (n + 255) / 256;
+        float *p0 = fvec((size_t)n, 0), *g0 = fvec((size_t)n, 0), *am0 = fvec((size_t)nb, 0), *av0 = fvec((size_t)nb, 0);
+        uint8_t *qm0 = malloc((size_t)n), *qv0 = malloc((size_t)n);
+        fill_q8_case(n, p0, g0, qm0, qv0, am0, av0);
+        int t = 1 + (int)(tu_rng_u64(&g_rng) % 50);
+        msbnb__adamw_k k = {0.5f + tu_rng_uniform(&g_rng), 0.9f, 1.0f - 0.9f, 0.999f, 1.0f - 0.999f,
+                            1.0f - 1e-3f * 0.01f, 1e-3f / (float)(1.0 - pow(0.9, t)),
+                            (float)sqrt(1.0 - pow(0.999, t)), 1e-8f};
+        /* the spec */
+        float *rp = fvec((size_t)n, 0), *ram = fvec((size_t)nb, 0), *rav = fvec((size_t)nb, 0);
+        uint8_t *rqm = malloc((size_t)n), *rqv = malloc((size_t)n);
+        memcpy(rp, p0, (size_t)n * 4);
+        memcpy(ram, am0, (size_t)nb * 4);
+        memcpy(rav, av0, (size_t)nb * 4);
+        memcpy(rqm, qm0, (size_t)n);
+        memcpy(rqv, qv0, (size_t)n);
+        CHECK_OK(msbnb__adamw8_composed(rp, g0, rqm, ram, rqv, rav, n, &k, scode, ucode));
+        for (int tier = MSBNB_CPU_SCALAR; tier <= MSBNB_CPU_AVX512; tier++) {
+            if (!msbnb_cpu_tier_supported((msbnb_cpu_tier)tier)) continue;
+            msbnb__adamw8_fn fn = tier == MSBNB_CPU_AVX512 ? msbnb__adamw8_avx512
+                                  : tier == MSBNB_CPU_AVX2 ? msbnb__adamw8_avx2
+                                                           : msbnb__adamw8_ref;
+            for (int nt = 1; nt <= 2; nt++) {
+                float *p = fvec((size_t)n, 0), *g = fvec((size_t)n, 0), *am = fvec((size_t)nb, 0), *av = fvec((size_t)nb, 0);
+                uint8_t *qm = malloc((size_t)n), *qv = malloc((size_t)n);
+                memcpy(p, p0, (size_t)n * 4);
+                memcpy(g, g0, (size_t)n * 4);
+                memcpy(am, am0, (size_t)nb * 4);
+                memcpy(av, av0, (size_t)nb * 4);
+                memcpy(qm, qm0, (size_t)n);
+                memcpy(qv, qv0, (size_t)n);
+                fused_job j = {fn, p, g, qm, qv, am, av, n, &k, &mm, &vm, 0};
+                msbnb__parallel_for(nt, nb, 1, fused_range, &j);
+                const char *tn = msbnb_cpu_tier_name((msbnb_cpu_tier)tier);
+                CHECKF(!j.bad, "%s n=%lld: kernel reported non-finite", tn, (long long)n);
+                CHECKF(memcmp(p, rp, (size_t)n * 4) == 0, "%s/%dt n=%lld: parameters differ", tn, nt, (long long)n);
+                CHECKF(memcmp(qm, rqm, (size_t)n) == 0, "%s/%dt n=%lld: m codes differ", tn, nt, (long long)n);
+                CHECKF(memcmp(qv, rqv, (size_t)n) == 0, "%s/%dt n=%lld: v codes differ", tn, nt, (long long)n);
+                CHECKF(memcmp(am, ram, (size_t)nb * 4) == 0 && memcmp(av, rav, (size_t)nb * 4) == 0,
+                       "%s/%dt n=%lld: absmax differ", tn, nt, (long long)n);
+                int64_t nz = 0;
+                for (int64_t i = 0; i < n; i++) nz += g[i] != 0.0f;
+                CHECKF(nz == 0, "%s n=%lld: gradient not zeroed", tn, (long long)n);
+                free(p), free(g), free(am), free(av), free(qm), free(qv);
+            }
+        }
+        /* a gradient whose square overflows makes v infinite: reported, as the composed
+         * path's quantizer does */
+        if (n >= 3) {
+            float *g = fvec((size_t)n, 0);
+            memcpy(g, g0, (size_t)n * 4);
+            g[n / 2] = 1e30f;
+            float *p = fvec((size_t)n, 0);
+            memcpy(p, p0, (size_t)n * 4);
+            uint8_t *qm = malloc((size_t)n), *qv = malloc((size_t)n);
+            memcpy(qm, qm0, (size_t)n), memcpy(qv, qv0, (size_t)n);
+            float *am = fvec((size_t)nb, 0), *av = fvec((size_t)nb, 0);
+            memcpy(am, am0, (size_t)nb * 4), memcpy(av, av0, (size_t)nb * 4);
+            for (int tier = MSBNB_CPU_SCALAR; tier <= MSBNB_CPU_AVX512; tier++) {
+                if (!msbnb_cpu_tier_supported((msbnb_cpu_tier)tier)) continue;
+                msbnb__adamw8_fn fn = tier == MSBNB_CPU_AVX512 ? msbnb__adamw8_avx512
+                                      : tier == MSBNB_CPU_AVX2 ? msbnb__adamw8_avx2
+                                                               : msbnb__adamw8_ref;
+                fused_job j = {fn, p, g, qm, qv, am, av, n, &k, &mm, &vm, 0};
+                g[n / 2] = 1e30f;
+                msbnb__parallel_for(1, nb, 1, fused_range, &j);
+                CHECKF(j.bad, "%s: infinite v not reported", msbnb_cpu_tier_name((msbnb_cpu_tier)tier));
+            }
+            free(g), free(p), free(qm), free(qv), free(am), free(av);
+        }
+        free(p0), free(g0), free(am0), free(av0), free(qm0), free(qv0);
+        free(rp), free(ram), free(rav), free(rqm), free(rqv);
+    }
+}
+
+/* Through msbnb_optim_step: every tier on 1 and 2 threads follows the composed sequence
+ * (same hyperparameter arithmetic as msbnb_optim_step) for several steps, parameters and
+ * dequantized moments bit for bit, with and without clipping, odd sizes; and the reported
+ * gradient norm is the same sequential sum. */
+static void step_matches_composed(double max_grad_norm) {
+    const int64_t sizes[] = {1, 3, 255, 257, 4097, 100003};
+    enum { NS = 6, STEPS = 3 };
+    int64_t tot = 0, nbt = 0;
+    for (int i = 0; i < NS; i++) tot += sizes[i], nbt += (sizes[i] + 255) / 256;
+    float *p0 = fvec((size_t)tot, 1.0f), *gs = fvec((size_t)tot * STEPS, 0.3f);
+    for (int64_t i = 0; i < 300; i++) gs[tot + 100000 + i] = 0.0f; /* zero blocks in step 2 */
+    float scode[256], ucode[256];
+    memcpy(scode, msbnb_dynamic_map(), sizeof scode);
+    CHECK_OK(msbnb_create_dynamic_map(ucode, 0));
+    /* the spec, state from zero */
+    float *rp = fvec((size_t)tot, 0), *ram = fvec((size_t)nbt, 0), *rav = fvec((size_t)nbt, 0);
+    uint8_t *rqm = calloc((size_t)tot, 1), *rqv = calloc((size_t)tot, 1);
+    memcpy(rp, p0, (size_t)tot * 4);
+    msbnb_optim_config c = msbnb_optim_config_default(MSBNB_OPTIM_ADAMW_8BIT);
+    c.min_8bit_size = 1;
+    c.max_grad_norm = max_grad_norm;
+    c.weight_decay = 0.1f;
+    double last_norm = 0;
+    for (int t = 1; t <= STEPS; t++) {
+        const float *g = gs + (size_t)(t - 1) * (size_t)tot;
+        double sq = 0;
+        for (int i = 0, off = 0; i < NS; off += (int)sizes[i], i++) /* per-entry sums, as the step */
+        {
+            double s = 0;
+            for (int64_t j = 0; j < sizes[i]; j++) s += (double)g[off + j] * g[off + j];
+            sq += s;
+        }
+        double norm = sqrt(sq), gm = 1.0;
+        if (c.max_grad_norm > 0 && norm > c.max_grad_norm) gm *= c.max_grad_norm / (norm + 1e-6);
+        last_norm = norm;
+        msbnb__adamw_k k = {(float)gm, c.beta1, 1.0f - c.beta1, c.beta2, 1.0f - c.beta2,
+                            1.0f - c.lr * c.weight_decay, c.lr / (float)(1.0 - pow(c.beta1, (double)t)),
+                            (float)sqrt(1.0 - pow(c.beta2, (double)t)), c.eps};
+        int64_t off = 0, boff = 0;
+        for (int i = 0; i < NS; i++) {
+            CHECK_OK(msbnb__adamw8_composed(rp + off, g + off, rqm + off, ram + boff, rqv + off, rav + boff,
+                                            sizes[i], &k, scode, ucode));
+            off += sizes[i];
+            boff += (sizes[i] + 255) / 256;
+        }
+    }
+    float *rm = fvec((size_t)tot, 0), *rv = fvec((size_t)tot, 0);
+    {
+        int64_t off = 0, boff = 0;
+        for (int i = 0; i < NS; i++) {
+            CHECK_OK(msbnb_dequantize_blockwise_8bit(rm + off, MSBNB_DTYPE_F32, rqm + off, ram + boff, sizes[i], 256, NULL, 1));
+            CHECK_OK(msbnb_dequantize_blockwise_8bit(rv + off, MSBNB_DTYPE_F32, rqv + off, rav + boff, sizes[i], 256, ucode, 1));
+            off += sizes[i];
+            boff += (sizes[i] + 255) / 256;
+        }
+    }
+    float *m = fvec((size_t)tot, 0), *v = fvec((size_t)tot, 0);
+    for (int tier = MSBNB_CPU_SCALAR; tier <= MSBNB_CPU_AVX512; tier++) {
+        if (!msbnb_cpu_tier_supported((msbnb_cpu_tier)tier)) continue;
+        for (int nt = 1; nt <= 2; nt++) {
+            float *p = fvec((size_t)tot, 0), *g = fvec((size_t)tot, 0);
+            memcpy(p, p0, (size_t)tot * 4);
+            msbnb_params_t *ps;
+            CHECK_OK(msbnb_params_create(&ps));
+            int64_t off = 0;
+            for (int i = 0; i < NS; i++) {
+                char name[16];
+                snprintf(name, sizeof name, "t%d", i);
+                CHECK_OK(msbnb_params_add(ps, name, p + off, g + off, 1, &sizes[i]));
+                off += sizes[i];
+            }
+            msbnb_optim_t *o;
+            CHECK_OK(msbnb_optim_create(&o, ps, &c));
+            CHECK_OK(msbnb_optim_set_cpu_tier(o, (msbnb_cpu_tier)tier));
+            CHECK_OK(msbnb_optim_set_threads(o, nt));
+            CHECK(msbnb_optim_threads(o) == nt);
+            for (int t = 0; t < STEPS; t++) {
+                memcpy(g, gs + (size_t)t * (size_t)tot, (size_t)tot * 4);
+                CHECK_OK(msbnb_optim_step(o, NULL));
+            }
+            const char *tn = msbnb_cpu_tier_name((msbnb_cpu_tier)tier);
+            CHECKF(msbnb_optim_last_grad_norm(o) == last_norm, "%s/%dt: gradient norm %.17g, want %.17g", tn, nt,
+                   msbnb_optim_last_grad_norm(o), last_norm);
+            CHECKF(memcmp(p, rp, (size_t)tot * 4) == 0, "%s/%dt: parameters differ from the composed path", tn, nt);
+            off = 0;
+            for (int i = 0; i < NS; i++) {
+                CHECK_OK(msbnb_optim_get_moments(o, i, m + off, v + off, sizes[i]));
+                off += sizes[i];
+            }
+            CHECKF(memcmp(m, rm, (size_t)tot * 4) == 0 && memcmp(v, rv, (size_t)tot * 4) == 0,
+                   "%s/%dt: moments differ from the composed path", tn, nt);
+            for (int64_t i = 0; i < tot; i++)
+                if (g[i] != 0.0f) {
+                    CHECKF(0, "%s/%dt: gradient %lld not zeroed", tn, nt, (long long)i);
+                    break;
+                }
+            msbnb_optim_free(o);
+            msbnb_params_free(ps);
+            free(p), free(g);
+        }
+    }
+    CHECK_STATUS(msbnb_optim_set_threads(NULL, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK(msbnb_optim_threads(NULL) == 0);
+    {
+        msbnb_params_t *ps;
+        msbnb_optim_t *o;
+        CHECK_OK(msbnb_params_create(&ps));
+        CHECK_OK(msbnb_optim_create(&o, ps, &c));
+        CHECK(msbnb_optim_threads(o) == 0);
+        CHECK_STATUS(msbnb_optim_set_threads(o, -1), MSBNB_ERR_INVALID_ARGUMENT);
+        msbnb_optim_free(o);
+        msbnb_params_free(ps);
+    }
+    free(p0), free(gs), free(rp), free(ram), free(rav), free(rqm), free(rqv), free(rm), free(rv), free(m), free(v);
+}
+
+static void test_adamw8_step_matches_composed(void) {
+    step_matches_composed(1.0);
+    step_matches_composed(0.0);
+}
+
+/* Without clipping, f32 and 8-bit states: 2 update threads give the bits of 1, norm
+ * included, and a frozen entry among trainable ones stays untouched. */
+static void test_adamw_threads_match_one(void) {
+    const int64_t sizes[] = {3, 100003, 1, 40000, 4097};
+    enum { NS = 5 };
+    int64_t tot = 0;
+    for (int i = 0; i < NS; i++) tot += sizes[i];
+    float *p0 = fvec((size_t)tot, 1.0f), *gs = fvec((size_t)tot * 3, 0.3f);
+    for (int kind = 0; kind < 2; kind++) {
+        float *res[2], *mom[2];
+        double nrm[2];
+        for (int nt = 1; nt <= 2; nt++) {
+            float *p = fvec((size_t)tot, 0), *g = fvec((size_t)tot, 0), *m = fvec((size_t)tot * 2, 0);
+            memcpy(p, p0, (size_t)tot * 4);
+            msbnb_params_t *ps;
+            CHECK_OK(msbnb_params_create(&ps));
+            int64_t off = 0;
+            for (int i = 0; i < NS; i++) {
+                char name[16];
+                snprintf(name, sizeof name, "t%d", i);
+                CHECK_OK(msbnb_params_add(ps, name, p + off, g + off, 1, &sizes[i]));
+                off += sizes[i];
+            }
+            CHECK_OK(msbnb_params_set_trainable(ps, "t3", 0));
+            msbnb_optim_config c = msbnb_optim_config_default((msbnb_optim_kind)kind);
+            msbnb_optim_t *o;
+            CHECK_OK(msbnb_optim_create(&o, ps, &c));
+            CHECK_OK(msbnb_optim_set_threads(o, nt));
+            for (int t = 0; t < 3; t++) {
+                memcpy(g, gs + (size_t)t * (size_t)tot, (size_t)tot * 4);
+                CHECK_OK(msbnb_optim_step(o, NULL));
+            }
+            off = 0;
+            for (int i = 0; i < NS; i++) {
+                if (i != 3) CHECK_OK(msbnb_optim_get_moments(o, i, m + off, m + tot + off, sizes[i]));
+                else CHECK(msbnb_optim_get_moments(o, i, m + off, m + tot + off, sizes[i]) == MSBNB_ERR_STATE);
+                off += sizes[i];
+            }
+            res[nt - 1] = p;
+            mom[nt - 1] = m;
+            nrm[nt - 1] = msbnb_optim_last_grad_norm(o);
+            msbnb_optim_free(o);
+            msbnb_params_free(ps);
+            free(g);
+        }
+        const char *kn = kind ? "8-bit" : "f32";
+        CHECKF(memcmp(res[0], res[1], (size_t)tot * 4) == 0, "%s: 2-thread parameters differ", kn);
+        CHECKF(memcmp(mom[0], mom[1], (size_t)tot * 8) == 0, "%s: 2-thread moments differ", kn);
+        CHECKF(nrm[0] == nrm[1] && nrm[0] > 0, "%s: norm %.17g vs %.17g", kn, nrm[0], nrm[1]);
+        int64_t f0 = sizes[0] + sizes[1] + sizes[2]; /* the frozen entry t3 */
+        CHECKF(memcmp(res[1] + f0, p0 + f0, (size_t)sizes[3] * 4) == 0, "%s: frozen entry changed", kn);
+        free(res[0]), free(res[1]), free(mom[0]), free(mom[1]);
+    }
+    free(p0), free(gs);
+}
+
 int main(void) {
     tu_rng_init(&g_rng, tu_seed());
     RUN_TEST(test_dynamic_maps);
     RUN_TEST(test_adamw_closed_form);
     RUN_TEST(test_adamw_tiers_match_scalar);
+    RUN_TEST(test_q8map_thresholds_match_search);
+    RUN_TEST(test_adamw8_fused_matches_composed);
+    RUN_TEST(test_adamw8_step_matches_composed);
+    RUN_TEST(test_adamw_threads_match_one);
     RUN_TEST(test_frozen_never_change_and_nan);
     RUN_TEST(test_accumulation_and_clipping);
     RUN_TEST(test_lr_schedule);

@@ -15,7 +15,8 @@
  * absmax per block of 256, m with the signed dynamic map (create_dynamic_map(signed=True))
  * and v with the unsigned one (create_dynamic_map(signed=False)): 2 bytes + 8/256 bytes of
  * state per parameter. Like bitsandbytes (min_8bit_size = 4096), smaller tensors keep f32
- * states. Each step dequantizes, updates as above and re-quantizes.
+ * states. Each step dequantizes, updates as above and re-quantizes with fresh per-block
+ * absmax (bitsandbytes' dQuantize search, ties included), fused per block of 256.
  *
  * Thread safety: an optimizer and its container are used by one thread at a time.
  */
@@ -69,6 +70,13 @@ MSBNB_API float msbnb_optim_get_lr(const msbnb_optim_t *o);
  * unknown value. The getter returns MSBNB_CPU_SCALAR for NULL. */
 MSBNB_API msbnb_status msbnb_optim_set_cpu_tier(msbnb_optim_t *o, msbnb_cpu_tier t);
 MSBNB_API msbnb_cpu_tier msbnb_optim_cpu_tier(const msbnb_optim_t *o);
+
+/* Threads for the update (the gradient-norm pass stays sequential so its sum, and thus
+ * clipping, does not depend on it): 0 (default) = msbnb_default_threads() at each step.
+ * Results are the same bits for every thread count and tier. INVALID_ARGUMENT if
+ * nthreads < 0. The getter returns the setting (0 for NULL). */
+MSBNB_API msbnb_status msbnb_optim_set_threads(msbnb_optim_t *o, int nthreads);
+MSBNB_API int msbnb_optim_threads(const msbnb_optim_t *o);
 
 /* Call after each backward pass (gradients accumulate in the trainable entries' grad
  * buffers). Every accum_steps-th call applies one AdamW update with g = grad/accum_steps

@@ -1,5 +1,6 @@
 /* AdamW with f32 or blockwise 8-bit states, gradient accumulation and clipping, the
  * warm-up + cosine schedule, and optimizer state files. Formulas in msbnb/optim.h. */
+#include "adamw8_kernels.h"
 #include "adamw_kernels.h"
 #include "internal.h"
 #include "msbnb/optim.h"
@@ -13,8 +14,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define Q8_BLOCK 256           /* bitsandbytes' blockwise 8-bit optimizers */
-#define Q8_CHUNK (Q8_BLOCK * 64) /* elements dequantized at a time (64 KiB of f32) */
+#define Q8_BLOCK MSBNB__Q8_BLOCK /* bitsandbytes' blockwise 8-bit optimizers */
+#define Q8_GRAIN 64               /* blocks per task at least (16K parameters) */
+#define F32_GRAIN 16384           /* parameters per task at least (f32 states) */
 
 /* ---------------------------------------------------------------- dynamic maps */
 
@@ -119,6 +121,9 @@ struct msbnb_optim {
     int64_t nslots;
     float ucode[256]; /* unsigned dynamic map for v */
     msbnb_cpu_tier tier; /* AdamW kernel tier */
+    int nthreads;        /* 0: msbnb_default_threads() */
+    int maps_ok;         /* threshold tables built (else the composed path runs) */
+    msbnb__q8map mmap, vmap; /* signed map for m, unsigned for v, with thresholds */
 };
 
 static void slot_clear(slot *s) {
@@ -184,6 +189,11 @@ msbnb_status msbnb_optim_create(msbnb_optim_t **out, msbnb_params_t *params,
     o->cfg = *cfg;
     msbnb_create_dynamic_map(o->ucode, 0);
     o->tier = msbnb__cpu_tier_default();
+    if (cfg->kind == MSBNB_OPTIM_ADAMW_8BIT) { /* ~3 ms: thresholds and buckets of both maps */
+        float scode[256];
+        msbnb_create_dynamic_map(scode, 1);
+        o->maps_ok = msbnb__q8map_init(&o->mmap, scode) == 0 && msbnb__q8map_init(&o->vmap, o->ucode) == 0;
+    }
     *out = o;
     return MSBNB_OK;
 }
@@ -232,6 +242,17 @@ msbnb_status msbnb_optim_set_cpu_tier(msbnb_optim_t *o, msbnb_cpu_tier t) {
 
 msbnb_cpu_tier msbnb_optim_cpu_tier(const msbnb_optim_t *o) { return o ? o->tier : MSBNB_CPU_SCALAR; }
 
+msbnb_status msbnb_optim_set_threads(msbnb_optim_t *o, int nthreads) {
+    MSBNB_CHECK_NULL(o);
+    if (nthreads < 0)
+        return msbnb__fail(MSBNB_ERR_INVALID_ARGUMENT, "%s: nthreads must be >= 0 (got %d)", __func__,
+                           nthreads);
+    o->nthreads = nthreads;
+    return MSBNB_OK;
+}
+
+int msbnb_optim_threads(const msbnb_optim_t *o) { return o ? o->nthreads : 0; }
+
 /* ---------------------------------------------------------------- update */
 
 /* The scalar reference of the AdamW update (adamw_kernels.h states the exact operation
@@ -253,30 +274,68 @@ static msbnb__adamw_fn adamw_kernel(msbnb_cpu_tier t) {
                                  : msbnb__adamw_ref;
 }
 
-static msbnb_status update_slot(msbnb_optim_t *o, slot *s, float *p, const float *g,
-                                const msbnb__adamw_k *k, float *tm, float *tv) {
-    msbnb__adamw_fn adamw_f32 = adamw_kernel(o->tier);
+static msbnb__adamw8_fn adamw8_kernel(msbnb_cpu_tier t) {
+    return t == MSBNB_CPU_AVX512 ? msbnb__adamw8_avx512
+           : t == MSBNB_CPU_AVX2 ? msbnb__adamw8_avx2
+                                 : msbnb__adamw8_ref;
+}
+
+typedef struct {
+    msbnb__adamw_fn f32;
+    msbnb__adamw8_fn q8;
+    const msbnb_optim_t *o;
+    slot *s;
+    float *p, *g;
+    const msbnb__adamw_k *k;
+    volatile int bad; /* a block's new m or v was NaN/Inf */
+    volatile int64_t bad_block;
+} update_job;
+
+static void update_f32_range(void *ctx, int64_t i0, int64_t i1, int tid) {
+    update_job *j = ctx;
+    (void)tid;
+    for (int64_t c = i0; c < i1; c += F32_GRAIN) { /* zero g while it is in cache */
+        int64_t len = i1 - c < F32_GRAIN ? i1 - c : F32_GRAIN;
+        j->f32(j->p + c, j->s->m + c, j->s->v + c, j->g + c, len, j->k);
+        memset(j->g + c, 0, (size_t)len * sizeof(float));
+    }
+}
+
+static void update_q8_range(void *ctx, int64_t b0, int64_t b1, int tid) {
+    update_job *j = ctx;
+    slot *s = j->s;
+    (void)tid;
+    int64_t i = b0 * Q8_BLOCK, end = b1 * Q8_BLOCK < s->numel ? b1 * Q8_BLOCK : s->numel;
+    int64_t bad = j->q8(j->p + i, j->g + i, s->qm + i, s->am + b0, s->qv + i, s->av + b0, end - i,
+                        j->k, &j->o->mmap, &j->o->vmap);
+    if (bad >= 0) {
+        j->bad = 1;
+        j->bad_block = b0 + bad;
+    }
+}
+
+/* One AdamW update of a slot; zeroes g. Elementwise f32 work splits anywhere; the 8-bit
+ * step runs the fused per-block kernel (dequantize, update, absmax, re-quantize: the
+ * composed sequence bit for bit, adamw8_kernels.h) over blocks in parallel. */
+static msbnb_status update_slot(msbnb_optim_t *o, slot *s, float *p, float *g, const msbnb__adamw_k *k) {
+    update_job j = {adamw_kernel(o->tier), adamw8_kernel(o->tier), o, s, p, g, k, 0, 0};
+    msbnb_status st = MSBNB_OK;
     if (!s->q8) {
-        adamw_f32(p, s->m, s->v, g, s->numel, k);
+        msbnb__parallel_for(o->nthreads, s->numel, F32_GRAIN, update_f32_range, &j);
         return MSBNB_OK;
+    } else if (!o->maps_ok) {
+        st = msbnb__adamw8_composed(p, g, s->qm, s->am, s->qv, s->av, s->numel, k, o->mmap.code,
+                                    o->vmap.code);
+    } else {
+        msbnb__parallel_for(o->nthreads, s->nblocks, Q8_GRAIN, update_q8_range, &j);
+        if (j.bad)
+            st = msbnb__fail(MSBNB_ERR_NON_FINITE,
+                             "msbnb_optim_step: 8-bit state block %lld became NaN or Inf",
+                             (long long)j.bad_block);
+        if (st == MSBNB_OK) return MSBNB_OK; /* the kernel zeroed g */
     }
-    /* bitsandbytes' blockwise 8-bit step: dequantize, update in f32 (the parameter uses
-     * the unquantized new moments), re-quantize with fresh per-block absmax. Chunks start
-     * at block boundaries, so blocks are the same as over the whole tensor. */
-    for (int64_t c0 = 0; c0 < s->numel; c0 += Q8_CHUNK) {
-        int64_t len = s->numel - c0 < Q8_CHUNK ? s->numel - c0 : Q8_CHUNK;
-        int64_t b0 = c0 / Q8_BLOCK;
-        MSBNB_TRY(msbnb_dequantize_blockwise_8bit(tm, MSBNB_DTYPE_F32, s->qm + c0, s->am + b0, len,
-                                                  Q8_BLOCK, NULL, 1));
-        MSBNB_TRY(msbnb_dequantize_blockwise_8bit(tv, MSBNB_DTYPE_F32, s->qv + c0, s->av + b0, len,
-                                                  Q8_BLOCK, o->ucode, 1));
-        adamw_f32(p + c0, tm, tv, g + c0, len, k);
-        MSBNB_TRY(msbnb_quantize_blockwise_8bit(s->qm + c0, s->am + b0, tm, MSBNB_DTYPE_F32, len,
-                                                Q8_BLOCK, NULL, 1));
-        MSBNB_TRY(msbnb_quantize_blockwise_8bit(s->qv + c0, s->av + b0, tv, MSBNB_DTYPE_F32, len,
-                                                Q8_BLOCK, o->ucode, 1));
-    }
-    return MSBNB_OK;
+    memset(g, 0, (size_t)s->numel * sizeof(float));
+    return st;
 }
 
 msbnb_status msbnb_optim_step(msbnb_optim_t *o, int *applied) {
@@ -290,7 +349,6 @@ msbnb_status msbnb_optim_step(msbnb_optim_t *o, int *applied) {
     int64_t n = o->nslots;
     /* Validate everything and allocate missing state before touching any parameter. */
     double sq = 0;
-    int any_q8 = 0;
     for (int64_t i = 0; i < n; i++) {
         msbnb_param e;
         MSBNB_TRY(msbnb_params_get(o->params, i, &e));
@@ -306,17 +364,6 @@ msbnb_status msbnb_optim_step(msbnb_optim_t *o, int *applied) {
             return msbnb__fail(MSBNB_ERR_SHAPE, "msbnb_optim_step: '%s' changed size (%lld -> %lld)",
                                e.name, (long long)sl->numel, (long long)e.numel);
         if (!sl->has) MSBNB_TRY(slot_alloc(sl, e.numel, wants_q8(o, e.numel)));
-        any_q8 |= sl->q8;
-    }
-    float *tm = NULL, *tv = NULL;
-    if (any_q8) {
-        tm = msbnb__alloc(Q8_CHUNK * sizeof(float));
-        tv = msbnb__alloc(Q8_CHUNK * sizeof(float));
-        if (!tm || !tv) {
-            msbnb__free(tm);
-            msbnb__free(tv);
-            return msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "msbnb_optim_step: out of memory");
-        }
     }
     double inv_acc = 1.0 / o->cfg.accum_steps;
     double norm = sqrt(sq) * inv_acc;
@@ -341,11 +388,8 @@ msbnb_status msbnb_optim_step(msbnb_optim_t *o, int *applied) {
         msbnb_param e;
         msbnb_params_get(o->params, i, &e);
         if (!e.trainable) continue;
-        st = update_slot(o, &o->slots[i], e.data, e.grad, &k, tm, tv);
-        memset(e.grad, 0, (size_t)e.numel * sizeof(float));
+        st = update_slot(o, &o->slots[i], e.data, e.grad, &k);
     }
-    msbnb__free(tm);
-    msbnb__free(tv);
     if (st == MSBNB_OK && applied) *applied = 1;
     return st;
 }

@@ -592,6 +592,72 @@ static void test_bad_input(void) {
     CHECK(msbnb_linear_bias(NULL) == NULL && !msbnb_linear_has_bias(NULL));
 }
 
+/* MSBNB_THREADS and MSBNB_CPU select the defaults; the API overrides them; an unknown or
+ * unsupported tier is an error (at create for the environment, at set_cpu_tier). */
+static void test_threads_and_tier_selection(void) {
+    int64_t K = 256, N = 40, m = 3;
+    float *w = malloc((size_t)(N * K) * 4), *x = malloc((size_t)(m * K) * 4);
+    float *y1 = malloc((size_t)(m * N) * 4), *y2 = malloc((size_t)(m * N) * 4);
+    tu_fill_normal(&g_rng, w, (size_t)(N * K), 0.05f);
+    tu_fill_normal(&g_rng, x, (size_t)(m * K), 1.0f);
+    msbnb_qparams p = msbnb_qparams_default(MSBNB_QTYPE_NF4);
+    msbnb_linear_t *l = NULL;
+    setenv("MSBNB_THREADS", "3", 1);
+    CHECK_OK(msbnb_linear_create(&l, K, N, w, NULL, &p));
+    CHECK(msbnb_linear_threads(l) == 3);
+    CHECK_OK(msbnb_linear_set_threads(l, 5));
+    CHECK(msbnb_linear_threads(l) == 5);
+    CHECK_OK(msbnb_linear_forward(l, y1, x, m));
+    CHECK_OK(msbnb_linear_set_threads(l, 0)); /* back to the environment's default */
+    CHECK(msbnb_linear_threads(l) == 3);
+    unsetenv("MSBNB_THREADS");
+    CHECK(msbnb_linear_threads(l) == msbnb_default_threads());
+    CHECK_OK(msbnb_linear_set_threads(l, 1));
+    CHECK_OK(msbnb_linear_forward(l, y2, x, m));
+    /* rows are split between threads, never a row's sum: same bits for any count */
+    CHECK(memcmp(y1, y2, (size_t)(m * N) * 4) == 0);
+    msbnb_linear_free(l);
+    l = NULL;
+    for (int t = MSBNB_CPU_SCALAR; t <= MSBNB_CPU_AVX512; t++) {
+        const char *name = msbnb_cpu_tier_name((msbnb_cpu_tier)t);
+        setenv("MSBNB_CPU", name, 1);
+        if (msbnb_cpu_tier_supported((msbnb_cpu_tier)t)) {
+            CHECK_OK(msbnb_linear_create(&l, K, N, w, NULL, &p));
+            CHECKF(l && msbnb_linear_cpu_tier(l) == (msbnb_cpu_tier)t, "MSBNB_CPU=%s", name);
+            if (l) {
+                /* the forced tier computes what set_cpu_tier to it computes */
+                msbnb_linear_t *l2 = NULL;
+                unsetenv("MSBNB_CPU");
+                CHECK_OK(msbnb_linear_create(&l2, K, N, w, NULL, &p));
+                CHECK_OK(msbnb_linear_set_cpu_tier(l2, (msbnb_cpu_tier)t));
+                CHECK_OK(msbnb_linear_forward(l, y1, x, m));
+                CHECK_OK(msbnb_linear_forward(l2, y2, x, m));
+                CHECK(memcmp(y1, y2, (size_t)(m * N) * 4) == 0);
+                msbnb_linear_free(l2);
+            }
+            msbnb_linear_free(l);
+            l = NULL;
+        } else {
+            /* only reachable on a CPU without this tier */
+            CHECK_STATUS(msbnb_linear_create(&l, K, N, w, NULL, &p), MSBNB_ERR_UNSUPPORTED);
+            CHECK(strstr(msbnb_last_error(), name) != NULL);
+            unsetenv("MSBNB_CPU");
+            CHECK_OK(msbnb_linear_create(&l, K, N, w, NULL, &p));
+            CHECK_STATUS(msbnb_linear_set_cpu_tier(l, (msbnb_cpu_tier)t), MSBNB_ERR_UNSUPPORTED);
+            msbnb_linear_free(l);
+            l = NULL;
+        }
+    }
+    setenv("MSBNB_CPU", "avx9", 1);
+    CHECK_STATUS(msbnb_linear_create(&l, K, N, w, NULL, &p), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK(l == NULL && strstr(msbnb_last_error(), "avx9") != NULL);
+    unsetenv("MSBNB_CPU");
+    free(w);
+    free(x);
+    free(y1);
+    free(y2);
+}
+
 int main(void) {
     uint64_t seed = tu_seed();
     tu_rng_init(&g_rng, seed);
@@ -601,6 +667,7 @@ int main(void) {
     for (int t = MSBNB_CPU_SCALAR; t <= MSBNB_CPU_AVX512; t++)
         if (msbnb_cpu_tier_supported((msbnb_cpu_tier)t)) tiers[n_tiers++] = (msbnb_cpu_tier)t;
     RUN_TEST(test_bad_input);
+    RUN_TEST(test_threads_and_tier_selection);
     RUN_TEST(test_forward_all_kinds_tiers_shapes);
     RUN_TEST(test_backward_all_kinds);
     RUN_TEST(test_quantize_weights_in_place);

@@ -7,7 +7,8 @@
  * the same run (benchutil's probe and an AVX-512 probe, both streaming 1 GiB; the larger is
  * the reference). Output: a markdown table for bench/RESULTS.md.
  *
- * Usage: bench_linear [--quick] [--tier scalar|avx2|avx512]   (threads: MSBNB_THREADS) */
+ * Usage: bench_linear [--quick] [--tier scalar|avx2|avx512] [--shape i] [--kind i] [--m M]
+ *   (--shape 0..2, --kind 0..5, --m: run only those; threads: MSBNB_THREADS) */
 #include "benchutil.h"
 #include "msbnb/msbnb.h"
 
@@ -88,12 +89,19 @@ static void run_forward(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    int quick = 0;
+    int quick = 0, only_shape = -1, only_kind = -1;
+    int64_t only_m = 0;
     msbnb_cpu_tier tier = msbnb_cpu_tier_best();
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) quick = 1;
         else if (strcmp(argv[i], "--tier") == 0 && i + 1 < argc) {
             if (msbnb_cpu_tier_from_name(argv[++i], &tier) != MSBNB_OK) return 2;
+        } else if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc) only_shape = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--kind") == 0 && i + 1 < argc) only_kind = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--m") == 0 && i + 1 < argc) only_m = atoll(argv[++i]);
+        else {
+            fprintf(stderr, "usage: %s [--quick] [--tier T] [--shape i] [--kind i] [--m M]\n", argv[0]);
+            return 2;
         }
     }
     const int nt = msbnb_default_threads();
@@ -119,7 +127,9 @@ int main(int argc, char **argv) {
     printf("| K x N | M | kind | time (median) | GB/s of weights | %% of read BW | GFLOP/s | speed-up vs f32 |\n");
     printf("|---|---|---|---|---|---|---|---|\n");
     for (int si = 0; si < nshapes; si++) {
-        int64_t K = shapes[quick ? 2 : si][0], N = shapes[quick ? 2 : si][1];
+        int sidx = only_shape >= 0 ? only_shape % 3 : quick ? 2 : si;
+        if (only_shape >= 0 && si > 0) break;
+        int64_t K = shapes[sidx][0], N = shapes[sidx][1];
         float *w = malloc(sizeof(float) * (size_t)(K * N));
         float *x = malloc(sizeof(float) * (size_t)(512 * K));
         float *y = malloc(sizeof(float) * (size_t)(512 * N));
@@ -127,6 +137,8 @@ int main(int argc, char **argv) {
         bu_fill_normal(x, (size_t)(512 * K), 2, 1.0f);
         double f32_time[4] = {0};
         for (int ki = 0; ki < 6; ki++) {
+            /* f32 always runs: it is the baseline of the speed-up column */
+            if (only_kind >= 0 && ki != 0 && ki != only_kind) continue;
             msbnb_qparams p = msbnb_qparams_default(kinds[ki].t);
             if (kinds[ki].block) p.block = kinds[ki].block;
             p.double_quant = kinds[ki].dq;
@@ -148,6 +160,7 @@ int main(int argc, char **argv) {
             }
             for (int mi = 0; mi < 4; mi++) {
                 int64_t m = ms[mi];
+                if (only_m && m != only_m) continue;
                 run_ctx c = {copies, ncopies, 0, y, x, m};
                 int reps = m >= 512 ? 3 : m >= 64 ? 7 : (ncopies < 15 ? 30 : 2 * ncopies + 1);
                 if (quick && reps > 9) reps = 9;

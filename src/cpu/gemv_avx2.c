@@ -75,16 +75,49 @@ static void permute_x(float *xp, float *xs, const float *x, int64_t K) {
     }
 }
 
-/* Scale (or min) of each lane of the 64-chunk starting at element k0 of row r. */
-static inline __m256 unit_vec(const msbnb__wview *w, const float *arr, int64_t r, int64_t k0) {
-    const int64_t u = w->block;
-    const int64_t base = w->type == MSBNB_QTYPE_INT4 ? r * w->gpr + k0 / u : (r * w->k + k0) / u;
-    if (u >= 64) return _mm256_set1_ps(arr[base]);
-    const int per = (int)(64 / u); /* units in this chunk: 2, 4 or 8 */
-    const int shift = __builtin_ctz((unsigned)(u / 8));
-    __m256i idx = _mm256_srli_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), shift);
-    __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(per), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    return _mm256_permutevar8x32_ps(_mm256_maskload_ps(arr + base, mk), idx);
+/* Walks the scale units of a row chunk by chunk without a division per chunk: `idx` is
+ * the unit of the current 64-chunk (its first unit when units are smaller). */
+typedef struct {
+    int64_t idx, cnt, cpu; /* cpu: chunks per unit (units >= 64), else 0 */
+    int per;               /* units per chunk (units < 64) */
+    __m256i lanes;         /* lane -> unit within the chunk */
+    __m256i mk;
+} units_t;
+
+static inline units_t units_start(const msbnb__wview *w, int64_t r) {
+    units_t u;
+    const int64_t b = w->block;
+    if (w->type == MSBNB_QTYPE_INT4) {
+        u.idx = r * w->gpr; /* groups run along each row */
+        u.cnt = 0;
+    } else {
+        const int64_t e = r * w->k; /* blocks run over the flattened tensor */
+        u.idx = e / b;
+        u.cnt = (e % b) / 64;
+    }
+    u.cpu = b >= 64 ? b / 64 : 0;
+    u.per = b >= 64 ? 1 : (int)(64 / b);
+    u.lanes = _mm256_srli_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                b >= 64 ? 0 : __builtin_ctz((unsigned)(b / 8)));
+    u.mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(u.per), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return u;
+}
+
+static inline void units_next(units_t *u) {
+    if (u->cpu) {
+        if (++u->cnt == u->cpu) {
+            u->cnt = 0;
+            u->idx++;
+        }
+    } else {
+        u->idx += u->per;
+    }
+}
+
+/* Scale (or min) of each lane of the current chunk. */
+static inline __m256 unit_vec(const units_t *u, const float *arr) {
+    if (u->cpu) return _mm256_set1_ps(arr[u->idx]);
+    return _mm256_permutevar8x32_ps(_mm256_maskload_ps(arr + u->idx, u->mk), u->lanes);
 }
 
 static inline __attribute__((always_inline)) void lut4_rows(const msbnb__wview *w, float *y,
@@ -99,9 +132,10 @@ static inline __attribute__((always_inline)) void lut4_rows(const msbnb__wview *
         __m256 acc[8], accm[8];
         for (int i = 0; i < M; i++) acc[i] = accm[i] = _mm256_setzero_ps();
         const uint8_t *p = w->packed + r * K / 2;
-        for (int64_t c = 0; c < nc; c++) {
+        units_t un = units_start(w, r);
+        for (int64_t c = 0; c < nc; c++, units_next(&un)) {
             const __m256i v = _mm256_loadu_si256((const __m256i *)(p + c * 32));
-            const __m256 S = unit_vec(w, w->absmax, r, c * 64);
+            const __m256 S = unit_vec(&un, w->absmax);
             __m256 wv[8];
             wv[0] = lut16(lo, hi, v, _mm256_slli_epi32(v, 28));
             wv[1] = lut16(lo, hi, _mm256_srli_epi32(v, 4), _mm256_slli_epi32(v, 24));
@@ -124,7 +158,7 @@ static inline __attribute__((always_inline)) void lut4_rows(const msbnb__wview *
                 acc[i] = _mm256_fmadd_ps(_mm256_add_ps(ta, tb), S, acc[i]);
             }
             if (has_min) {
-                const __m256 Mn = unit_vec(w, w->mins, r, c * 64);
+                const __m256 Mn = unit_vec(&un, w->mins);
                 for (int i = 0; i < M; i++)
                     accm[i] = _mm256_fmadd_ps(Mn, _mm256_loadu_ps(xs + (int64_t)i * (K / 8) + c * 8),
                                               accm[i]);

@@ -50,22 +50,49 @@ static void permute_x(float *xp, float *xs, const float *x, int64_t K) {
     }
 }
 
-/* Scale (or min) of each lane of the 128-chunk starting at element k0 of row r. */
-static inline __m512 unit_vec(const msbnb__wview *w, const float *arr, int64_t r, int64_t k0) {
-    int64_t u, base;
+/* Walks the scale units of a row chunk by chunk without a division per chunk: `idx` is
+ * the unit of the current 128-chunk (its first unit when units are smaller). */
+typedef struct {
+    int64_t idx, cnt, cpu; /* cpu: chunks per unit (units >= 128), else 0 */
+    int per;               /* units per chunk (units < 128) */
+    __m512i lanes;         /* lane -> unit within the chunk */
+    __mmask16 mk;
+} units_t;
+
+static inline units_t units_start(const msbnb__wview *w, int64_t r) {
+    units_t u;
+    const int64_t b = w->block;
     if (w->type == MSBNB_QTYPE_INT4) {
-        u = w->block;
-        base = r * w->gpr + k0 / u;
+        u.idx = r * w->gpr; /* groups run along each row */
+        u.cnt = 0;
     } else {
-        u = w->block;
-        base = (r * w->k + k0) / u;
+        const int64_t e = r * w->k; /* blocks run over the flattened tensor */
+        u.idx = e / b;
+        u.cnt = (e % b) / 128;
     }
-    if (u >= 128) return _mm512_set1_ps(arr[base]);
-    int per = (int)(128 / u); /* units in this chunk (2, 4, 8 or 16) */
-    int shift = __builtin_ctz((unsigned)(u / 8));
-    __m512i idx = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), (unsigned)shift);
-    __m512 v = _mm512_maskz_loadu_ps((__mmask16)((1u << per) - 1), arr + base);
-    return _mm512_permutexvar_ps(idx, v);
+    u.cpu = b >= 128 ? b / 128 : 0;
+    u.per = b >= 128 ? 1 : (int)(128 / b);
+    u.lanes = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                b >= 128 ? 0 : (unsigned)__builtin_ctz((unsigned)(b / 8)));
+    u.mk = (__mmask16)((1u << u.per) - 1);
+    return u;
+}
+
+static inline void units_next(units_t *u) {
+    if (u->cpu) {
+        if (++u->cnt == u->cpu) {
+            u->cnt = 0;
+            u->idx++;
+        }
+    } else {
+        u->idx += u->per;
+    }
+}
+
+/* Scale (or min) of each lane of the current chunk. */
+static inline __m512 unit_vec(const units_t *u, const float *arr) {
+    if (u->cpu) return _mm512_set1_ps(arr[u->idx]);
+    return _mm512_permutexvar_ps(u->lanes, _mm512_maskz_loadu_ps(u->mk, arr + u->idx));
 }
 
 static inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
@@ -86,9 +113,10 @@ static inline __attribute__((always_inline)) void lut4_rows(const msbnb__wview *
             accm[i] = _mm512_setzero_ps();
         }
         const uint8_t *p = w->packed + r * K / 2;
-        for (int64_t c = 0; c < nc; c++) {
+        units_t un = units_start(w, r);
+        for (int64_t c = 0; c < nc; c++, units_next(&un)) {
             __m512i v = _mm512_loadu_si512((const void *)(p + c * 64));
-            __m512 S = unit_vec(w, w->absmax, r, c * 128);
+            __m512 S = unit_vec(&un, w->absmax);
             __m512 w0 = _mm512_permutexvar_ps(v, lut);
             __m512 w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut);
             __m512 w2 = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 8), lut);
@@ -110,7 +138,7 @@ static inline __attribute__((always_inline)) void lut4_rows(const msbnb__wview *
                 acc[i] = _mm512_fmadd_ps(_mm512_add_ps(ta, tb), S, acc[i]);
             }
             if (has_min) {
-                __m512 Mn = unit_vec(w, w->mins, r, c * 128);
+                __m512 Mn = unit_vec(&un, w->mins);
                 for (int i = 0; i < M; i++)
                     accm[i] = _mm512_fmadd_ps(Mn, _mm512_loadu_ps(xs + (int64_t)i * (K / 8) + c * 16), accm[i]);
             }

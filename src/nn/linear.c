@@ -600,7 +600,9 @@ static void dequant_job(void *ctx, int64_t b, int64_t e, int tid) {
 /* Rows of W per dequantized panel: ~4 MiB of f32 (a cache-sized buffer; measured in
  * bench/bench_linear.c), at least 16 rows. */
 static int64_t panel_rows(int64_t k, int64_t n) {
-    int64_t r = (int64_t)((4u << 20) / (4 * (size_t)k));
+    const char *e = getenv("MSBNB_PANEL_KB"); /* TEMP tuning */
+    size_t kb = e ? (size_t)atoi(e) : 4096;
+    int64_t r = (int64_t)((kb << 10) / (4 * (size_t)k));
     if (r < 16) r = 16;
     r = r / 16 * 16;
     return r > n ? n : r;

@@ -142,6 +142,9 @@ static void check_forward_case(const kind_t *kd, int64_t m, int64_t K, int64_t N
         CHECK_OK(msbnb_linear_set_cpu_tier(l, tiers[t]));
         for (int nt = 1; nt <= 2; nt++) {
             CHECK_OK(msbnb_linear_set_threads(l, nt));
+            /* 2 threads: a 1-byte workspace, i.e. the thinnest panels (64 columns), so that
+             * large m accumulates over several column panels */
+            CHECK_OK(msbnb_linear_set_workspace(l, nt == 2 ? 1 : 0));
             memset(y, 0xff, (size_t)(m * N) * 4);
             CHECK_OK(msbnb_linear_forward(l, y, x, m));
             int bad_ref = 0, bad_scalar = 0, neq = 0;
@@ -219,8 +222,10 @@ static void check_backward_case(const kind_t *kd, int64_t m, int64_t K, int64_t 
     CHECK_OK(msbnb_linear_dequantize_weight(l, wd));
     tu_fill_normal(&g_rng, x, (size_t)(m * K), 1.0f);
     tu_fill_normal(&g_rng, g, (size_t)(m * N), 1.0f);
-    for (int t = 0; t < n_tiers; t++) {
+    for (int tw = 0; tw < 2 * n_tiers; tw++) {
+        const int t = tw / 2;
         CHECK_OK(msbnb_linear_set_cpu_tier(l, tiers[t]));
+        CHECK_OK(msbnb_linear_set_workspace(l, tw & 1)); /* 1 byte: 16-row panels */
         for (int64_t i = 0; i < N * K; i++) dw[i] = 0.5f; /* accumulated into */
         for (int64_t i = 0; i < N; i++) db[i] = -0.25f;
         CHECK_OK(msbnb_linear_backward(l, dx, is_float ? dw : NULL, db, g, x, m));
@@ -561,6 +566,8 @@ static void test_bad_input(void) {
     CHECK(msbnb_linear_qparams(l).type == MSBNB_QTYPE_F32); /* unchanged after failures */
     CHECK_STATUS(msbnb_linear_set_cpu_tier(l, (msbnb_cpu_tier)7), MSBNB_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(msbnb_linear_set_threads(NULL, 2), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_set_workspace(NULL, 0), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_set_workspace(l, -1), MSBNB_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(msbnb_linear_dequantize_weight(q, NULL), MSBNB_ERR_INVALID_ARGUMENT);
     CHECK_OK(msbnb_linear_set_threads(l, 0));
     CHECK(msbnb_linear_threads(l) >= 1);

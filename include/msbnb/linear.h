@@ -121,6 +121,14 @@ MSBNB_API int msbnb_linear_threads(const msbnb_linear_t *l); /* resolved count; 
 MSBNB_API msbnb_status msbnb_linear_set_cpu_tier(msbnb_linear_t *l, msbnb_cpu_tier t);
 MSBNB_API msbnb_cpu_tier msbnb_linear_cpu_tier(const msbnb_linear_t *l);
 
+/* Size in bytes of the float panel into which the weight is dequantized, piece by piece,
+ * for sgemm: a column panel W[:, k0:k1] over all rows in forward at m > 8 (SIMD tiers), a
+ * row panel in backward's dX; the float weight is never materialized whole. 0 selects the
+ * default (8 MiB, at least 256 columns / 16 rows); a small value gives thinner panels (at
+ * least 64 columns / 16 rows). Results agree to rounding for any value.
+ * Errors: INVALID_ARGUMENT (NULL, bytes < 0). */
+MSBNB_API msbnb_status msbnb_linear_set_workspace(msbnb_linear_t *l, int64_t bytes);
+
 /* LLM.int8 outlier threshold (bitsandbytes Linear8bitLt threshold; 0 = no decomposition,
  * the default). Symmetric int8 layers only (STATE otherwise); must be finite and >= 0. */
 MSBNB_API msbnb_status msbnb_linear_set_int8_threshold(msbnb_linear_t *l, float threshold);

@@ -368,25 +368,26 @@ static inline void dq16(float *out, const uint8_t *p, __m256 lo, __m256 hi, __m2
     _mm256_storeu_ps(out + 8, _mm256_fmadd_ps(_mm256_permute2f128_ps(a, b, 0x31), s, mn));
 }
 
-static void dequant_rows_avx2(const msbnb__wview *w, float *out, int64_t r0, int64_t r1, int raw) {
+static void dequant_tile_avx2(const msbnb__wview *w, float *out, int64_t ldo, int64_t r0,
+                             int64_t r1, int64_t k0, int64_t k1, int raw) {
     const int64_t K = w->k;
     switch (w->type) {
     case MSBNB_QTYPE_NF4:
     case MSBNB_QTYPE_FP4:
     case MSBNB_QTYPE_INT4: {
-        if (K % 16 || (w->type == MSBNB_QTYPE_INT4 && w->block % 16)) break;
+        if (K % 16 || k0 % 16 || k1 % 16 || (w->type == MSBNB_QTYPE_INT4 && w->block % 16)) break;
         float lutf[16];
         lut_of(w, lutf);
         const __m256 lo = _mm256_loadu_ps(lutf), hi = _mm256_loadu_ps(lutf + 8);
         const int has_min = w->type == MSBNB_QTYPE_INT4 && !w->symmetric;
         for (int64_t r = r0; r < r1; r++) {
-            float *o = out + (r - r0) * K;
+            float *o = out + (r - r0) * ldo;
             const uint8_t *p = w->packed + r * K / 2;
-            for (int64_t k = 0; k < K; k += 16) {
+            for (int64_t k = k0; k < k1; k += 16) {
                 int64_t si = w->type == MSBNB_QTYPE_INT4 ? r * w->gpr + k / w->block
                                                          : (r * K + k) / w->block;
                 __m256 mn = has_min ? _mm256_set1_ps(w->mins[si]) : _mm256_setzero_ps();
-                dq16(o + k, p + k / 2, lo, hi, _mm256_set1_ps(w->absmax[si]), mn);
+                dq16(o + (k - k0), p + k / 2, lo, hi, _mm256_set1_ps(w->absmax[si]), mn);
             }
         }
         return;
@@ -395,7 +396,7 @@ static void dequant_rows_avx2(const msbnb__wview *w, float *out, int64_t r0, int
     case MSBNB_QTYPE_F16:
     case MSBNB_QTYPE_INT8:
         for (int64_t r = r0; r < r1; r++) {
-            float *o = out + (r - r0) * K;
+            float *o = out + (r - r0) * ldo;
             float s = 1.0f, z = 0.0f;
             if (w->type == MSBNB_QTYPE_INT8) {
                 s = (w->symmetric && raw) ? 1.0f : w->rscale[r];
@@ -403,19 +404,19 @@ static void dequant_rows_avx2(const msbnb__wview *w, float *out, int64_t r0, int
             }
             const __m256 vs = _mm256_set1_ps(s), vz = _mm256_set1_ps(z);
             const int is8 = w->type == MSBNB_QTYPE_INT8;
-            int64_t k = 0;
-            for (; k + 8 <= K; k += 8) {
+            int64_t k = k0;
+            for (; k + 8 <= k1; k += 8) {
                 __m256 v = load8(w, r * K + k);
                 if (is8) v = _mm256_mul_ps(_mm256_sub_ps(v, vz), vs);
-                _mm256_storeu_ps(o + k, v);
+                _mm256_storeu_ps(o + (k - k0), v);
             }
-            for (; k < K; k++) o[k] = is8 ? (load1(w, r * K + k) - z) * s : load1(w, r * K + k);
+            for (; k < k1; k++) o[k - k0] = is8 ? (load1(w, r * K + k) - z) * s : load1(w, r * K + k);
         }
         return;
     default: break;
     }
-    msbnb__dequant_rows_ref(w, out, r0, r1, raw);
+    msbnb__dequant_tile_ref(w, out, ldo, r0, r1, k0, k1, raw);
 }
 
-const msbnb__gemv_table msbnb__gemv_avx2 = {MSBNB_CPU_AVX2, dequant_rows_avx2, gemv_avx2,
+const msbnb__gemv_table msbnb__gemv_avx2 = {MSBNB_CPU_AVX2, dequant_tile_avx2, gemv_avx2,
                                             gemv_i8_avx2};

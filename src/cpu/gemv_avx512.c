@@ -368,26 +368,28 @@ static inline void dq32(float *out, const uint8_t *p, __m512 lut, __m512 s, __m5
     _mm512_storeu_ps(out + 16, _mm512_fmadd_ps(_mm512_permutex2var_ps(hi, i1, lo), s, mn));
 }
 
-static void dequant_rows_avx512(const msbnb__wview *w, float *out, int64_t r0, int64_t r1, int raw) {
+static void dequant_tile_avx512(const msbnb__wview *w, float *out, int64_t ldo, int64_t r0,
+                             int64_t r1, int64_t k0, int64_t k1, int raw) {
     const int64_t K = w->k;
     switch (w->type) {
     case MSBNB_QTYPE_NF4:
     case MSBNB_QTYPE_FP4:
     case MSBNB_QTYPE_INT4: {
-        int ok = K % 32 == 0 && (w->type != MSBNB_QTYPE_INT4 || w->block % 32 == 0);
+        int ok = K % 32 == 0 && k0 % 32 == 0 && k1 % 32 == 0 &&
+                 (w->type != MSBNB_QTYPE_INT4 || w->block % 32 == 0);
         if (!ok) break;
         float lutf[16];
         lut_of(w, lutf);
         const __m512 lut = _mm512_loadu_ps(lutf);
         const int has_min = w->type == MSBNB_QTYPE_INT4 && !w->symmetric;
         for (int64_t r = r0; r < r1; r++) {
-            float *o = out + (r - r0) * K;
+            float *o = out + (r - r0) * ldo;
             const uint8_t *p = w->packed + r * K / 2;
-            for (int64_t k = 0; k < K; k += 32) {
+            for (int64_t k = k0; k < k1; k += 32) {
                 int64_t si = w->type == MSBNB_QTYPE_INT4 ? r * w->gpr + k / w->block
                                                          : (r * K + k) / w->block;
                 __m512 mn = has_min ? _mm512_set1_ps(w->mins[si]) : _mm512_setzero_ps();
-                dq32(o + k, p + k / 2, lut, _mm512_set1_ps(w->absmax[si]), mn);
+                dq32(o + (k - k0), p + k / 2, lut, _mm512_set1_ps(w->absmax[si]), mn);
             }
         }
         return;
@@ -396,25 +398,25 @@ static void dequant_rows_avx512(const msbnb__wview *w, float *out, int64_t r0, i
     case MSBNB_QTYPE_F16:
     case MSBNB_QTYPE_INT8:
         for (int64_t r = r0; r < r1; r++) {
-            float *o = out + (r - r0) * K;
+            float *o = out + (r - r0) * ldo;
             float s = 1.0f, z = 0.0f;
             if (w->type == MSBNB_QTYPE_INT8) {
                 s = (w->symmetric && raw) ? 1.0f : w->rscale[r];
                 z = w->symmetric ? 0.0f : w->rzero[r];
             }
             const __m512 vs = _mm512_set1_ps(s), vz = _mm512_set1_ps(z);
-            for (int64_t k = 0; k < K; k += 16) {
-                __mmask16 mk = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
+            for (int64_t k = k0; k < k1; k += 16) {
+                __mmask16 mk = k1 - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k1 - k)) - 1);
                 __m512 v = load16(w, r * K + k, mk);
                 if (w->type == MSBNB_QTYPE_INT8) v = _mm512_mul_ps(_mm512_sub_ps(v, vz), vs);
-                _mm512_mask_storeu_ps(o + k, mk, v);
+                _mm512_mask_storeu_ps(o + (k - k0), mk, v);
             }
         }
         return;
     default: break;
     }
-    msbnb__dequant_rows_ref(w, out, r0, r1, raw);
+    msbnb__dequant_tile_ref(w, out, ldo, r0, r1, k0, k1, raw);
 }
 
-const msbnb__gemv_table msbnb__gemv_avx512 = {MSBNB_CPU_AVX512, dequant_rows_avx512, gemv_avx512,
+const msbnb__gemv_table msbnb__gemv_avx512 = {MSBNB_CPU_AVX512, dequant_tile_avx512, gemv_avx512,
                                               gemv_i8_avx512};

@@ -18,6 +18,7 @@ struct msbnb_linear {
     int64_t k, n;
     msbnb_qparams fmt;
     int nthreads;          /* <= 0: default */
+    int64_t ws_bytes;      /* dequantization panel budget; 0: default */
     msbnb_cpu_tier tier;
     float int8_threshold;
     float *bias;           /* [N] or NULL */
@@ -456,6 +457,15 @@ msbnb_status msbnb_linear_set_cpu_tier(msbnb_linear_t *l, msbnb_cpu_tier t) {
     l->tier = t;
     return MSBNB_OK;
 }
+msbnb_status msbnb_linear_set_workspace(msbnb_linear_t *l, int64_t bytes) {
+    MSBNB_CHECK_NULL(l);
+    if (bytes < 0)
+        return msbnb__fail(MSBNB_ERR_INVALID_ARGUMENT, "%s: bytes must be >= 0 (got %lld)", __func__,
+                           (long long)bytes);
+    l->ws_bytes = bytes;
+    return MSBNB_OK;
+}
+
 msbnb_cpu_tier msbnb_linear_cpu_tier(const msbnb_linear_t *l) { return l ? l->tier : MSBNB_CPU_SCALAR; }
 
 msbnb_status msbnb_linear_set_int8_threshold(msbnb_linear_t *l, float threshold) {
@@ -571,7 +581,7 @@ typedef struct {
     int64_t *acc;
     int64_t m, ld;
     float *panel;
-    int64_t r0;
+    int64_t r0, k0, k1, ldp; /* dequant: tile rows r0 + [b, e), cols [k0, k1), panel stride */
     int raw;
     int failed;
 } job_t;
@@ -594,36 +604,51 @@ static void gemv_i8_job(void *ctx, int64_t b, int64_t e, int tid) {
 
 static void dequant_job(void *ctx, int64_t b, int64_t e, int tid) {
     job_t *j = ctx;
-    j->kt->dequant_rows(j->w, j->panel + b * j->w->k, j->r0 + b, j->r0 + e, j->raw);
+    j->kt->dequant_tile(j->w, j->panel + b * j->ldp, j->ldp, j->r0 + b, j->r0 + e, j->k0, j->k1,
+                        j->raw);
 }
 
-/* Rows of W per dequantized panel: ~4 MiB of f32 (a cache-sized buffer; measured in
- * bench/bench_linear.c), at least 16 rows. */
-static int64_t panel_rows(int64_t k, int64_t n) {
-    const char *e = getenv("MSBNB_PANEL_KB"); /* TEMP tuning */
-    size_t kb = e ? (size_t)atoi(e) : 4096;
-    int64_t r = (int64_t)((kb << 10) / (4 * (size_t)k));
+#define DEFAULT_PANEL_BYTES ((int64_t)8 << 20)
+
+/* Rows of W per dequantized row panel (backward): the panel budget over K columns, a
+ * multiple of 16 rows, at least 16. */
+static int64_t panel_rows(const msbnb_linear_t *l) {
+    const int64_t budget = l->ws_bytes ? l->ws_bytes : DEFAULT_PANEL_BYTES;
+    int64_t r = budget / (4 * l->k) / 16 * 16;
     if (r < 16) r = 16;
-    r = r / 16 * 16;
-    return r > n ? n : r;
+    return r > l->n ? l->n : r;
 }
 
-/* Y[m, N] = X[m, K] · Wᵀ (no bias) through dequantized panels and sgemm (or scalar dots
- * for the reference tier, via the gemv kernel). raw: INT8 symmetric codes. */
+/* Columns of W per dequantized column panel (forward, large m): the panel budget over
+ * all N rows, a multiple of 64 columns (the SIMD tiles' alignment); by default at least
+ * 256 (sgemm's own K blocking is a few hundred; thinner slices re-read Y too often). */
+static int64_t panel_cols(const msbnb_linear_t *l) {
+    const int64_t budget = l->ws_bytes ? l->ws_bytes : DEFAULT_PANEL_BYTES;
+    const int64_t lo = l->ws_bytes ? 64 : 256;
+    int64_t c = budget / (4 * l->n) / 64 * 64;
+    if (c < lo) c = lo;
+    return c > l->k ? l->k : c;
+}
+
+/* Y[m, N] = X[m, K] · Wᵀ (no bias) for the SIMD tiers at large m: the weight is
+ * dequantized one column panel W[:, k0:k1] at a time (all N rows; never the whole float
+ * weight) and Y += X[:, k0:k1] · panelᵀ by sgemm. Column panels, not row panels: a row
+ * panel makes sgemm repack all of X for every panel. raw: INT8 symmetric codes. */
 static msbnb_status forward_panels(const msbnb_linear_t *l, const msbnb__gemv_table *kt,
                                    const msbnb__wview *w, float *y, const float *x, int64_t m,
                                    int raw) {
-    const int64_t K = l->k, N = l->n, pr = panel_rows(K, N);
+    const int64_t K = l->k, N = l->n, pc = panel_cols(l);
     const int nt = msbnb__resolve_threads(l->nthreads);
     float *panel;
-    MSBNB_TRY(alloc_arr((void **)&panel, pr * K, sizeof(float), "weight panel"));
+    MSBNB_TRY(alloc_arr((void **)&panel, pc * N, sizeof(float), "weight panel"));
     openblas_set_num_threads(nt);
-    for (int64_t r0 = 0; r0 < N; r0 += pr) {
-        int64_t rows = N - r0 < pr ? N - r0 : pr;
-        job_t j = {.kt = kt, .w = w, .panel = panel, .r0 = r0, .raw = raw};
-        msbnb__parallel_for(nt, rows, 4, dequant_job, &j);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)rows, (int)K, 1.0f, x,
-                    (int)K, panel, (int)K, 0.0f, y + r0, (int)N);
+    for (int64_t k0 = 0; k0 < K; k0 += pc) {
+        const int64_t cols = K - k0 < pc ? K - k0 : pc;
+        job_t j = {.kt = kt, .w = w, .panel = panel, .r0 = 0, .k0 = k0, .k1 = k0 + cols,
+                   .ldp = cols, .raw = raw};
+        msbnb__parallel_for(nt, N, 16, dequant_job, &j);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)N, (int)cols, 1.0f,
+                    x + k0, (int)K, panel, (int)cols, k0 == 0 ? 0.0f : 1.0f, y, (int)N);
     }
     msbnb__free(panel);
     return MSBNB_OK;
@@ -768,7 +793,7 @@ msbnb_status msbnb_linear_backward(const msbnb_linear_t *l, float *dx, float *dw
     if (dx) {
         /* dX = dY · W, one dequantized panel of W rows at a time: dX += dY[:, panel] · P */
         msbnb__wview w = view_of(l);
-        const int64_t pr = panel_rows(K, N);
+        const int64_t pr = panel_rows(l);
         float *panel;
         MSBNB_TRY(alloc_arr((void **)&panel, pr * K, sizeof(float), "weight panel"));
         memset(dx, 0, (size_t)(m * K) * sizeof(float));
@@ -780,7 +805,8 @@ msbnb_status msbnb_linear_backward(const msbnb_linear_t *l, float *dx, float *dw
                             1.0f, dy + r0, (int)N, l->f32 + r0 * K, (int)K, 1.0f, dx, (int)K);
                 continue;
             }
-            job_t j = {.kt = kt, .w = &w, .panel = panel, .r0 = r0, .raw = 0};
+            job_t j = {.kt = kt, .w = &w, .panel = panel, .r0 = r0, .k0 = 0, .k1 = K, .ldp = K,
+                       .raw = 0};
             msbnb__parallel_for(nt, rows, 4, dequant_job, &j);
             if (!scalar) {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)K, (int)rows,
@@ -821,6 +847,6 @@ msbnb_status msbnb_linear_dequantize_weight(const msbnb_linear_t *l, float *w_ou
     MSBNB_CHECK_NULL(l);
     MSBNB_CHECK_NULL(w_out);
     msbnb__wview w = view_of(l);
-    msbnb__dequant_rows_ref(&w, w_out, 0, l->n, 0);
+    msbnb__dequant_tile_ref(&w, w_out, l->k, 0, l->n, 0, l->k, 0);
     return MSBNB_OK;
 }

@@ -5,7 +5,10 @@
  * total exceeds 1.5 GiB, so the weights stream from DRAM, not from the (large) L3, as
  * they do when a model's layers run one after another. The read bandwidth is measured in
  * the same run (benchutil's probe and an AVX-512 probe, both streaming 1 GiB; the larger is
- * the reference). Output: a markdown table for bench/RESULTS.md.
+ * the reference), at the start and again (AVX-512 probe) before each kind's rows, because
+ * other work on a shared machine changes it: each row's "% of read BW" uses the reading
+ * taken just before it (printed in the "read BW" column). The load average is printed.
+ * Output: a markdown table for bench/RESULTS.md.
  *
  * Usage: bench_linear [--quick] [--tier scalar|avx2|avx512] [--shape i] [--kind i] [--m M]
  *   (--shape 0..2, --kind 0..5, --m: run only those; threads: MSBNB_THREADS) */
@@ -108,7 +111,10 @@ int main(int argc, char **argv) {
     double bw1 = bu_read_bandwidth(nt, (size_t)1 << 30);
     double bw2 = simd_read_bw(nt, (size_t)1 << 30);
     double bw = bw1 > bw2 ? bw1 : bw2;
+    double load[3] = {0, 0, 0};
+    if (getloadavg(load, 3) < 0) load[0] = -1;
     printf("# bench_linear — %s\n", bu_machine());
+    printf("load average at start: %.2f %.2f %.2f\n", load[0], load[1], load[2]);
     printf("threads %d, tier %s; read bandwidth (1 GiB streamed): benchutil %.1f GB/s, AVX-512 "
            "probe %.1f GB/s -> reference %.1f GB/s\n\n",
            nt, msbnb_cpu_tier_name(tier), bw1 / 1e9, bw2 / 1e9, bw / 1e9);
@@ -124,8 +130,8 @@ int main(int argc, char **argv) {
                   {"int8", MSBNB_QTYPE_INT8, 0, 0},       {"int4-g128", MSBNB_QTYPE_INT4, 128, 0},
                   {"nf4", MSBNB_QTYPE_NF4, 64, 0},        {"nf4+dq", MSBNB_QTYPE_NF4, 64, 1}};
     int nshapes = quick ? 1 : 3;
-    printf("| K x N | M | kind | time (median) | GB/s of weights | %% of read BW | GFLOP/s | speed-up vs f32 |\n");
-    printf("|---|---|---|---|---|---|---|---|\n");
+    printf("| K x N | M | kind | time (median) | GB/s of weights | read BW GB/s | %% of read BW | GFLOP/s | speed-up vs f32 |\n");
+    printf("|---|---|---|---|---|---|---|---|---|\n");
     for (int si = 0; si < nshapes; si++) {
         int sidx = only_shape >= 0 ? only_shape % 3 : quick ? 2 : si;
         if (only_shape >= 0 && si > 0) break;
@@ -158,6 +164,10 @@ int main(int argc, char **argv) {
                 msbnb_linear_set_threads(copies[c], nt);
                 if (msbnb_linear_set_cpu_tier(copies[c], tier) != MSBNB_OK) return 1;
             }
+            /* the bandwidth now, with the same 1 GiB stream (the layer copies are allocated,
+             * so this is what is left to the kernel under the current load) */
+            double bwk = simd_read_bw(nt, (size_t)1 << 30);
+            if (bwk <= 0) bwk = bw;
             for (int mi = 0; mi < 4; mi++) {
                 int64_t m = ms[mi];
                 if (only_m && m != only_m) continue;
@@ -168,9 +178,9 @@ int main(int argc, char **argv) {
                 if (ki == 0) f32_time[mi] = t;
                 double gflops = 2.0 * (double)m * (double)K * (double)N / t / 1e9;
                 double gbs = (double)bytes / t / 1e9;
-                printf("| %lld x %lld | %lld | %s | %.3f ms | %.1f | %.0f %% | %.1f | %.2fx |\n",
+                printf("| %lld x %lld | %lld | %s | %.3f ms | %.1f | %.1f | %.0f %% | %.1f | %.2fx |\n",
                        (long long)K, (long long)N, (long long)m, kinds[ki].name, t * 1e3, gbs,
-                       100.0 * (double)bytes / t / bw, gflops, f32_time[mi] / t);
+                       bwk / 1e9, 100.0 * (double)bytes / t / bwk, gflops, f32_time[mi] / t);
                 fflush(stdout);
             }
             for (int c = 0; c < ncopies; c++) msbnb_linear_free(copies[c]);

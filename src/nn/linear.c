@@ -610,7 +610,7 @@ static void dequant_job(void *ctx, int64_t b, int64_t e, int tid) {
 
 #define DEFAULT_PANEL_BYTES ((int64_t)8 << 20)
 
-/* Rows of W per dequantized row panel (backward): the panel budget over K columns, a
+/* Rows of W per dequantized row panel: the panel budget over K columns, a
  * multiple of 16 rows, at least 16. */
 static int64_t panel_rows(const msbnb_linear_t *l) {
     const int64_t budget = l->ws_bytes ? l->ws_bytes : DEFAULT_PANEL_BYTES;
@@ -619,7 +619,7 @@ static int64_t panel_rows(const msbnb_linear_t *l) {
     return r > l->n ? l->n : r;
 }
 
-/* Columns of W per dequantized column panel (forward, large m): the panel budget over
+/* Columns of W per dequantized column panel: the panel budget over
  * all N rows, a multiple of 64 columns (the SIMD tiles' alignment); by default at least
  * 256 (sgemm's own K blocking is a few hundred; thinner slices re-read Y too often). */
 static int64_t panel_cols(const msbnb_linear_t *l) {
@@ -631,24 +631,40 @@ static int64_t panel_cols(const msbnb_linear_t *l) {
 }
 
 /* Y[m, N] = X[m, K] · Wᵀ (no bias) for the SIMD tiers at large m: the weight is
- * dequantized one column panel W[:, k0:k1] at a time (all N rows; never the whole float
- * weight) and Y += X[:, k0:k1] · panelᵀ by sgemm. Column panels, not row panels: a row
- * panel makes sgemm repack all of X for every panel. raw: INT8 symmetric codes. */
+ * dequantized one panel at a time (never the whole float weight) and multiplied by sgemm.
+ * Row panels W[r0:r1, :] give Y[:, r0:r1] directly but make sgemm repack all of X for
+ * each panel (4·m·K bytes, N/rows times); column panels W[:, k0:k1] accumulate
+ * Y += X[:, k0:k1] · panelᵀ, re-reading and re-writing Y for each panel (8·m·N bytes, K/cols
+ * times). With panels of equal size the first moves 4·m·N·K²/P bytes, the second
+ * 8·m·N²·K/P: row panels when K < 2N. raw: INT8 symmetric codes. */
 static msbnb_status forward_panels(const msbnb_linear_t *l, const msbnb__gemv_table *kt,
                                    const msbnb__wview *w, float *y, const float *x, int64_t m,
                                    int raw) {
-    const int64_t K = l->k, N = l->n, pc = panel_cols(l);
+    const int64_t K = l->k, N = l->n;
     const int nt = msbnb__resolve_threads(l->nthreads);
+    const int by_rows = K < 2 * N;
+    const int64_t step = by_rows ? panel_rows(l) : panel_cols(l);
     float *panel;
-    MSBNB_TRY(alloc_arr((void **)&panel, pc * N, sizeof(float), "weight panel"));
+    MSBNB_TRY(alloc_arr((void **)&panel, step * (by_rows ? K : N), sizeof(float), "weight panel"));
     openblas_set_num_threads(nt);
-    for (int64_t k0 = 0; k0 < K; k0 += pc) {
-        const int64_t cols = K - k0 < pc ? K - k0 : pc;
-        job_t j = {.kt = kt, .w = w, .panel = panel, .r0 = 0, .k0 = k0, .k1 = k0 + cols,
-                   .ldp = cols, .raw = raw};
-        msbnb__parallel_for(nt, N, 16, dequant_job, &j);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)N, (int)cols, 1.0f,
-                    x + k0, (int)K, panel, (int)cols, k0 == 0 ? 0.0f : 1.0f, y, (int)N);
+    if (by_rows) {
+        for (int64_t r0 = 0; r0 < N; r0 += step) {
+            const int64_t rows = N - r0 < step ? N - r0 : step;
+            job_t j = {.kt = kt, .w = w, .panel = panel, .r0 = r0, .k0 = 0, .k1 = K, .ldp = K,
+                       .raw = raw};
+            msbnb__parallel_for(nt, rows, 4, dequant_job, &j);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)rows, (int)K, 1.0f,
+                        x, (int)K, panel, (int)K, 0.0f, y + r0, (int)N);
+        }
+    } else {
+        for (int64_t k0 = 0; k0 < K; k0 += step) {
+            const int64_t cols = K - k0 < step ? K - k0 : step;
+            job_t j = {.kt = kt, .w = w, .panel = panel, .r0 = 0, .k0 = k0, .k1 = k0 + cols,
+                       .ldp = cols, .raw = raw};
+            msbnb__parallel_for(nt, N, 16, dequant_job, &j);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)N, (int)cols, 1.0f,
+                        x + k0, (int)K, panel, (int)cols, k0 == 0 ? 0.0f : 1.0f, y, (int)N);
+        }
     }
     msbnb__free(panel);
     return MSBNB_OK;

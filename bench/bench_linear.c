@@ -13,7 +13,13 @@
  * load, not minutes apart. The load average is printed before and after each shape.
  * Output: a markdown table for bench/RESULTS.md.
  *
- * Usage: bench_linear [--quick] [--tier scalar|avx2|avx512] [--shape i] [--kind i] [--m M]
+ * A second table (--hot, or after the main one) gives each kernel's own speed, free of the
+ * memory system and of the machine's load: one thread, a weight small enough to stay in
+ * the L2 cache (K x N = 4096 x 256), timed by the thread's CPU time (CLOCK_THREAD_CPUTIME_ID,
+ * which does not count time the thread waits for a core). Weight bytes per CPU-second per
+ * core, times the thread count, is what the kernel could stream if memory kept up.
+ *
+ * Usage: bench_linear [--quick] [--hot] [--tier scalar|avx2|avx512] [--shape i] [--kind i] [--m M]
  *   (--shape 0..2, --kind 1..5 (f32 always runs), --m: run only those; --quick: shape 2,
  *   fewer repetitions; threads: MSBNB_THREADS) */
 #include "benchutil.h"
@@ -24,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define NKINDS 6
 #define MAX_COPIES 64
@@ -78,6 +85,12 @@ static void print_load(const char *when) {
     printf("load average %s: %.2f %.2f %.2f\n", when, load[0], load[1], load[2]);
 }
 
+static double thread_cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 typedef struct {
     msbnb_linear_t *copies[MAX_COPIES];
     int ncopies, next;
@@ -85,11 +98,12 @@ typedef struct {
 } kind_state;
 
 int main(int argc, char **argv) {
-    int quick = 0, only_shape = -1, only_kind = -1;
+    int quick = 0, hot_only = 0, only_shape = -1, only_kind = -1;
     int64_t only_m = 0;
     msbnb_cpu_tier tier = msbnb_cpu_tier_best();
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) quick = 1;
+        else if (strcmp(argv[i], "--hot") == 0) hot_only = 1;
         else if (strcmp(argv[i], "--tier") == 0 && i + 1 < argc) {
             if (msbnb_cpu_tier_from_name(argv[++i], &tier) != MSBNB_OK) return 2;
         } else if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc) only_shape = atoi(argv[++i]);
@@ -101,7 +115,7 @@ int main(int argc, char **argv) {
         }
     }
     const int nt = msbnb_default_threads();
-    const size_t probe_bytes = (size_t)1 << 30;
+    const size_t probe_bytes = hot_only ? 4096 : (size_t)1 << 30;
     float *probe = aligned_alloc(64, probe_bytes);
     if (!probe) return 1;
     for (size_t i = 0; i < probe_bytes / 4; i++) probe[i] = (float)(i & 7);
@@ -121,7 +135,7 @@ int main(int argc, char **argv) {
                        {"int8", MSBNB_QTYPE_INT8, 0, 0},       {"int4-g128", MSBNB_QTYPE_INT4, 128, 0},
                        {"nf4", MSBNB_QTYPE_NF4, 64, 0},        {"nf4+dq", MSBNB_QTYPE_NF4, 64, 1}};
     for (int si = 0; si < 3; si++) {
-        if (only_shape >= 0 ? si != only_shape : quick && si != 2) continue;
+        if (hot_only || (only_shape >= 0 ? si != only_shape : quick && si != 2)) continue;
         const int64_t K = shapes[si][0], N = shapes[si][1];
         float *w = malloc(sizeof(float) * (size_t)(K * N));
         float *x = malloc(sizeof(float) * (size_t)(512 * K));
@@ -212,5 +226,47 @@ int main(int argc, char **argv) {
         free(y);
     }
     free(probe);
+
+    /* kernel speed per core: hot weight, one thread, thread CPU time */
+    {
+        const int64_t K = 4096, N = 256;
+        float *w = malloc(sizeof(float) * (size_t)(K * N)), *x = malloc(sizeof(float) * 8 * K);
+        float *y = malloc(sizeof(float) * 8 * N);
+        if (!w || !x || !y) return 1;
+        bu_fill_normal(w, (size_t)(K * N), 3, 0.02f);
+        bu_fill_normal(x, (size_t)(8 * K), 4, 1.0f);
+        printf("\nKernel speed per core (one thread, %lld x %lld weight hot in L2, thread CPU time, "
+               "median of 9 runs of 50 calls):\n\n", (long long)K, (long long)N);
+        printf("| M | kind | CPU time per call | GB/s of weights per core | GFLOP/s per core |\n");
+        printf("|---|---|---|---|---|\n");
+        for (int mi = 0; mi < 2; mi++) {
+            const int64_t m = mi ? 8 : 1;
+            for (int ki = 0; ki < NKINDS; ki++) {
+                msbnb_qparams p = msbnb_qparams_default(kinds[ki].t);
+                if (kinds[ki].block) p.block = kinds[ki].block;
+                p.double_quant = kinds[ki].dq;
+                msbnb_linear_t *l;
+                if (msbnb_linear_create(&l, K, N, w, NULL, &p) != MSBNB_OK ||
+                    msbnb_linear_set_threads(l, 1) != MSBNB_OK ||
+                    msbnb_linear_set_cpu_tier(l, tier) != MSBNB_OK)
+                    return 1;
+                double ts[9];
+                for (int r = 0; r < 9; r++) {
+                    double t0 = thread_cpu_now();
+                    for (int it = 0; it < 50; it++)
+                        if (msbnb_linear_forward(l, y, x, m) != MSBNB_OK) return 1;
+                    ts[r] = (thread_cpu_now() - t0) / 50;
+                }
+                const double tm = median(ts, 9);
+                printf("| %lld | %s | %.1f us | %.1f | %.1f |\n", (long long)m, kinds[ki].name,
+                       tm * 1e6, (double)msbnb_linear_weight_bytes(l) / tm / 1e9,
+                       2.0 * (double)m * (double)K * (double)N / tm / 1e9);
+                msbnb_linear_free(l);
+            }
+        }
+        free(w);
+        free(x);
+        free(y);
+    }
     return 0;
 }

@@ -99,7 +99,9 @@ MSBNB_API msbnb_status msbnb_linear_forward_bf16(const msbnb_linear_t *l, void *
 
 /* Backward of forward for dy [m, N] (and x [m, K], needed only for dw):
  *   dx [m, K] = dy · W      (overwritten; NULL to skip), computed through the quantized
- *                            weight panel by panel, never a full float copy;
+ *                            weight one dequantized row panel (msbnb_linear_set_workspace
+ *                            bytes, default 8 MiB) at a time: no full float copy of a
+ *                            weight larger than the panel;
  *   dw [N, K] += dyᵀ · x    (f32/bf16/f16 layers only; NULL to skip);
  *   db [N]    += Σ_m dy     (layers with or without bias; NULL to skip).
  * dw on a quantized layer: STATE. x may be NULL when dw is NULL. */
@@ -122,10 +124,11 @@ MSBNB_API msbnb_status msbnb_linear_set_cpu_tier(msbnb_linear_t *l, msbnb_cpu_ti
 MSBNB_API msbnb_cpu_tier msbnb_linear_cpu_tier(const msbnb_linear_t *l);
 
 /* Size in bytes of the float panel into which the weight is dequantized, piece by piece,
- * for sgemm: a column panel W[:, k0:k1] over all rows in forward at m > 8 (SIMD tiers), a
- * row panel in backward's dX; the float weight is never materialized whole. 0 selects the
- * default (8 MiB, at least 256 columns / 16 rows); a small value gives thinner panels (at
- * least 64 columns / 16 rows). Results agree to rounding for any value.
+ * for sgemm: in forward at m > 8 (SIMD tiers) a row panel W[r0:r1, :] when K < 2N, else a
+ * column panel W[:, k0:k1] over all rows; in backward's dX a row panel. The float weight is
+ * never materialized whole (unless it fits in the panel). 0 selects the default (8 MiB,
+ * column panels at least 256 wide); a small value gives thinner panels (at least 64
+ * columns / 16 rows). Results agree to rounding for any value.
  * Errors: INVALID_ARGUMENT (NULL, bytes < 0). */
 MSBNB_API msbnb_status msbnb_linear_set_workspace(msbnb_linear_t *l, int64_t bytes);
 

@@ -115,9 +115,9 @@ static inline __attribute__((always_inline)) void lut4_rows(const msbnb__wview *
         const uint8_t *p = w->packed + r * K / 2;
         units_t un = units_start(w, r);
         for (int64_t c = 0; c < nc; c++, units_next(&un)) {
-            /* 16 lines ahead: decoding costs about as much time as streaming the bytes
+            /* 32 lines ahead: decoding costs about as much time as streaming the bytes
              * from DRAM, so the loads should be in flight before they are needed */
-            _mm_prefetch((const char *)(p + c * 64 + 1024), _MM_HINT_T0);
+            _mm_prefetch((const char *)(p + c * 64 + 2048), _MM_HINT_T0);
             __m512i v = _mm512_loadu_si512((const void *)(p + c * 64));
             __m512 S = unit_vec(&un, w->absmax);
             __m512 w0 = _mm512_permutexvar_ps(v, lut);

@@ -177,7 +177,7 @@ int main(int argc, char **argv) {
         for (int mi = 0; mi < 4; mi++) {
             const int64_t m = ms[mi];
             if (only_m && m != only_m) continue;
-            int reps = m == 1 ? 21 : m == 8 ? 11 : m == 64 ? 7 : 5;
+            int reps = m == 1 ? 21 : m == 8 ? 11 : m == 64 ? 11 : 9;
             if (quick && reps > 5) reps = 5;
             double t[NKINDS][32], tbw[32];
             for (int ki = 0; ki < NKINDS; ki++) /* warm-up: page faults, thread start */

@@ -667,6 +667,56 @@ static void test_threads_and_tier_selection(void) {
     free(y2);
 }
 
+/* Layers large enough that forward cuts the rows into more chunks than threads (a thread
+ * takes several chunks and prepares x once): every tier and thread count against the
+ * scalar tier. */
+static void test_forward_many_chunks(void) {
+    static const int kix[] = {1, 3, 5, 7, 10, 11}; /* bf16, int8, int8-asym, int4-g128-asym, nf4, nf4-dq */
+    const int64_t K = g_small ? 1024 : 4096, N = 257;
+    float *w = malloc((size_t)(N * K) * 4), *x = malloc((size_t)(8 * K) * 4);
+    float *y0 = malloc((size_t)(8 * N) * 4), *y = malloc((size_t)(8 * N) * 4);
+    float *wd = malloc((size_t)(N * K) * 4);
+    double *mag = malloc((size_t)(8 * N) * 8);
+    tu_fill_normal(&g_rng, w, (size_t)(N * K), 0.05f);
+    tu_fill_normal(&g_rng, x, (size_t)(8 * K), 1.0f);
+    for (size_t q = 0; q < sizeof kix / sizeof kix[0]; q++) {
+        const kind_t *kd = &kinds[kix[q]];
+        msbnb_linear_t *l = NULL;
+        CHECK_OK(msbnb_linear_create(&l, K, N, w, NULL, &kd->p));
+        if (!l) continue;
+        CHECK_OK(msbnb_linear_dequantize_weight(l, wd));
+        for (int64_t i = 0; i < 8; i++) /* Σ_k |x w|: the scale of f32 rounding */
+            for (int64_t r = 0; r < N; r++) {
+                double a = 0;
+                for (int64_t k = 0; k < K; k++) a += fabs((double)x[i * K + k] * wd[r * K + k]);
+                mag[i * N + r] = a;
+            }
+        for (int64_t m = 1; m <= 8; m += 7) {
+            CHECK_OK(msbnb_linear_set_cpu_tier(l, MSBNB_CPU_SCALAR));
+            CHECK_OK(msbnb_linear_forward(l, y0, x, m));
+            for (int t = 0; t < n_tiers; t++)
+                for (int nt = 1; nt <= 3; nt++) {
+                    CHECK_OK(msbnb_linear_set_cpu_tier(l, tiers[t]));
+                    CHECK_OK(msbnb_linear_set_threads(l, nt));
+                    memset(y, 0xff, (size_t)(m * N) * 4);
+                    CHECK_OK(msbnb_linear_forward(l, y, x, m));
+                    int bad = 0;
+                    for (int64_t i = 0; i < m * N; i++)
+                        bad += !(fabs(y[i] - y0[i]) <= 2e-5 * mag[i] + 1e-6);
+                    CHECKF(bad == 0, "%s %s threads=%d m=%lld: %d outputs off scalar", kd->name,
+                           msbnb_cpu_tier_name(tiers[t]), nt, (long long)m, bad);
+                }
+        }
+        msbnb_linear_free(l);
+    }
+    free(w);
+    free(x);
+    free(y0);
+    free(y);
+    free(wd);
+    free(mag);
+}
+
 int main(void) {
     uint64_t seed = tu_seed();
     tu_rng_init(&g_rng, seed);
@@ -678,6 +728,7 @@ int main(void) {
     RUN_TEST(test_bad_input);
     RUN_TEST(test_threads_and_tier_selection);
     RUN_TEST(test_forward_all_kinds_tiers_shapes);
+    RUN_TEST(test_forward_many_chunks);
     RUN_TEST(test_backward_all_kinds);
     RUN_TEST(test_quantize_weights_in_place);
     RUN_TEST(test_forward_bf16_activations);

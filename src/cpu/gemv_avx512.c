@@ -157,13 +157,15 @@ static inline __attribute__((always_inline)) void lut4_rows(const msbnb__wview *
         break;
 
 static void gemv_lut4(const msbnb__wview *w, float *y, int64_t ldy, const float *x, int64_t m,
-                      int64_t r0, int64_t r1, float *scratch) {
+                      int64_t r0, int64_t r1, float *scratch, int x_ready) {
     const int64_t K = w->k;
     const int has_min = w->type == MSBNB_QTYPE_INT4 && !w->symmetric;
     float *xp = scratch, *xs = scratch + m * K;
     float lutf[16];
     lut_of(w, lutf);
-    for (int64_t i = 0; i < m; i++) permute_x(xp + i * K, has_min ? xs + i * (K / 8) : NULL, x + i * K, K);
+    if (!x_ready)
+        for (int64_t i = 0; i < m; i++)
+            permute_x(xp + i * K, has_min ? xs + i * (K / 8) : NULL, x + i * K, K);
     switch (m) {
         LUT4_CASE(1)
         LUT4_CASE(2)
@@ -173,7 +175,7 @@ static void gemv_lut4(const msbnb__wview *w, float *y, int64_t ldy, const float 
         LUT4_CASE(6)
         LUT4_CASE(7)
         LUT4_CASE(8)
-    default: msbnb__gemv_ref(w, y, ldy, x, m, r0, r1, scratch); break;
+    default: msbnb__gemv_ref(w, y, ldy, x, m, r0, r1, scratch, 0); break;
     }
 }
 
@@ -252,9 +254,9 @@ static void gemv_dense(const msbnb__wview *w, float *y, int64_t ldy, const float
 }
 
 static void gemv_avx512(const msbnb__wview *w, float *y, int64_t ldy, const float *x, int64_t m,
-                        int64_t r0, int64_t r1, float *scratch) {
+                        int64_t r0, int64_t r1, float *scratch, int x_ready) {
     if (m > 8) {
-        msbnb__gemv_ref(w, y, ldy, x, m, r0, r1, scratch);
+        msbnb__gemv_ref(w, y, ldy, x, m, r0, r1, scratch, 0);
         return;
     }
     switch (w->type) {
@@ -271,13 +273,13 @@ static void gemv_avx512(const msbnb__wview *w, float *y, int64_t ldy, const floa
     case MSBNB_QTYPE_FP4:
     case MSBNB_QTYPE_INT4:
         if (lut4_fast(w)) {
-            gemv_lut4(w, y, ldy, x, m, r0, r1, scratch);
+            gemv_lut4(w, y, ldy, x, m, r0, r1, scratch, x_ready);
             return;
         }
         break;
     default: break;
     }
-    msbnb__gemv_ref(w, y, ldy, x, m, r0, r1, scratch);
+    msbnb__gemv_ref(w, y, ldy, x, m, r0, r1, scratch, 0);
 }
 
 /* ---------------------------------------------------------------- int8 · int8 */

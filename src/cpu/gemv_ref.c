@@ -70,7 +70,8 @@ void msbnb__dequant_tile_ref(const msbnb__wview *w, float *out, int64_t ldo, int
 
 /* y[i, r] = Σ_k x[i, k] · W[r, k]: decode one row into scratch (L1/L2), then m dots. */
 void msbnb__gemv_ref(const msbnb__wview *w, float *y, int64_t ldy, const float *x, int64_t m,
-                     int64_t r0, int64_t r1, float *scratch) {
+                     int64_t r0, int64_t r1, float *scratch, int x_ready) {
+    (void)x_ready; /* scratch holds one decoded row, rewritten each time */
     const int64_t K = w->k;
     for (int64_t r = r0; r < r1; r++) {
         dequant_row(w, scratch, r, 0, K, 0);

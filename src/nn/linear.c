@@ -8,6 +8,8 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -566,12 +568,6 @@ static msbnb_status check_call(const msbnb_linear_t *l, int64_t m, const char *f
     return MSBNB_OK;
 }
 
-/* Rows per parallel chunk: enough weight bytes per chunk to amortise the fork. */
-static int64_t row_grain(const msbnb_linear_t *l) {
-    int64_t g = (int64_t)(65536 / (l->k + 1));
-    return g < 1 ? 1 : g;
-}
-
 typedef struct {
     const msbnb__gemv_table *kt;
     const msbnb__wview *w;
@@ -583,23 +579,65 @@ typedef struct {
     float *panel;
     int64_t r0, k0, k1, ldp; /* dequant: tile rows r0 + [b, e), cols [k0, k1), panel stride */
     int raw;
-    int failed;
 } job_t;
 
-static void gemv_job(void *ctx, int64_t b, int64_t e, int tid) {
-    job_t *j = ctx;
-    float *scratch = msbnb__alloc((size_t)msbnb__gemv_scratch(j->w->k, j->m) * sizeof(float));
-    if (!scratch) {
-        j->failed = 1; /* benign race: only ever set to 1 */
-        return;
+/* Small-m forward over threads with dynamic scheduling: rows are cut into chunks of about
+ * 256 KiB of weight and each thread takes the next chunk from an atomic counter, so a
+ * thread that the OS deschedules (a shared machine, unequal cores) does not hold the
+ * others up, as it does with one fixed range per thread. Each thread allocates its
+ * scratch and prepares x once. */
+typedef struct {
+    job_t *j;
+    int i8; /* gemv_i8 instead of gemv */
+    int64_t n, chunk;
+    atomic_llong next;
+} sched_t;
+
+static void *sched_worker(void *arg) {
+    sched_t *sc = arg;
+    job_t *j = sc->j;
+    float *scratch = NULL;
+    if (!sc->i8) {
+        scratch = msbnb__alloc((size_t)msbnb__gemv_scratch(j->w->k, j->m) * sizeof(float));
+        if (!scratch) return NULL; /* take no rows: the other threads finish them */
     }
-    j->kt->gemv(j->w, j->y, j->ld, j->x, j->m, b, e, scratch);
+    for (int ready = 0;; ready = 1) {
+        const int64_t b = (int64_t)atomic_fetch_add(&sc->next, (long long)sc->chunk);
+        if (b >= sc->n) break;
+        const int64_t e = sc->n - b < sc->chunk ? sc->n : b + sc->chunk;
+        if (sc->i8)
+            j->kt->gemv_i8(j->w, j->acc, j->ld, j->xq, j->m, b, e);
+        else
+            j->kt->gemv(j->w, j->y, j->ld, j->x, j->m, b, e, scratch, ready);
+    }
     msbnb__free(scratch);
+    return NULL;
 }
 
-static void gemv_i8_job(void *ctx, int64_t b, int64_t e, int tid) {
-    job_t *j = ctx;
-    j->kt->gemv_i8(j->w, j->acc, j->ld, j->xq, j->m, b, e);
+/* Runs the gemv (or gemv_i8) kernel of job j over all N rows with nt threads. */
+static msbnb_status run_rows(const msbnb_linear_t *l, job_t *j, int i8, int nt) {
+    sched_t sc;
+    sc.j = j;
+    sc.i8 = i8;
+    sc.n = l->n;
+    const int64_t row_bytes = l->bytes / l->n + 1;
+    sc.chunk = (256 << 10) / row_bytes;
+    if (sc.chunk < 1) sc.chunk = 1;
+    if (sc.chunk * nt > sc.n) sc.chunk = (sc.n + nt - 1) / nt; /* small layers: one range each */
+    atomic_init(&sc.next, 0);
+    const int64_t nchunks = (sc.n + sc.chunk - 1) / sc.chunk;
+    if (nt > nchunks) nt = (int)nchunks;
+    if (nt > 64) nt = 64;
+    pthread_t th[64];
+    int started[64] = {0};
+    for (int t = 1; t < nt; t++) started[t] = pthread_create(&th[t], NULL, sched_worker, &sc) == 0;
+    sched_worker(&sc);
+    for (int t = 1; t < nt; t++)
+        if (started[t]) pthread_join(th[t], NULL);
+    /* rows are left only if every thread failed to allocate its scratch */
+    if (atomic_load(&sc.next) < sc.n)
+        return msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "linear forward: out of memory");
+    return MSBNB_OK;
 }
 
 static void dequant_job(void *ctx, int64_t b, int64_t e, int tid) {
@@ -688,9 +726,7 @@ static msbnb_status forward_float(const msbnb_linear_t *l, const msbnb__gemv_tab
     if (m > MSBNB__GEMV_MAX_M && kt->tier != MSBNB_CPU_SCALAR)
         return forward_panels(l, kt, w, y, x, m, 0);
     job_t j = {.kt = kt, .w = w, .y = y, .x = x, .m = m, .ld = N};
-    msbnb__parallel_for(nt, N, row_grain(l), gemv_job, &j);
-    if (j.failed) return msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "linear forward: out of memory");
-    return MSBNB_OK;
+    return run_rows(l, &j, 0, nt);
 }
 
 /* LLM.int8 (bitsandbytes MatMul8bitLt): X is quantized row-wise (outlier columns, if a
@@ -714,8 +750,8 @@ static msbnb_status forward_int8(const msbnb_linear_t *l, const msbnb__gemv_tabl
         st = alloc_arr((void **)&acc, m * N, sizeof(int64_t), "int8 accumulators");
         if (st == MSBNB_OK) {
             job_t j = {.kt = kt, .w = w, .xq = xq, .acc = acc, .m = m, .ld = N};
-            msbnb__parallel_for(nt, N, row_grain(l), gemv_i8_job, &j);
-            for (int64_t i = 0; i < m; i++)
+            st = run_rows(l, &j, 1, nt);
+            for (int64_t i = 0; st == MSBNB_OK && i < m; i++)
                 for (int64_t r = 0; r < N; r++)
                     y[i * N + r] = (float)acc[i * N + r] * sx[i] * l->scb[r] * MM_DEQUANT_CONST;
         }

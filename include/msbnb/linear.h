@@ -10,7 +10,10 @@
  * caller keeps its buffers. Thread safety: forward/backward/dequantize on one layer may run
  * concurrently from several threads (they only read the layer); set_* and
  * quantize_weights mutate it and need exclusive access. OpenBLAS, used by the SIMD tiers
- * for large M, has a process-wide thread count that forward sets to the layer's count.
+ * for f32 layers and for m > 8, has a process-wide thread count that forward sets to the
+ * layer's count; its worker threads keep spinning for a while after each call
+ * (OPENBLAS_THREAD_TIMEOUT, default 2^28 cycles) and take cores from the small-m kernels
+ * that run next: a program that mixes both can set OPENBLAS_THREAD_TIMEOUT=4.
  *
  * Int8, symmetric (bitsandbytes Linear8bitLt, Dettmers et al. 2022, arXiv:2208.07339):
  * the weight is quantized row-wise with int8_vectorwise_quant of its float16 cast (codes CB

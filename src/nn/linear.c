@@ -902,3 +902,7 @@ msbnb_status msbnb_linear_dequantize_weight(const msbnb_linear_t *l, float *w_ou
     msbnb__dequant_tile_ref(&w, w_out, l->k, 0, l->n, 0, l->k, 0);
     return MSBNB_OK;
 }
+
+/* The layer's weight as a read-only kernel view (borrowed; valid while the layer is
+ * unchanged). Internal: the CUDA backend (src/cuda/linear_cuda.cu) uploads a layer through it. */
+msbnb__wview msbnb__linear_view(const msbnb_linear_t *l) { return view_of(l); }

@@ -10,7 +10,7 @@
 #include <string.h>
 
 typedef struct {
-    int op; /* 0 quantize, 1 dequantize, 2 memcpy */
+    int op; /* 0 quantize, 1 dequantize, 2 memcpy, 3 int8 per row, 4 LLM.int8 rows, 5 int4 g128 */
     msbnb_qtype type;
     int64_t n, block;
     int threads;
@@ -29,6 +29,12 @@ static void run(void *p) {
         else
             st = msbnb_quantize_4bit(j->q, j->absmax, j->x, MSBNB_DTYPE_F32, j->n, j->block, j->type, j->threads);
         break;
+    case 3: st = msbnb_quantize_8bit((int8_t *)j->q, j->absmax, NULL, j->x, j->n / 4096, 4096, 1, 0); break;
+    case 4:
+        st = msbnb_int8_vectorwise_quant((int8_t *)j->q, j->absmax, NULL, 0, NULL, j->x, MSBNB_DTYPE_F32,
+                                         j->n / 4096, 4096, 0.0f);
+        break;
+    case 5: st = msbnb_quantize_int4(j->q, j->absmax, NULL, j->x, j->n / 4096, 4096, 128, 1); break;
     case 1:
         if (j->type == MSBNB_QTYPE_Q8_DYNAMIC)
             st = msbnb_dequantize_blockwise_8bit(j->y, MSBNB_DTYPE_F32, j->q, j->absmax, j->n, j->block, NULL, j->threads);
@@ -43,7 +49,8 @@ static void run(void *p) {
 }
 
 int main(int argc, char **argv) {
-    int64_t n = (argc > 1 ? atoll(argv[1]) : 64) * 1000000;
+    /* a multiple of 4096 so that the row formats see [n / 4096, 4096] */
+    int64_t n = (argc > 1 ? atoll(argv[1]) : 64) * 1000000 / 4096 * 4096;
     if (n <= 0) return 2;
     float *x = aligned_alloc(64, (size_t)n * 4), *y = aligned_alloc(64, (size_t)n * 4);
     uint8_t *q = aligned_alloc(64, (size_t)n);
@@ -74,6 +81,17 @@ int main(int argc, char **argv) {
                 printf("| %s | %s | %d | %.2f | %.2f | %.2f |\n", op ? "dequantize" : "quantize", fm[f].name, t,
                        s * 1e3, n * 4 / s / 1e9, tm / s);
             }
+        /* Row formats take their thread count from MSBNB_THREADS. */
+        char tb[8];
+        snprintf(tb, sizeof tb, "%d", t);
+        setenv("MSBNB_THREADS", tb, 1);
+        static const char *rn[] = {"int8-row-sym", "llm.int8-rows", "int4-g128-sym"};
+        for (int op = 3; op <= 5; op++) {
+            job_t j = {op, 0, n, 0, t, x, y, absmax, q};
+            double s = bu_median_time(run, &j, 1, 5);
+            printf("| quantize | %s | %d | %.2f | %.2f | %.2f |\n", rn[op - 3], t, s * 1e3, n * 4 / s / 1e9, tm / s);
+        }
+        unsetenv("MSBNB_THREADS");
     }
     free(x); free(y); free(q); free(absmax);
     return 0;

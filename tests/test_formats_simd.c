@@ -2,7 +2,10 @@
  * fresh random inputs with odd sizes, tails, zero blocks, exact-tie values and subnormals. */
 #include "testutil.h"
 
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static const char *k_tiers[] = {"scalar", "avx2", "avx512"};
 
@@ -97,6 +100,199 @@ static void test_q8_tiers_bit_identical(void) {
     unsetenv("MSBNB_CPU");
 }
 
+/* ---- integer formats: the original serial algorithms, kept here as the oracle ---- */
+
+static int8_t oracle_sat8(float v) { return v > 127.0f ? 127 : v < -128.0f ? -128 : (int8_t)v; }
+
+static void oracle_q8(int8_t *q, float *scale, float *offset, const float *w, int64_t rows,
+                      int64_t cols, int symmetric, int per_tensor) {
+    int64_t groups = per_tensor ? 1 : rows, len = per_tensor ? rows * cols : cols;
+    for (int64_t g = 0; g < groups; g++) {
+        const float *x = w + g * len;
+        int8_t *o = q + g * len;
+        float mn = x[0], mx = x[0];
+        for (int64_t i = 0; i < len; i++) {
+            if (x[i] < mn) mn = x[i];
+            if (x[i] > mx) mx = x[i];
+        }
+        if (symmetric) {
+            float amax = fmaxf(fabsf(mn), fabsf(mx)), inv = amax > 0 ? 127.0f / amax : 0.0f;
+            scale[g] = amax / 127.0f;
+            for (int64_t i = 0; i < len; i++) o[i] = oracle_sat8(rintf(x[i] * inv));
+        } else {
+            if (mn > 0) mn = 0;
+            if (mx < 0) mx = 0;
+            float sc = (mx - mn) / 255.0f;
+            scale[g] = sc;
+            if (sc == 0) {
+                offset[g] = 0;
+                memset(o, 0, (size_t)len);
+                continue;
+            }
+            float z = -128.0f - rintf(mn / sc);
+            z = z < -128 ? -128 : z > 127 ? 127 : z;
+            offset[g] = z;
+            for (int64_t i = 0; i < len; i++) o[i] = oracle_sat8(rintf(x[i] / sc) + z);
+        }
+    }
+}
+
+static uint8_t oracle_clamp15(float v) { return !(v >= 0.0f) ? 0 : v > 15.0f ? 15 : (uint8_t)v; }
+
+static void oracle_q4(uint8_t *packed, float *scales, float *mins, const float *w, int64_t rows,
+                      int64_t cols, int64_t gs, int symmetric) {
+    int64_t gpr = (cols + gs - 1) / gs, n = rows * cols;
+    memset(packed, 0, (size_t)(n + 1) / 2);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t g = 0; g < gpr; g++) {
+            int64_t c0 = g * gs, len = cols - c0 < gs ? cols - c0 : gs;
+            const float *x = w + r * cols + c0;
+            for (int64_t i = 0; i < len; i++) {
+                uint8_t code;
+                if (symmetric) {
+                    float m = 0.0f;
+                    for (int64_t k = 0; k < len; k++)
+                        if (fabsf(x[k]) > fabsf(m)) m = x[k];
+                    float d = m / -8.0f, id = d != 0 ? 1.0f / d : 0.0f;
+                    scales[r * gpr + g] = d;
+                    code = oracle_clamp15(rintf(x[i] * id) + 8.0f);
+                } else {
+                    float mn = x[0], mx = x[0];
+                    for (int64_t k = 1; k < len; k++) {
+                        if (x[k] < mn) mn = x[k];
+                        if (x[k] > mx) mx = x[k];
+                    }
+                    float d = (mx - mn) / 15.0f, id = d != 0 ? 1.0f / d : 0.0f;
+                    scales[r * gpr + g] = d;
+                    mins[r * gpr + g] = mn;
+                    code = oracle_clamp15(rintf((x[i] - mn) * id));
+                }
+                int64_t e = r * cols + c0 + i;
+                packed[e / 2] |= (uint8_t)((e & 1) ? code : code << 4);
+            }
+        }
+}
+
+/* Threaded, vectorised msbnb_quantize_8bit / msbnb_quantize_int4 equal the serial
+ * algorithms bit for bit on every tier and thread count, odd shapes included. */
+static void test_int_formats_tiers_threads(void) {
+    tu_rng r;
+    tu_rng_init(&r, tu_seed() + 7);
+    static const int64_t shapes[][2] = {{1, 1}, {1, 3}, {3, 5}, {7, 4097}, {5, 130}, {64, 257}, {33, 64}};
+    static const int64_t gss[] = {2, 6, 32, 128};
+    static const char *threads[] = {"1", "2", "3"};
+    int nt = tiers_available();
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++) {
+        int64_t rows = shapes[sh][0], cols = shapes[sh][1], n = rows * cols;
+        float *w = malloc((size_t)n * 4);
+        fill_hard(&r, w, n);
+        if (n > 8) { w[1] = -w[0]; w[2] = 0.0f; w[3] = -0.0f; } /* ties of magnitude, zeros */
+        int8_t *q0 = malloc((size_t)n), *q1 = malloc((size_t)n);
+        float s0[257 + 1], o0[257 + 1], s1[257 + 1], o1[257 + 1];
+        for (int sym = 0; sym <= 1; sym++)
+            for (int pt = 0; pt <= 1; pt++) {
+                oracle_q8(q0, s0, o0, w, rows, cols, sym, pt);
+                int64_t ng = pt ? 1 : rows;
+                for (int t = 0; t < nt; t++)
+                    for (int th = 0; th < 3; th++) {
+                        set_tier(t);
+                        setenv("MSBNB_THREADS", threads[th], 1);
+                        memset(q1, 0x55, (size_t)n);
+                        CHECK_OK(msbnb_quantize_8bit(q1, s1, o1, w, rows, cols, sym, pt));
+                        CHECKF(memcmp(q0, q1, (size_t)n) == 0 && memcmp(s0, s1, (size_t)ng * 4) == 0 &&
+                                   (sym || memcmp(o0, o1, (size_t)ng * 4) == 0),
+                               "int8 %lldx%lld sym=%d pt=%d tier %s threads %s", (long long)rows,
+                               (long long)cols, sym, pt, k_tiers[t], threads[th]);
+                    }
+            }
+        for (size_t gi = 0; gi < sizeof gss / sizeof *gss; gi++) {
+            int64_t gs = gss[gi], gpr = (cols + gs - 1) / gs, nb = (n + 1) / 2;
+            uint8_t *p0 = malloc((size_t)nb), *p1 = malloc((size_t)nb);
+            float *sc0 = malloc((size_t)(rows * gpr) * 4), *mn0 = malloc((size_t)(rows * gpr) * 4);
+            float *sc1 = malloc((size_t)(rows * gpr) * 4), *mn1 = malloc((size_t)(rows * gpr) * 4);
+            for (int sym = 0; sym <= 1; sym++) {
+                oracle_q4(p0, sc0, mn0, w, rows, cols, gs, sym);
+                for (int t = 0; t < nt; t++)
+                    for (int th = 0; th < 3; th++) {
+                        set_tier(t);
+                        setenv("MSBNB_THREADS", threads[th], 1);
+                        memset(p1, 0xa5, (size_t)nb);
+                        CHECK_OK(msbnb_quantize_int4(p1, sc1, mn1, w, rows, cols, gs, sym));
+                        CHECKF(memcmp(p0, p1, (size_t)nb) == 0 &&
+                                   memcmp(sc0, sc1, (size_t)(rows * gpr) * 4) == 0 &&
+                                   (sym || memcmp(mn0, mn1, (size_t)(rows * gpr) * 4) == 0),
+                               "int4 %lldx%lld g%lld sym=%d tier %s threads %s", (long long)rows,
+                               (long long)cols, (long long)gs, sym, k_tiers[t], threads[th]);
+                    }
+            }
+            free(p0), free(p1), free(sc0), free(mn0), free(sc1), free(mn1);
+        }
+        free(q0), free(q1), free(w);
+    }
+    unsetenv("MSBNB_CPU");
+    unsetenv("MSBNB_THREADS");
+}
+
+/* LLM.int8 row-wise quantization: every tier and thread count equals the scalar
+ * single-thread result (itself checked against bitsandbytes in test_formats_bnb). */
+static void test_vectorwise_tiers_threads(void) {
+    tu_rng r;
+    tu_rng_init(&r, tu_seed() + 8);
+    static const int64_t shapes[][2] = {{1, 1}, {3, 5}, {9, 4097}, {64, 33}};
+    static const char *threads[] = {"1", "2", "3"};
+    int nt = tiers_available();
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++) {
+        int64_t rows = shapes[sh][0], cols = shapes[sh][1], n = rows * cols;
+        float *a = malloc((size_t)n * 4);
+        fill_hard(&r, a, n);
+        uint16_t *ah = malloc((size_t)n * 2);
+        msbnb_convert(ah, MSBNB_DTYPE_F16, a, MSBNB_DTYPE_F32, n);
+        for (int dt = 0; dt < 2; dt++)
+            for (int thr = 0; thr < 2; thr++) {
+                float threshold = thr ? 6.0f : 0.0f;
+                const void *src = dt ? (const void *)ah : (const void *)a;
+                msbnb_dtype st = dt ? MSBNB_DTYPE_F16 : MSBNB_DTYPE_F32;
+                int8_t *q0 = malloc((size_t)n), *q1 = malloc((size_t)n);
+                float *m0 = malloc((size_t)rows * 4), *m1 = malloc((size_t)rows * 4);
+                int64_t *oc0 = malloc((size_t)cols * 8), *oc1 = malloc((size_t)cols * 8), k0 = 0, k1 = 0;
+                set_tier(0);
+                setenv("MSBNB_THREADS", "1", 1);
+                CHECK_OK(msbnb_int8_vectorwise_quant(q0, m0, oc0, cols, &k0, src, st, rows, cols, threshold));
+                for (int t = 0; t < nt; t++)
+                    for (int th = 0; th < 3; th++) {
+                        set_tier(t);
+                        setenv("MSBNB_THREADS", threads[th], 1);
+                        CHECK_OK(msbnb_int8_vectorwise_quant(q1, m1, oc1, cols, &k1, src, st, rows, cols, threshold));
+                        CHECKF(memcmp(q0, q1, (size_t)n) == 0 && memcmp(m0, m1, (size_t)rows * 4) == 0 &&
+                                   k0 == k1 && memcmp(oc0, oc1, (size_t)k0 * 8) == 0,
+                               "vectorwise %lldx%lld dt=%d thr=%g tier %s threads %s", (long long)rows,
+                               (long long)cols, dt, threshold, k_tiers[t], threads[th]);
+                    }
+                if (threshold > 0 && k0 > 0) CHECK(k0 < cols || rows * cols < 8); /* outliers found, not all */
+                free(q0), free(q1), free(m0), free(m1), free(oc0), free(oc1);
+            }
+        /* A NaN deep in the tensor is reported at its position whatever the thread count. */
+        if (n > 10) {
+            a[n - 2] = NAN;
+            for (int th = 0; th < 3; th++) {
+                setenv("MSBNB_THREADS", threads[th], 1);
+                int8_t *q = malloc((size_t)n);
+                float *m = malloc((size_t)rows * 4);
+                int64_t k = 0, *oc = malloc((size_t)cols * 8);
+                CHECK_STATUS(msbnb_int8_vectorwise_quant(q, m, oc, cols, &k, a, MSBNB_DTYPE_F32, rows, cols, 6.0f),
+                             MSBNB_ERR_NON_FINITE);
+                char want[64];
+                snprintf(want, sizeof want, "a[%lld, %lld]", (long long)((n - 2) / cols), (long long)((n - 2) % cols));
+                CHECKF(strstr(msbnb_last_error(), want) != NULL, "message '%s' names %s", msbnb_last_error(), want);
+                free(q), free(m), free(oc);
+            }
+        }
+        free(a), free(ah);
+    }
+    unsetenv("MSBNB_CPU");
+    unsetenv("MSBNB_THREADS");
+}
+
 static void test_convert_tiers_bit_identical(void) {
     tu_rng r;
     tu_rng_init(&r, tu_seed() + 2);
@@ -160,5 +356,7 @@ int main(void) {
     RUN_TEST(test_quant4_tiers_bit_identical);
     RUN_TEST(test_q8_tiers_bit_identical);
     RUN_TEST(test_convert_tiers_bit_identical);
+    RUN_TEST(test_int_formats_tiers_threads);
+    RUN_TEST(test_vectorwise_tiers_threads);
     return tu_finish();
 }

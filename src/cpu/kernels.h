@@ -26,6 +26,17 @@ typedef struct msbnb__kernel_table {
     /* out[i] = code256[q[i]] * absmax[i / blocksize], i in [begin, end). */
     void (*dequant8_f32)(float *out, const uint8_t *q, const float *absmax,
                          const float *code256, int64_t blocksize, int64_t begin, int64_t end);
+    /* q[i] = clamp_int8(rint(divide ? x[i] / s : x[i] * s) + z), NaN -> 0, masked -> 0
+     * (mask may be NULL). */
+    void (*q8_row)(int8_t *q, const float *x, int64_t n, float s, int divide, float z,
+                   const uint8_t *mask);
+    /* codes[i] = clamp(rint((x[i] - sub) * id) + add, 0, 15), NaN -> 0. */
+    void (*q4_int_codes)(uint8_t *codes, const float *x, int64_t n, float id, float sub,
+                         float add);
+    /* max |x[i]| over n > 0 values; NaN if any is NaN or Inf. */
+    float (*absmax)(const float *x, int64_t n);
+    /* min and max of n > 0 finite values (the sign of a zero extreme may differ by tier). */
+    void (*minmax)(const float *x, int64_t n, float *mn, float *mx);
 } msbnb__kernel_table;
 
 /* Row for a tier; a tier this build or CPU lacks returns the best supported lower row. */
@@ -40,6 +51,13 @@ int msbnb__quant8_block_ref(uint8_t *q, float *absmax, const float *x, int64_t l
                             const float *code256);
 void msbnb__dequant8_f32_ref(float *out, const uint8_t *q, const float *absmax,
                              const float *code256, int64_t blocksize, int64_t begin, int64_t end);
+
+void msbnb__q8_row_ref(int8_t *q, const float *x, int64_t n, float s, int divide, float z,
+                       const uint8_t *mask);
+void msbnb__q4_int_codes_ref(uint8_t *codes, const float *x, int64_t n, float id, float sub,
+                             float add);
+float msbnb__absmax_ref(const float *x, int64_t n);
+void msbnb__minmax_ref(const float *x, int64_t n, float *mn, float *mx);
 
 /* Filled by the ISA translation units (NULL entries fall back to the reference). */
 extern const msbnb__kernel_table msbnb__kernels_avx2;

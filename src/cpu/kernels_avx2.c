@@ -2,6 +2,7 @@
  * (tests/test_formats_simd.c). 8 lanes; the 16-entry 4-bit table is looked up with two
  * 8-entry permutes and a blend on bit 3 of the index. */
 #include "cpu/kernels.h"
+#include "cpu/rowq_impl.h"
 #include "msbnb/quant.h"
 #include "quant/codebooks.h"
 
@@ -184,8 +185,71 @@ static void convert_avx2(void *dst, msbnb_dtype dt, const void *src, msbnb_dtype
     }
 }
 
+
+/* Integer row quantization: the shared loops of rowq_impl.h compiled for this ISA. */
+static void q8_row_avx2(int8_t *q, const float *x, int64_t n, float s, int divide, float z,
+                        const uint8_t *mask) {
+    msbnb__q8_row_impl(q, x, n, s, divide, z, mask);
+}
+static void q4_int_codes_avx2(uint8_t *codes, const float *x, int64_t n, float id, float sub,
+                              float add) {
+    msbnb__q4_int_codes_impl(codes, x, n, id, sub, add);
+}
+static float absmax_avx2(const float *x, int64_t n) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), zero = _mm256_setzero_ps();
+    __m256 m0 = zero, m1 = zero, bad = zero;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+        m0 = _mm256_max_ps(m0, _mm256_andnot_ps(sign, a));
+        m1 = _mm256_max_ps(m1, _mm256_andnot_ps(sign, b));
+        bad = _mm256_add_ps(bad, _mm256_add_ps(_mm256_mul_ps(a, zero), _mm256_mul_ps(b, zero)));
+    }
+    m0 = _mm256_max_ps(m0, m1);
+    float lane[8], bl[8];
+    _mm256_storeu_ps(lane, m0);
+    _mm256_storeu_ps(bl, bad);
+    float m = 0.0f, b = 0.0f;
+    for (int j = 0; j < 8; j++) {
+        m = lane[j] > m ? lane[j] : m;
+        b += bl[j];
+    }
+    for (; i < n; i++) {
+        float a = fabsf(x[i]);
+        m = a > m ? a : m;
+        b += x[i] * 0.0f;
+    }
+    return b == b ? m : NAN;
+}
+static void minmax_avx2(const float *x, int64_t n, float *mn, float *mx) {
+    __m256 lo = _mm256_set1_ps(x[0]), hi = lo;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        lo = _mm256_min_ps(lo, v);
+        hi = _mm256_max_ps(hi, v);
+    }
+    float l8[8], h8[8], l = x[0], h = x[0];
+    _mm256_storeu_ps(l8, lo);
+    _mm256_storeu_ps(h8, hi);
+    for (int j = 0; j < 8; j++) {
+        l = l8[j] < l ? l8[j] : l;
+        h = h8[j] > h ? h8[j] : h;
+    }
+    for (; i < n; i++) {
+        l = x[i] < l ? x[i] : l;
+        h = x[i] > h ? x[i] : h;
+    }
+    *mn = l;
+    *mx = h;
+}
+
 const msbnb__kernel_table msbnb__kernels_avx2 = {
     .tier = MSBNB_CPU_AVX2,
+    .q8_row = q8_row_avx2,
+    .q4_int_codes = q4_int_codes_avx2,
+    .absmax = absmax_avx2,
+    .minmax = minmax_avx2,
     .convert = convert_avx2,
     .quant4_block = quant4_block_avx2,
     .dequant4_f32 = dequant4_f32_avx2,

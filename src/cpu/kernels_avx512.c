@@ -1,6 +1,7 @@
 /* AVX-512 (F/BW/DQ/VL) kernels for the format table. Results are bit-identical to the
  * scalar reference: same operations in the same order per element (tests/test_formats_simd.c). */
 #include "cpu/kernels.h"
+#include "cpu/rowq_impl.h"
 #include "msbnb/quant.h"
 #include "quant/codebooks.h"
 
@@ -236,8 +237,56 @@ static void convert_avx512(void *dst, msbnb_dtype dt, const void *src, msbnb_dty
     }
 }
 
+
+/* Integer row quantization: the shared loops of rowq_impl.h compiled for this ISA. */
+static void q8_row_avx512(int8_t *q, const float *x, int64_t n, float s, int divide, float z,
+                        const uint8_t *mask) {
+    msbnb__q8_row_impl(q, x, n, s, divide, z, mask);
+}
+static void q4_int_codes_avx512(uint8_t *codes, const float *x, int64_t n, float id, float sub,
+                              float add) {
+    msbnb__q4_int_codes_impl(codes, x, n, id, sub, add);
+}
+static float absmax_avx512(const float *x, int64_t n) {
+    const __m512 zero = _mm512_setzero_ps();
+    __m512 m0 = zero, m1 = zero, bad = zero;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 a = _mm512_loadu_ps(x + i), b = _mm512_loadu_ps(x + i + 16);
+        m0 = _mm512_max_ps(m0, _mm512_abs_ps(a));
+        m1 = _mm512_max_ps(m1, _mm512_abs_ps(b));
+        bad = _mm512_add_ps(bad, _mm512_add_ps(_mm512_mul_ps(a, zero), _mm512_mul_ps(b, zero)));
+    }
+    for (; i < n; i += 16) {
+        __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 a = _mm512_maskz_loadu_ps(k, x + i);
+        m0 = _mm512_max_ps(m0, _mm512_abs_ps(a));
+        bad = _mm512_add_ps(bad, _mm512_mul_ps(a, zero));
+    }
+    float m = _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
+    float b = _mm512_reduce_add_ps(bad);
+    return b == b ? m : NAN;
+}
+static void minmax_avx512(const float *x, int64_t n, float *mn, float *mx) {
+    __m512 lo = _mm512_set1_ps(x[0]), hi = lo;
+    int64_t i = 0;
+    for (; i < n; i += 16) {
+        __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_mask_loadu_ps(lo, k, x + i); /* masked lanes repeat x[0] */
+        lo = _mm512_min_ps(lo, v);
+        v = _mm512_mask_loadu_ps(hi, k, x + i);
+        hi = _mm512_max_ps(hi, v);
+    }
+    *mn = _mm512_reduce_min_ps(lo);
+    *mx = _mm512_reduce_max_ps(hi);
+}
+
 const msbnb__kernel_table msbnb__kernels_avx512 = {
     .tier = MSBNB_CPU_AVX512,
+    .q8_row = q8_row_avx512,
+    .q4_int_codes = q4_int_codes_avx512,
+    .absmax = absmax_avx512,
+    .minmax = minmax_avx512,
     .convert = convert_avx512,
     .quant4_block = quant4_block_avx512,
     .dequant4_f32 = dequant4_f32_avx512,

@@ -1,5 +1,6 @@
 /* Scalar reference kernels: the specification the SIMD rows are tested against. */
 #include "cpu/kernels.h"
+#include "cpu/rowq_impl.h"
 #include "internal.h"
 #include "msbnb/quant.h"
 #include "quant/codebooks.h"
@@ -61,4 +62,17 @@ int msbnb__quant8_block_ref(uint8_t *q, float *absmax, const float *x, int64_t l
 void msbnb__dequant8_f32_ref(float *out, const uint8_t *q, const float *absmax,
                              const float *code256, int64_t blocksize, int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; i++) out[i] = code256[q[i]] * absmax[i / blocksize];
+}
+
+void msbnb__q8_row_ref(int8_t *q, const float *x, int64_t n, float s, int divide, float z,
+                       const uint8_t *mask) {
+    msbnb__q8_row_impl(q, x, n, s, divide, z, mask);
+}
+void msbnb__q4_int_codes_ref(uint8_t *codes, const float *x, int64_t n, float id, float sub,
+                             float add) {
+    msbnb__q4_int_codes_impl(codes, x, n, id, sub, add);
+}
+float msbnb__absmax_ref(const float *x, int64_t n) { return msbnb__absmax_impl(x, n); }
+void msbnb__minmax_ref(const float *x, int64_t n, float *mn, float *mx) {
+    msbnb__minmax_impl(x, n, mn, mx);
 }

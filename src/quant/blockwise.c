@@ -180,7 +180,8 @@ msbnb_status msbnb_dequantize_blockwise_8bit(void *out, msbnb_dtype out_type, co
 /* torch.Tensor.mean() of a contiguous float32 CUDA tensor, reproduced operation for
  * operation so the double-quant offset is bit-identical to bitsandbytes' (which calls
  * absmax.mean()). PyTorch's reduce kernel (ATen/native/cuda/Reduce.cuh) with one output:
- * block width = largest power of two <= n (n > 128: n/4 with 4-wide vector loads), at
+ * block width = largest power of two <= n (n >= 128: n/4 with 4-wide vector loads; n = 128
+ * checked against transformers-saved tiny-llama nf4dq k_proj/v_proj offsets), at
  * most 512 threads; each thread keeps 4 partial sums over its strided elements and adds
  * them in order; the block then folds by halves (t += t + offset, offset = width/2 .. 1);
  * MeanOps multiplies the sum by the float factor 1/n. Verified on all 20 reference
@@ -195,7 +196,7 @@ static int last_pow2(int64_t n) {
 static float torch_mean_f32(const float *x, int64_t n) {
     enum { MAX_THREADS = 512, VEC = 4 };
     float part[MAX_THREADS];
-    int vectorized = n > 128;
+    int vectorized = n >= 128;
     int64_t dim0 = vectorized ? n / VEC : n;
     int bw = dim0 < MAX_THREADS ? last_pow2(dim0) : MAX_THREADS;
     for (int t = 0; t < bw; t++) {

@@ -1,0 +1,566 @@
+/* Quantized linear forward on the GPU.
+ *
+ * M <= 16: fused dequantize + GEMV, y[m, n] = sum_k x[m, k] W[n, k] (+ b[n]). One warp per
+ * output row n streams that row of W once. 4-bit: lane L takes the row's 32-bit words
+ * L, L + 32, ... (8 weights each; loads skip L1, each byte is used once), so weight and
+ * activation loads are both coalesced; a word's 8 codes are looked up in a 16-entry table
+ * replicated once per shared-memory bank (conflict-free), multiplied with x in f32 and the
+ * 8-term sum scaled once by the block's absmax (decoded from the double-quant byte when
+ * double quantized). The next GEMV_WU words are in flight while the current ones are
+ * decoded. int8: 16-byte chunks, int8 -> exact f32 by a byte permute into 2^23 + u.
+ * Lanes combine with a shuffle tree.
+ *
+ * M > 16: W is dequantized to bf16 and multiplied through cuBLAS (tensor cores).
+ * The measured fractions of bandwidth are in bench/RESULTS.md. */
+#include "cuda/cuda_internal.cuh"
+
+#include <cublas_v2.h>
+#include <limits.h>
+#include <string.h>
+
+#ifndef GEMV_WARPS /* tuning knobs, overridable with -D for experiments */
+#define GEMV_WARPS 8 /* rows per block */
+#endif
+#ifndef GEMV_MINB
+#define GEMV_MINB 4 /* __launch_bounds__ min blocks per SM of the 4-bit kernel */
+#endif
+#define GEMV_U 4     /* 16-byte chunks in flight per lane */
+
+struct gemv_args {
+    void *y;
+    const void *x;
+    const uint8_t *w; /* packed 4-bit or int8 */
+    const float *absmax;
+    const uint8_t *qabsmax;
+    const float *nested;
+    const float *offset;
+    const float *row_scale;
+    const float *bias; /* [N] added to y, or NULL */
+    float scale_mul;
+    int M, N, K, bs_log2;
+};
+
+/* 16 bytes that are read once: no L1 allocation. */
+__device__ __forceinline__ uint4 ld_stream(const void *p) {
+    uint4 r;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+        : "l"(p));
+    return r;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ void store_y(void *y, bool bf16, int64_t i, float v, const float *bias, int n) {
+    if (bias) v = __fadd_rn(v, __ldg(bias + n));
+    if (bf16) ((__nv_bfloat16 *)y)[i] = __float2bfloat16_rn(v);
+    else ((float *)y)[i] = v;
+}
+
+/* Absmax of quantization block b: plain, or double-quantized (QLoRA: dynamic_map[q] *
+ * nested[b/256] + offset, rounded as msbnb_double_dequant_absmax rounds). */
+template <bool DQ>
+__device__ __forceinline__ float block_absmax(const gemv_args &a, const float *sdyn, float off, int64_t b) {
+    if (DQ) return __fadd_rn(__fmul_rn(sdyn[__ldg(a.qabsmax + b)], __ldg(a.nested + (b >> 8))), off);
+    return __ldg(a.absmax + b);
+}
+
+/* 4 bytes that are read once: no L1 allocation. */
+__device__ __forceinline__ uint32_t ld_stream32(const void *p) {
+    uint32_t r;
+    asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(r) : "l"(p));
+    return r;
+}
+
+/* The 8 codes of one 32-bit word, looked up in a 16-entry table replicated once per
+ * shared-memory bank (entry c of this lane at byte offset 128 c + 4 lane): every lane reads
+ * its own bank, so a warp's 32 lookups never conflict (a 256-entry byte -> pair table is
+ * hit at random banks, 4-7 wavefronts per access, and was the bottleneck). The offset is
+ * one shift and one and-or (LOP3) per weight. Byte b holds weight 2b (high nibble), 2b+1. */
+__device__ __forceinline__ void decode8(float (&w)[8], uint32_t q, const char *slut, uint32_t lane4) {
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+        const int sh = 8 * (e >> 1) + ((e & 1) ? 0 : 4); /* nibble position */
+        uint32_t off = (sh >= 7 ? (q >> (sh - 7)) : (q << (7 - sh))) & (15u << 7);
+        w[e] = *(const float *)(slut + (off | lane4));
+    }
+}
+
+/* Σ_e w[e] x[k0 + e] for 8 weights. */
+template <bool XBF16>
+__device__ __forceinline__ float dot8(const float (&w)[8], const void *x, int64_t k0) {
+    if (XBF16) {
+        uint4 xv = __ldg((const uint4 *)((const uint16_t *)x + k0));
+        const uint32_t xw[4] = {xv.x, xv.y, xv.z, xv.w};
+        float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 4; j++) { /* word j: x[2j] in the low half, x[2j+1] in the high */
+            s0 = fmaf(w[2 * j], __uint_as_float(xw[j] << 16), s0);
+            s1 = fmaf(w[2 * j + 1], __uint_as_float(xw[j] & 0xffff0000u), s1);
+        }
+        return s0 + s1;
+    }
+    const float4 *xp = (const float4 *)((const float *)x + k0);
+    float4 u = __ldg(xp), v = __ldg(xp + 1);
+    float s0 = fmaf(w[0], u.x, fmaf(w[2], u.z, fmaf(w[4], v.x, w[6] * v.z)));
+    float s1 = fmaf(w[1], u.y, fmaf(w[3], u.w, fmaf(w[5], v.y, w[7] * v.w)));
+    return s0 + s1;
+}
+
+/* One warp per output row; lane L takes the 32-bit words L, L + 32, ... of the row, so both
+ * the weight loads (128 contiguous bytes per warp instruction) and the activation loads
+ * (16 contiguous bytes per lane) are coalesced. Software-pipelined: the next GEMV_WU words
+ * (and their absmax, or double-quant bytes) are in flight while the current ones are
+ * decoded; the double-quant absmax is decoded after its load lands, not before the next
+ * load is issued. */
+#ifndef GEMV_WU
+#define GEMV_WU 4 /* 32-bit words in flight per lane (x2: double-buffered); WU 4 / MINB 4 measured best of 5 variants */
+#endif
+template <bool DQ>
+struct wbatch {
+    uint32_t q[GEMV_WU];
+    float am[GEMV_WU];   /* absmax, or (DQ) nested absmax */
+    uint32_t qa[GEMV_WU]; /* DQ: the absmax code */
+};
+
+template <bool DQ>
+__device__ __forceinline__ void load_batch(wbatch<DQ> &bt, const gemv_args &a, const uint32_t *wrow, int n, int j0,
+                                           int lane, int nw) {
+#pragma unroll
+    for (int u = 0; u < GEMV_WU; u++) {
+        int j = j0 + u * 32 + lane;
+        if (j < nw) {
+            bt.q[u] = ld_stream32(wrow + j);
+            int64_t b = ((int64_t)n * a.K + (int64_t)j * 8) >> a.bs_log2;
+            if (DQ) {
+                bt.qa[u] = __ldg(a.qabsmax + b);
+                bt.am[u] = __ldg(a.nested + (b >> 8));
+            } else {
+                bt.am[u] = __ldg(a.absmax + b);
+            }
+        }
+    }
+}
+
+template <int MT, bool DQ, bool XBF16>
+__global__ void __launch_bounds__(32 * GEMV_WARPS, GEMV_MINB) gemv4_fast(gemv_args a, msbnb__code16 code, msbnb__code256 dyn) {
+    __shared__ float slut[16 * 32];
+    __shared__ float sdyn[DQ ? 256 : 1];
+    for (int t = threadIdx.x; t < 16 * 32; t += blockDim.x) slut[t] = code.v[t >> 5];
+    if (DQ)
+        for (int t = threadIdx.x; t < 256; t += blockDim.x) sdyn[t] = dyn.v[t];
+    __syncthreads();
+    int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (n >= a.N) return;
+    const int K = a.K, nw = K / 8;
+    const uint32_t *wrow = (const uint32_t *)a.w + (int64_t)n * nw;
+    const float off = DQ ? *a.offset : 0.0f;
+    const uint32_t lane4 = 4u * lane;
+    float acc[MT];
+#pragma unroll
+    for (int m = 0; m < MT; m++) acc[m] = 0.0f;
+    wbatch<DQ> cur, nxt;
+    load_batch<DQ>(cur, a, wrow, n, 0, lane, nw);
+    for (int j0 = 0; j0 < nw; j0 += 32 * GEMV_WU) {
+        if (j0 + 32 * GEMV_WU < nw) load_batch<DQ>(nxt, a, wrow, n, j0 + 32 * GEMV_WU, lane, nw);
+#pragma unroll
+        for (int u = 0; u < GEMV_WU; u++) {
+            int j = j0 + u * 32 + lane;
+            if (j >= nw) break;
+            /* QLoRA double quant: dynamic_map[q] * nested + offset, as msbnb_double_dequant_absmax */
+            float am = DQ ? __fadd_rn(__fmul_rn(sdyn[cur.qa[u]], cur.am[u]), off) : cur.am[u];
+            float w[8];
+            decode8(w, cur.q[u], (const char *)slut, lane4); /* once, for all M rows */
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                if (m >= a.M) break;
+                const void *xm = XBF16 ? (const void *)((const uint16_t *)a.x + (int64_t)m * K)
+                                       : (const void *)((const float *)a.x + (int64_t)m * K);
+                acc[m] = fmaf(am, dot8<XBF16>(w, xm, (int64_t)j * 8), acc[m]);
+            }
+        }
+        cur = nxt;
+    }
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+        if (m >= a.M) break;
+        float v = warp_sum(acc[m]);
+        if (lane == 0) store_y(a.y, XBF16, (int64_t)m * a.N + n, v, a.bias, n);
+    }
+}
+
+/* Any K, any alignment: one warp per row, one weight at a time. */
+template <bool DQ>
+__global__ void gemv4_generic(gemv_args a, int xbf16, msbnb__code16 code, msbnb__code256 dyn) {
+    __shared__ float sdyn[256];
+    for (int t = threadIdx.x; t < 256; t += blockDim.x) sdyn[t] = dyn.v[t];
+    __syncthreads();
+    int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (n >= a.N) return;
+    const float off = DQ ? *a.offset : 0.0f;
+    for (int m = 0; m < a.M; m++) {
+        float acc = 0.0f;
+        for (int k = lane; k < a.K; k += 32) {
+            int64_t e = (int64_t)n * a.K + k;
+            uint8_t byte = a.w[e >> 1];
+            float w = __fmul_rn(code.v[(e & 1) ? (byte & 15) : (byte >> 4)],
+                                block_absmax<DQ>(a, sdyn, off, e >> a.bs_log2));
+            acc = fmaf(w, msbnb__ld_f32(a.x, xbf16 ? MSBNB_DTYPE_BF16 : MSBNB_DTYPE_F32, (int64_t)m * a.K + k), acc);
+        }
+        acc = warp_sum(acc);
+        if (lane == 0) store_y(a.y, xbf16, (int64_t)m * a.N + n, acc, a.bias, n);
+    }
+}
+
+/* int8 -> exact f32 of 4 packed codes: (2^23 + (q ^ 0x80)) - (2^23 + 128). */
+__device__ __forceinline__ float i8f(uint32_t u, int i) {
+    return __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7440 | i)) - 8388736.0f;
+}
+
+template <bool XBF16>
+__device__ __forceinline__ float chunk_dot8(const uint4 &q, const void *x, int64_t k0) {
+    const uint32_t qw[4] = {q.x ^ 0x80808080u, q.y ^ 0x80808080u, q.z ^ 0x80808080u, q.w ^ 0x80808080u};
+    float s0 = 0.0f, s1 = 0.0f;
+    if (XBF16) {
+        const uint4 *xp = (const uint4 *)((const uint16_t *)x + k0);
+#pragma unroll
+        for (int v = 0; v < 2; v++) {
+            uint4 xv = __ldg(xp + v);
+            const uint32_t xw[4] = {xv.x, xv.y, xv.z, xv.w};
+#pragma unroll
+            for (int j = 0; j < 4; j++) { /* elements 8v + 2j, 8v + 2j + 1 */
+                int e = 8 * v + 2 * j;
+                s0 = fmaf(i8f(qw[e >> 2], e & 3), __uint_as_float(xw[j] << 16), s0);
+                s1 = fmaf(i8f(qw[e >> 2], (e & 3) + 1), __uint_as_float(xw[j] & 0xffff0000u), s1);
+            }
+        }
+    } else {
+        const float4 *xp = (const float4 *)((const float *)x + k0);
+#pragma unroll
+        for (int v = 0; v < 4; v++) {
+            float4 xv = __ldg(xp + v);
+            s0 = fmaf(i8f(qw[v], 0), xv.x, s0);
+            s1 = fmaf(i8f(qw[v], 1), xv.y, s1);
+            s0 = fmaf(i8f(qw[v], 2), xv.z, s0);
+            s1 = fmaf(i8f(qw[v], 3), xv.w, s1);
+        }
+    }
+    return s0 + s1;
+}
+
+template <int MT, bool XBF16>
+__global__ void __launch_bounds__(32 * GEMV_WARPS) gemv8_fast(gemv_args a) {
+    int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (n >= a.N) return;
+    const int K = a.K, nch = K / 16;
+    const int8_t *wrow = (const int8_t *)a.w + (int64_t)n * K;
+    float acc[MT];
+#pragma unroll
+    for (int m = 0; m < MT; m++) acc[m] = 0.0f;
+    for (int c0 = 0; c0 < nch; c0 += 32 * GEMV_U) {
+        uint4 q[GEMV_U];
+#pragma unroll
+        for (int u = 0; u < GEMV_U; u++) {
+            int c = c0 + u * 32 + lane;
+            if (c < nch) q[u] = ld_stream(wrow + (int64_t)c * 16);
+        }
+#pragma unroll
+        for (int u = 0; u < GEMV_U; u++) {
+            int c = c0 + u * 32 + lane;
+            if (c >= nch) break;
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                if (m >= a.M) break;
+                const void *xm = XBF16 ? (const void *)((const uint16_t *)a.x + (int64_t)m * K)
+                                       : (const void *)((const float *)a.x + (int64_t)m * K);
+                acc[m] += chunk_dot8<XBF16>(q[u], xm, (int64_t)c * 16);
+            }
+        }
+    }
+    float s = __fmul_rn(__ldg(a.row_scale + n), a.scale_mul);
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+        if (m >= a.M) break;
+        float v = warp_sum(acc[m]);
+        if (lane == 0) store_y(a.y, XBF16, (int64_t)m * a.N + n, __fmul_rn(v, s), a.bias, n);
+    }
+}
+
+__global__ void gemv8_generic(gemv_args a, int xbf16) {
+    int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (n >= a.N) return;
+    float s = __fmul_rn(a.row_scale[n], a.scale_mul);
+    for (int m = 0; m < a.M; m++) {
+        float acc = 0.0f;
+        for (int k = lane; k < a.K; k += 32)
+            acc = fmaf((float)((const int8_t *)a.w)[(int64_t)n * a.K + k],
+                       msbnb__ld_f32(a.x, xbf16 ? MSBNB_DTYPE_BF16 : MSBNB_DTYPE_F32, (int64_t)m * a.K + k), acc);
+        acc = warp_sum(acc);
+        if (lane == 0) store_y(a.y, xbf16, (int64_t)m * a.N + n, __fmul_rn(acc, s), a.bias, n);
+    }
+}
+
+/* ---------------------------------------------------------------- host side */
+
+static msbnb_status check_gemv_dims(int64_t M, int64_t N, int64_t K, msbnb_dtype xt, const char *fn) {
+    if (M <= 0 || N <= 0 || K <= 0)
+        return msbnb__fail(MSBNB_ERR_INVALID_ARGUMENT, "%s: M, N, K must be positive (got %lld, %lld, %lld)", fn,
+                           (long long)M, (long long)N, (long long)K);
+    if (M > 16)
+        return msbnb__fail(MSBNB_ERR_UNSUPPORTED, "%s: M = %lld > 16 (use the GEMM path)", fn, (long long)M);
+    int64_t nk;
+    if (N > INT_MAX || K > INT_MAX || !msbnb__mul_ok(N, K, &nk) || nk > INT64_MAX / 8)
+        return msbnb__fail(MSBNB_ERR_OVERFLOW, "%s: %lld x %lld weight is too large", fn, (long long)N, (long long)K);
+    if (xt != MSBNB_DTYPE_F32 && xt != MSBNB_DTYPE_BF16)
+        return msbnb__fail(MSBNB_ERR_UNSUPPORTED, "%s: x_type must be F32 or BF16 (got %d)", fn, (int)xt);
+    return MSBNB_OK;
+}
+
+static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+#define DISPATCH_MT(M, LAUNCH)                                                            \
+    do {                                                                                  \
+        if ((M) <= 1) LAUNCH(1);                                                          \
+        else if ((M) <= 2) LAUNCH(2);                                                     \
+        else if ((M) <= 4) LAUNCH(4);                                                     \
+        else if ((M) <= 8) LAUNCH(8);                                                     \
+        else LAUNCH(16);                                                                  \
+    } while (0)
+
+extern "C" msbnb_status msbnb_cuda_gemv_4bit(void *y, const void *x, msbnb_dtype x_type, const msbnb_cuda_weight4 *w,
+                                            int64_t M, int64_t N, int64_t K) {
+    return msbnb__cuda_gemv_4bit_bias(y, x, x_type, w, NULL, M, N, K);
+}
+
+msbnb_status msbnb__cuda_gemv_4bit_bias(void *y, const void *x, msbnb_dtype x_type, const msbnb_cuda_weight4 *w,
+                                        const float *bias, int64_t M, int64_t N, int64_t K) {
+    MSBNB_CHECK_NULL(y);
+    MSBNB_CHECK_NULL(x);
+    MSBNB_CHECK_NULL(w);
+    MSBNB_CHECK_NULL(w->packed);
+    MSBNB_TRY(check_gemv_dims(M, N, K, x_type, __func__));
+    if (w->type != MSBNB_QTYPE_NF4 && w->type != MSBNB_QTYPE_FP4)
+        return msbnb__fail(MSBNB_ERR_UNSUPPORTED, "%s: weight type must be nf4 or fp4", __func__);
+    int64_t bs = w->blocksize;
+    if (bs < 32 || bs > 4096 || (bs & (bs - 1)))
+        return msbnb__fail(MSBNB_ERR_UNSUPPORTED, "%s: block size %lld is not a power of two in [32, 4096]", __func__,
+                           (long long)bs);
+    if (w->double_quant) {
+        MSBNB_CHECK_NULL(w->qabsmax);
+        MSBNB_CHECK_NULL(w->nested_absmax);
+        MSBNB_CHECK_NULL(w->offset);
+    } else {
+        MSBNB_CHECK_NULL(w->absmax);
+    }
+    gemv_args a;
+    memset(&a, 0, sizeof a);
+    a.y = y;
+    a.x = x;
+    a.w = w->packed;
+    a.absmax = w->absmax;
+    a.qabsmax = w->qabsmax;
+    a.nested = w->nested_absmax;
+    a.offset = w->offset;
+    a.bias = bias;
+    a.M = (int)M;
+    a.N = (int)N;
+    a.K = (int)K;
+    while ((1LL << a.bs_log2) < bs) a.bs_log2++;
+    msbnb__code16 code;
+    memcpy(code.v, w->type == MSBNB_QTYPE_NF4 ? msbnb__nf4_code : msbnb__fp4_dequant, sizeof code.v);
+    msbnb__code256 dyn;
+    memcpy(dyn.v, msbnb__dynamic_map, sizeof dyn.v);
+    unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
+    int bf = x_type == MSBNB_DTYPE_BF16, dq = w->double_quant != 0;
+    if (K % 8 == 0 && aligned16(w->packed) && aligned16(x)) {
+#define L4(MT)                                                                                    \
+    do {                                                                                          \
+        if (dq && bf) gemv4_fast<MT, true, true><<<grid, 32 * GEMV_WARPS>>>(a, code, dyn);        \
+        else if (dq) gemv4_fast<MT, true, false><<<grid, 32 * GEMV_WARPS>>>(a, code, dyn);        \
+        else if (bf) gemv4_fast<MT, false, true><<<grid, 32 * GEMV_WARPS>>>(a, code, dyn);        \
+        else gemv4_fast<MT, false, false><<<grid, 32 * GEMV_WARPS>>>(a, code, dyn);               \
+    } while (0)
+        DISPATCH_MT(M, L4);
+#undef L4
+    } else if (dq) {
+        gemv4_generic<true><<<grid, 32 * GEMV_WARPS>>>(a, bf, code, dyn);
+    } else {
+        gemv4_generic<false><<<grid, 32 * GEMV_WARPS>>>(a, bf, code, dyn);
+    }
+    MSBNB_CUDA_LAUNCHED();
+    return MSBNB_OK;
+}
+
+extern "C" msbnb_status msbnb_cuda_gemv_int8(void *y, const void *x, msbnb_dtype x_type, const int8_t *q,
+                                            const float *row_scale, float scale_mul, int64_t M, int64_t N,
+                                            int64_t K) {
+    MSBNB_CHECK_NULL(y);
+    MSBNB_CHECK_NULL(x);
+    MSBNB_CHECK_NULL(q);
+    MSBNB_CHECK_NULL(row_scale);
+    MSBNB_TRY(check_gemv_dims(M, N, K, x_type, __func__));
+    gemv_args a;
+    memset(&a, 0, sizeof a);
+    a.y = y;
+    a.x = x;
+    a.w = (const uint8_t *)q;
+    a.row_scale = row_scale;
+    a.scale_mul = scale_mul;
+    a.M = (int)M;
+    a.N = (int)N;
+    a.K = (int)K;
+    unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
+    int bf = x_type == MSBNB_DTYPE_BF16;
+    if (K % 16 == 0 && aligned16(q) && aligned16(x)) {
+#define L8(MT)                                                                    \
+    do {                                                                          \
+        if (bf) gemv8_fast<MT, true><<<grid, 32 * GEMV_WARPS>>>(a);               \
+        else gemv8_fast<MT, false><<<grid, 32 * GEMV_WARPS>>>(a);                 \
+    } while (0)
+        DISPATCH_MT(M, L8);
+#undef L8
+    } else {
+        gemv8_generic<<<grid, 32 * GEMV_WARPS>>>(a, bf);
+    }
+    MSBNB_CUDA_LAUNCHED();
+    return MSBNB_OK;
+}
+
+/* ---------------------------------------------------------------- cuBLAS paths */
+
+struct msbnb_cuda_ctx {
+    cublasHandle_t blas;
+    void *scratch;
+    size_t scratch_bytes;
+};
+
+#define MSBNB_CUBLAS_TRY(call)                                                            \
+    do {                                                                                  \
+        cublasStatus_t msbnb__bs = (call);                                                \
+        if (msbnb__bs != CUBLAS_STATUS_SUCCESS)                                           \
+            return msbnb__fail(MSBNB_ERR_CUDA, "%s: %s: %s", __func__, #call,              \
+                               cublasGetStatusString(msbnb__bs));                         \
+    } while (0)
+
+extern "C" msbnb_status msbnb_cuda_ctx_create(msbnb_cuda_ctx **out) {
+    MSBNB_CHECK_NULL(out);
+    *out = NULL;
+    msbnb_cuda_ctx *c = (msbnb_cuda_ctx *)calloc(1, sizeof *c);
+    if (!c) return msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "%s: out of memory", __func__);
+    cublasStatus_t s = cublasCreate(&c->blas);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        free(c);
+        return msbnb__fail(MSBNB_ERR_CUDA, "%s: cublasCreate: %s", __func__, cublasGetStatusString(s));
+    }
+    *out = c;
+    return MSBNB_OK;
+}
+
+extern "C" void msbnb_cuda_ctx_free(msbnb_cuda_ctx *ctx) {
+    if (!ctx) return;
+    cublasDestroy(ctx->blas);
+    cudaFree(ctx->scratch);
+    free(ctx);
+}
+
+static msbnb_status scratch_reserve(msbnb_cuda_ctx *c, size_t bytes) {
+    if (c->scratch_bytes >= bytes) return MSBNB_OK;
+    cudaFree(c->scratch);
+    c->scratch = NULL;
+    c->scratch_bytes = 0;
+    MSBNB_TRY(msbnb_cuda_malloc(&c->scratch, bytes));
+    c->scratch_bytes = bytes;
+    return MSBNB_OK;
+}
+
+extern "C" msbnb_status msbnb_cuda_gemm_bf16(msbnb_cuda_ctx *ctx, uint16_t *y, const uint16_t *x, const uint16_t *w,
+                                            int64_t M, int64_t N, int64_t K) {
+    MSBNB_CHECK_NULL(ctx);
+    MSBNB_CHECK_NULL(y);
+    MSBNB_CHECK_NULL(x);
+    MSBNB_CHECK_NULL(w);
+    if (M <= 0 || N <= 0 || K <= 0 || M > INT_MAX || N > INT_MAX || K > INT_MAX)
+        return msbnb__fail(MSBNB_ERR_INVALID_ARGUMENT, "%s: M, N, K must be in [1, INT_MAX]", __func__);
+    const float alpha = 1.0f, beta = 0.0f;
+    /* Row-major y = x W^T is column-major y^T = W x^T: (N x K)^T-op times (K x M). */
+    MSBNB_CUBLAS_TRY(cublasGemmEx(ctx->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &alpha, w, CUDA_R_16BF,
+                                  (int)K, x, CUDA_R_16BF, (int)K, &beta, y, CUDA_R_16BF, (int)N, CUBLAS_COMPUTE_32F,
+                                  CUBLAS_GEMM_DEFAULT));
+    return MSBNB_OK;
+}
+
+extern "C" msbnb_status msbnb_cuda_linear_4bit(msbnb_cuda_ctx *ctx, uint16_t *y, const uint16_t *x,
+                                              const msbnb_cuda_weight4 *w, int64_t M, int64_t N, int64_t K) {
+    MSBNB_CHECK_NULL(ctx);
+    MSBNB_CHECK_NULL(w);
+    if (M >= 1 && M <= 16) return msbnb_cuda_gemv_4bit(y, x, MSBNB_DTYPE_BF16, w, M, N, K);
+    MSBNB_CHECK_NULL(y);
+    MSBNB_CHECK_NULL(x);
+    MSBNB_CHECK_NULL(w->packed);
+    int64_t nk;
+    if (M <= 0 || N <= 0 || K <= 0 || !msbnb__mul_ok(N, K, &nk) || nk > INT64_MAX / 8)
+        return msbnb__fail(MSBNB_ERR_INVALID_ARGUMENT, "%s: bad shape %lld x %lld x %lld", __func__, (long long)M,
+                           (long long)N, (long long)K);
+    int64_t nb = msbnb_nblocks(nk, w->blocksize);
+    if (nb <= 0) return msbnb__fail(MSBNB_ERR_UNSUPPORTED, "%s: bad block size", __func__);
+    size_t wbytes = ((size_t)nk * 2 + 255) / 256 * 256;
+    MSBNB_TRY(scratch_reserve(ctx, wbytes + (w->double_quant ? (size_t)nb * 4 : 0)));
+    uint16_t *wb = (uint16_t *)ctx->scratch;
+    const float *absmax = w->absmax;
+    if (w->double_quant) {
+        float *am = (float *)((char *)ctx->scratch + wbytes);
+        MSBNB_TRY(msbnb_cuda_double_dequant_absmax(am, w->qabsmax, w->nested_absmax, w->offset, nb));
+        absmax = am;
+    }
+    MSBNB_TRY(msbnb_cuda_dequantize_4bit(wb, MSBNB_DTYPE_BF16, w->packed, absmax, nk, w->blocksize, w->type));
+    return msbnb_cuda_gemm_bf16(ctx, y, x, wb, M, N, K);
+}
+
+msbnb_status msbnb__cuda_ctx_scratch(msbnb_cuda_ctx *ctx, size_t bytes, void **out) {
+    MSBNB_TRY(scratch_reserve(ctx, bytes));
+    *out = ctx->scratch;
+    return MSBNB_OK;
+}
+
+/* y[M, N] (f32) = x[M, K] · W[N, K]ᵀ, x and W both bf16 or both f32, f32 compute (no TF32). */
+msbnb_status msbnb__cuda_gemm_f32out(msbnb_cuda_ctx *ctx, float *y, const void *x, const void *w, bool bf16, int64_t M,
+                                     int64_t N, int64_t K) {
+    const float alpha = 1.0f, beta = 0.0f;
+    cudaDataType_t t = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    MSBNB_CUBLAS_TRY(cublasGemmEx(ctx->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &alpha, w, t, (int)K, x,
+                                  t, (int)K, &beta, y, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return MSBNB_OK;
+}
+
+/* dx[M, K] = dy[M, N] · W[N, K], all f32 (column-major: dxᵀ = Wᵀ · dyᵀ). */
+msbnb_status msbnb__cuda_gemm_dx(msbnb_cuda_ctx *ctx, float *dx, const float *dy, const float *w, int64_t M, int64_t N,
+                                 int64_t K) {
+    const float alpha = 1.0f, beta = 0.0f;
+    MSBNB_CUBLAS_TRY(cublasSgemm(ctx->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)K, (int)M, (int)N, &alpha, w, (int)K, dy,
+                                 (int)N, &beta, dx, (int)K));
+    return MSBNB_OK;
+}
+
+/* Row-major C[M, N] = alpha op(A) op(B) + beta C, f32, through cublasSgemm (column-major
+ * Cᵀ = op(B)ᵀ op(A)ᵀ); lda/ldb/ldc are row lengths. */
+msbnb_status msbnb__cuda_sgemm_rm(msbnb_cuda_ctx *ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t Kd, float alpha,
+                                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                                  int64_t ldc) {
+    MSBNB_CUBLAS_TRY(cublasSgemm(ctx->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M,
+                                 (int)Kd, &alpha, B, (int)ldb, A, (int)lda, &beta, C, (int)ldc));
+    return MSBNB_OK;
+}
+
+/* y[M, N] (int32, exact) = x[M, K] · W[N, K]ᵀ for int8 x and W through cuBLAS's int8 tensor-core
+ * GEMM (TN layout; K % 4 == 0 and 4-byte aligned pointers). */
+msbnb_status msbnb__cuda_gemm_i8(msbnb_cuda_ctx *ctx, int32_t *y, const int8_t *x, const int8_t *w, int64_t M,
+                                 int64_t N, int64_t K) {
+    const int32_t alpha = 1, beta = 0;
+    MSBNB_CUBLAS_TRY(cublasGemmEx(ctx->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &alpha, w, CUDA_R_8I,
+                                  (int)K, x, CUDA_R_8I, (int)K, &beta, y, CUDA_R_32I, (int)N, CUBLAS_COMPUTE_32I,
+                                  CUBLAS_GEMM_DEFAULT));
+    return MSBNB_OK;
+}

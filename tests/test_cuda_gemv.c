@@ -1,0 +1,215 @@
+/* The CUDA linear forward against a float64 CPU reference built from the CPU dequantized
+ * weights: fused 4-bit GEMV (NF4/FP4, plain and double-quantized absmax), int8 GEMV, for
+ * M = 1..16, F32 and BF16 activations, aligned (fast kernel) and odd/misaligned shapes
+ * (generic kernel); and the cuBLAS paths for M > 16. Skips (exit 77) without a GPU.
+ *
+ * Tolerance: f32 accumulation over chains of at most ~64 terms (32-wide chunk sums, the
+ * lane's chunks, a 5-level shuffle tree), so |err| <= 64 * 2^-24 * sum|w x| < 4e-6 sum|w x|;
+ * we allow 1e-5 sum|w x|, far under the effect of one wrong weight (~sum|w x| / K).
+ * BF16 outputs add half an ulp of bf16 (2^-9 |y|); the cuBLAS path also rounds W to bf16
+ * (2^-9 relative per weight). */
+#include "cuda_testutil.h"
+
+#ifdef MSBNB_HAVE_CUDA
+
+static tu_rng g_rng;
+
+static void to_bf16(uint16_t *h, float *f, int64_t n) { /* rounds f in place to bf16 */
+    for (int64_t i = 0; i < n; i++) {
+        h[i] = msbnb_f32_to_bf16(f[i]);
+        f[i] = msbnb_bf16_to_f32(h[i]);
+    }
+}
+
+/* Compares y (host copy of the device output, dtype yt) with x W^T in double. */
+static int check_y(const void *y, msbnb_dtype yt, const float *x, const float *w, int64_t M, int64_t N, int64_t K,
+                   double rel, const char *what) {
+    int bad = 0;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double s = 0, sa = 0;
+            for (int64_t k = 0; k < K; k++) {
+                s += (double)x[m * K + k] * w[n * K + k];
+                sa += fabs((double)x[m * K + k] * w[n * K + k]);
+            }
+            double g = yt == MSBNB_DTYPE_F32 ? ((const float *)y)[m * N + n]
+                                             : msbnb_bf16_to_f32(((const uint16_t *)y)[m * N + n]);
+            double tol = rel * sa + (yt == MSBNB_DTYPE_BF16 ? fabs(s) / 256.0 : 0.0) + 1e-30;
+            if (!(fabs(g - s) <= tol)) {
+                if (bad < 3)
+                    fprintf(stderr, "  %s: y[%lld,%lld] = %.9g, want %.9g (tol %.3g)\n", what, (long long)m,
+                            (long long)n, g, s, tol);
+                bad++;
+            }
+        }
+    return bad;
+}
+
+typedef struct {
+    int64_t N, K;
+} shape_t;
+
+static void test_cuda_gemv_4bit_matches_cpu(void) {
+    static const shape_t shapes[] = {{1, 32}, {3, 64}, {37, 4096}, {5, 33}, {17, 100}, {64, 2080}, {9, 14336}};
+    static const int64_t Ms[] = {1, 2, 3, 5, 8, 13, 16};
+    int c = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int t = 0; t < 2; t++)
+            for (int dq = 0; dq < 2; dq++) {
+                int64_t N = shapes[s].N, K = shapes[s].K, nk = N * K, bs = (int64_t)32 << (c % 4);
+                int64_t nb = msbnb_nblocks(nk, bs), nn = msbnb_nblocks(nb, 256);
+                msbnb_qtype qt = t ? MSBNB_QTYPE_FP4 : MSBNB_QTYPE_NF4;
+                float *wf = malloc((size_t)nk * 4);
+                tu_fill_normal(&g_rng, wf, (size_t)nk, 0.05f);
+                uint8_t *packed = malloc((size_t)(nk + 1) / 2), *qa = malloc((size_t)nb);
+                float *absmax = malloc((size_t)nb * 4), *nested = malloc((size_t)nn * 4), off = 0;
+                CHECK_OK(msbnb_quantize_4bit(packed, absmax, wf, MSBNB_DTYPE_F32, nk, bs, qt, 1));
+                if (dq) {
+                    CHECK_OK(msbnb_double_quant_absmax(qa, nested, &off, absmax, nb));
+                    CHECK_OK(msbnb_double_dequant_absmax(absmax, qa, nested, off, nb)); /* what the GPU sees */
+                }
+                CHECK_OK(msbnb_dequantize_4bit(wf, MSBNB_DTYPE_F32, packed, absmax, nk, bs, qt, 1));
+                msbnb_cuda_weight4 w = {qt, bs, dq, NULL, NULL, NULL, NULL, NULL};
+                w.packed = cu_up(packed, (size_t)(nk + 1) / 2);
+                if (dq) {
+                    w.qabsmax = cu_up(qa, (size_t)nb);
+                    w.nested_absmax = cu_up(nested, (size_t)nn * 4);
+                    w.offset = cu_up(&off, 4);
+                } else {
+                    w.absmax = cu_up(absmax, (size_t)nb * 4);
+                }
+                for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++, c++) {
+                    int64_t M = Ms[mi];
+                    int bf = c % 2, misalign = (c % 5) == 4;
+                    msbnb_dtype xt = bf ? MSBNB_DTYPE_BF16 : MSBNB_DTYPE_F32;
+                    size_t esz = msbnb_dtype_size(xt);
+                    float *xf = malloc((size_t)(M * K + 8) * 4);
+                    tu_fill_normal(&g_rng, xf, (size_t)(M * K), 1.0f);
+                    uint16_t *xh = malloc((size_t)(M * K + 8) * 2);
+                    if (bf) to_bf16(xh, xf, M * K);
+                    /* misalign: the device x starts one element into its buffer (generic kernel) */
+                    char *dxbuf = cu_poison((size_t)(M * K + 8) * esz);
+                    void *dx = dxbuf + (misalign ? esz : 0);
+                    CHECK_OK(msbnb_cuda_memcpy(dx, bf ? (void *)xh : (void *)xf, (size_t)(M * K) * esz,
+                                               MSBNB_CUDA_HOST_TO_DEVICE));
+                    void *dy = cu_poison((size_t)(M * N) * esz);
+                    CHECK_OK(msbnb_cuda_gemv_4bit(dy, dx, xt, &w, M, N, K));
+                    void *y = cu_down(dy, (size_t)(M * N) * esz);
+                    char what[160];
+                    snprintf(what, sizeof what, "%s dq=%d bs=%lld N=%lld K=%lld M=%lld %s%s", t ? "fp4" : "nf4", dq,
+                             (long long)bs, (long long)N, (long long)K, (long long)M, msbnb_dtype_name(xt),
+                             misalign ? " misaligned" : "");
+                    int bad = check_y(y, xt, xf, wf, M, N, K, 1e-5, what);
+                    CHECKF(bad == 0, "%s: %d outputs off", what, bad);
+                    free(xf), free(xh), free(y);
+                    msbnb_cuda_free(dxbuf), msbnb_cuda_free(dy);
+                }
+                CHECK_STATUS(msbnb_cuda_gemv_4bit((void *)w.packed, (void *)w.packed, MSBNB_DTYPE_F32, &w, 17, N, K),
+                             MSBNB_ERR_UNSUPPORTED);
+                free(wf), free(packed), free(qa), free(absmax), free(nested);
+                msbnb_cuda_free((void *)w.packed), msbnb_cuda_free((void *)w.absmax);
+                msbnb_cuda_free((void *)w.qabsmax), msbnb_cuda_free((void *)w.nested_absmax);
+                msbnb_cuda_free((void *)w.offset);
+            }
+}
+
+static void test_cuda_gemv_int8_matches_cpu(void) {
+    static const shape_t shapes[] = {{1, 16}, {3, 48}, {37, 4096}, {5, 33}, {64, 2064}};
+    static const int64_t Ms[] = {1, 2, 4, 7, 16};
+    int c = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        int64_t N = shapes[s].N, K = shapes[s].K, nk = N * K;
+        float *wf = malloc((size_t)nk * 4), *ra = malloc((size_t)N * 4);
+        tu_fill_normal(&g_rng, wf, (size_t)nk, 0.05f);
+        int8_t *q = malloc((size_t)nk);
+        CHECK_OK(msbnb_int8_vectorwise_quant(q, ra, NULL, 0, NULL, wf, MSBNB_DTYPE_F32, N, K, 0.0f));
+        /* reference weights: q * (row_absmax * (1/127)) as the kernel scales */
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t k = 0; k < K; k++) wf[n * K + k] = (float)q[n * K + k] * (ra[n] * (1.0f / 127.0f));
+        int8_t *dq = cu_up(q, (size_t)nk);
+        float *dra = cu_up(ra, (size_t)N * 4);
+        for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++, c++) {
+            int64_t M = Ms[mi];
+            int bf = c % 2;
+            msbnb_dtype xt = bf ? MSBNB_DTYPE_BF16 : MSBNB_DTYPE_F32;
+            size_t esz = msbnb_dtype_size(xt);
+            float *xf = malloc((size_t)(M * K) * 4);
+            tu_fill_normal(&g_rng, xf, (size_t)(M * K), 1.0f);
+            uint16_t *xh = malloc((size_t)(M * K) * 2);
+            if (bf) to_bf16(xh, xf, M * K);
+            void *dx = cu_up(bf ? (void *)xh : (void *)xf, (size_t)(M * K) * esz);
+            void *dy = cu_poison((size_t)(M * N) * esz);
+            CHECK_OK(msbnb_cuda_gemv_int8(dy, dx, xt, dq, dra, 1.0f / 127.0f, M, N, K));
+            void *y = cu_down(dy, (size_t)(M * N) * esz);
+            char what[128];
+            snprintf(what, sizeof what, "int8 N=%lld K=%lld M=%lld %s", (long long)N, (long long)K, (long long)M,
+                     msbnb_dtype_name(xt));
+            int bad = check_y(y, xt, xf, wf, M, N, K, 1e-5, what);
+            CHECKF(bad == 0, "%s: %d outputs off", what, bad);
+            free(xf), free(xh), free(y);
+            msbnb_cuda_free(dx), msbnb_cuda_free(dy);
+        }
+        free(wf), free(ra), free(q);
+        msbnb_cuda_free(dq), msbnb_cuda_free(dra);
+    }
+}
+
+static void test_cuda_linear_4bit_large_m_uses_gemm(void) {
+    msbnb_cuda_ctx *ctx = NULL;
+    CHECK_OK(msbnb_cuda_ctx_create(&ctx));
+    if (!ctx) return;
+    static const int64_t Ms[] = {1, 17, 40};
+    int64_t N = 96, K = 320, nk = N * K, bs = 64, nb = nk / bs, nn = msbnb_nblocks(nb, 256);
+    float *wf = malloc((size_t)nk * 4), off = 0;
+    tu_fill_normal(&g_rng, wf, (size_t)nk, 0.05f);
+    uint8_t *packed = malloc((size_t)nk / 2), *qa = malloc((size_t)nb);
+    float *absmax = malloc((size_t)nb * 4), *nested = malloc((size_t)nn * 4);
+    CHECK_OK(msbnb_quantize_4bit(packed, absmax, wf, MSBNB_DTYPE_F32, nk, bs, MSBNB_QTYPE_NF4, 1));
+    CHECK_OK(msbnb_double_quant_absmax(qa, nested, &off, absmax, nb));
+    CHECK_OK(msbnb_double_dequant_absmax(absmax, qa, nested, off, nb));
+    CHECK_OK(msbnb_dequantize_4bit(wf, MSBNB_DTYPE_F32, packed, absmax, nk, bs, MSBNB_QTYPE_NF4, 1));
+    msbnb_cuda_weight4 w = {MSBNB_QTYPE_NF4, bs, 1, NULL, NULL, NULL, NULL, NULL};
+    w.packed = cu_up(packed, (size_t)nk / 2);
+    w.qabsmax = cu_up(qa, (size_t)nb);
+    w.nested_absmax = cu_up(nested, (size_t)nn * 4);
+    w.offset = cu_up(&off, 4);
+    for (int i = 0; i < 3; i++) {
+        int64_t M = Ms[i];
+        float *xf = malloc((size_t)(M * K) * 4);
+        uint16_t *xh = malloc((size_t)(M * K) * 2);
+        tu_fill_normal(&g_rng, xf, (size_t)(M * K), 1.0f);
+        to_bf16(xh, xf, M * K);
+        void *dx = cu_up(xh, (size_t)(M * K) * 2), *dy = cu_poison((size_t)(M * N) * 2);
+        CHECK_OK(msbnb_cuda_linear_4bit(ctx, dy, dx, &w, M, N, K));
+        void *y = cu_down(dy, (size_t)(M * N) * 2);
+        char what[64];
+        snprintf(what, sizeof what, "linear_4bit M=%lld", (long long)M);
+        int bad = check_y(y, MSBNB_DTYPE_BF16, xf, wf, M, N, K, M > 16 ? 4e-3 : 1e-5, what);
+        CHECKF(bad == 0, "%s: %d outputs off", what, bad);
+        free(xf), free(xh), free(y);
+        msbnb_cuda_free(dx), msbnb_cuda_free(dy);
+    }
+    CHECK_STATUS(msbnb_cuda_gemm_bf16(ctx, NULL, NULL, NULL, 1, 1, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    msbnb_cuda_ctx_free(ctx);
+    msbnb_cuda_ctx_free(NULL);
+    free(wf), free(packed), free(qa), free(absmax), free(nested);
+    msbnb_cuda_free((void *)w.packed), msbnb_cuda_free((void *)w.qabsmax);
+    msbnb_cuda_free((void *)w.nested_absmax), msbnb_cuda_free((void *)w.offset);
+}
+
+int main(void) {
+    if (cu_skip_if_no_device()) return CU_SKIP_CODE;
+    tu_rng_init(&g_rng, tu_seed());
+    RUN_TEST(test_cuda_gemv_4bit_matches_cpu);
+    RUN_TEST(test_cuda_gemv_int8_matches_cpu);
+    RUN_TEST(test_cuda_linear_4bit_large_m_uses_gemm);
+    return tu_finish();
+}
+
+#else
+int main(void) {
+    printf("SKIPPED: CUDA backend not built (no CUDA device code)\n");
+    tu_finish();
+    return 77;
+}
+#endif

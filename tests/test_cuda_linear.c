@@ -1,0 +1,235 @@
+/* The CUDA linear layer against the CPU linear layer (src/nn/linear.c) for every weight
+ * format: forward for m = 1..16 (fused kernels) and m > 16 (dequantize + cuBLAS), f32 and
+ * bf16 activations, with and without bias, odd shapes; backward dX. Skips (exit 77)
+ * without a GPU.
+ *
+ * Tolerances (each next to its reason):
+ *  - f32 forward / backward: both sides sum K (or N) f32 products in different orders:
+ *    |err| <= K * 2^-24 * Σ|x w| per side; we allow 1e-5 Σ|x w| + K-independent 1e-30
+ *    only for K <= ~80, and (K * 2^-23) Σ|x w| above (still far under one wrong weight).
+ *  - bf16 output: the two f32 values may round to neighbouring bf16: + |y| / 128.
+ *  - bf16 activations at m > 16: W is rounded to bf16 for the tensor cores (2^-9 relative
+ *    per weight): + 4e-3 Σ|x w|.
+ *  - LLM.int8 at m <= 8 with f32 activations: bit-identical (same int8 activation codes,
+ *    exact integer sums, the same float expression). */
+#include "cuda_testutil.h"
+
+#ifdef MSBNB_HAVE_CUDA
+#include <math.h>
+#include <string.h>
+
+static tu_rng g_rng;
+
+typedef struct {
+    const char *name;
+    msbnb_qtype type;
+    int symmetric;
+    int64_t block;
+    int dq;
+} fmt_t;
+
+static const fmt_t k_fmts[] = {
+    {"f32", MSBNB_QTYPE_F32, 1, 0, 0},         {"bf16", MSBNB_QTYPE_BF16, 1, 0, 0},
+    {"f16", MSBNB_QTYPE_F16, 1, 0, 0},         {"int8", MSBNB_QTYPE_INT8, 1, 0, 0},
+    {"int8-asym", MSBNB_QTYPE_INT8, 0, 0, 0},  {"int4-g32", MSBNB_QTYPE_INT4, 1, 32, 0},
+    {"int4-asym-g64", MSBNB_QTYPE_INT4, 0, 64, 0}, {"int4-g6", MSBNB_QTYPE_INT4, 1, 6, 0},
+    {"nf4-b64", MSBNB_QTYPE_NF4, 1, 64, 0},
+    {"nf4-dq-b64", MSBNB_QTYPE_NF4, 1, 64, 1}, {"fp4-b128", MSBNB_QTYPE_FP4, 1, 128, 0},
+    {"fp4-dq-b32", MSBNB_QTYPE_FP4, 1, 32, 1}, {"q8dyn-b256", MSBNB_QTYPE_Q8_DYNAMIC, 1, 256, 0},
+};
+
+static msbnb_linear_t *make_layer(const fmt_t *f, int64_t K, int64_t N, int with_bias, float **w_out) {
+    float *w = malloc((size_t)(N * K) * 4), *b = malloc((size_t)N * 4);
+    tu_fill_normal(&g_rng, w, (size_t)(N * K), 0.05f);
+    tu_fill_normal(&g_rng, b, (size_t)N, 0.1f);
+    msbnb_qparams p = msbnb_qparams_default(f->type);
+    p.symmetric = f->symmetric;
+    if (f->block) p.block = f->block;
+    p.double_quant = f->dq;
+    msbnb_linear_t *l = NULL;
+    CHECK_OK(msbnb_linear_create(&l, K, N, w, with_bias ? b : NULL, &p));
+    if (l) CHECK_OK(msbnb_linear_dequantize_weight(l, w)); /* what both sides compute with */
+    free(b);
+    *w_out = w;
+    return l;
+}
+
+/* Σ_k |x[m, k] w[n, k]| for the tolerance. */
+static double abs_dot(const float *x, const float *w, int64_t K) {
+    double s = 0;
+    for (int64_t k = 0; k < K; k++) s += fabs((double)x[k] * w[k]);
+    return s;
+}
+
+static double y_at(const void *y, msbnb_dtype t, int64_t i) {
+    return t == MSBNB_DTYPE_F32 ? ((const float *)y)[i] : msbnb_bf16_to_f32(((const uint16_t *)y)[i]);
+}
+
+static void run_forward(msbnb_cuda_ctx *ctx, const fmt_t *f, int64_t K, int64_t N, int64_t M, int bf, int bias) {
+    float *w = NULL;
+    msbnb_linear_t *l = make_layer(f, K, N, bias, &w);
+    msbnb_cuda_linear_t *dl = NULL;
+    if (!l) goto out;
+    CHECK_OK(msbnb_cuda_linear_upload(&dl, l));
+    if (!dl) goto out;
+    CHECK(msbnb_cuda_linear_in_features(dl) == K && msbnb_cuda_linear_out_features(dl) == N);
+    CHECK(msbnb_cuda_linear_weight_bytes(dl) == msbnb_linear_weight_bytes(l));
+    {
+        const msbnb_dtype xt = bf ? MSBNB_DTYPE_BF16 : MSBNB_DTYPE_F32;
+        const size_t es = bf ? 2 : 4;
+        float *xf = malloc((size_t)(M * K) * 4);
+        uint16_t *xh = malloc((size_t)(M * K) * 2);
+        tu_fill_normal(&g_rng, xf, (size_t)(M * K), 1.0f);
+        if (bf)
+            for (int64_t i = 0; i < M * K; i++) {
+                xh[i] = msbnb_f32_to_bf16(xf[i]);
+                xf[i] = msbnb_bf16_to_f32(xh[i]);
+            }
+        void *cpu = malloc((size_t)(M * N) * es);
+        if (bf) CHECK_OK(msbnb_linear_forward_bf16(l, cpu, MSBNB_DTYPE_BF16, xh, M));
+        else CHECK_OK(msbnb_linear_forward(l, cpu, xf, M));
+        void *dx = cu_up(bf ? (const void *)xh : (const void *)xf, (size_t)(M * K) * es);
+        void *dy = cu_poison((size_t)(M * N) * es);
+        CHECK_OK(msbnb_cuda_linear_forward(ctx, dl, dy, dx, xt, M));
+        CHECK_OK(msbnb_cuda_synchronize());
+        void *gpu = cu_down(dy, (size_t)(M * N) * es);
+        const int exact = f->type == MSBNB_QTYPE_INT8 && f->symmetric && !bf && M <= 8;
+        double rel = K <= 80 ? 1e-5 : (double)K * 1.2e-7;
+        if (bf && M > 16) rel += 4e-3;
+        int bad = 0;
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t n = 0; n < N; n++) {
+                int64_t i = m * N + n;
+                double g = y_at(gpu, xt, i), c = y_at(cpu, xt, i);
+                double tol = exact ? 0.0 : rel * abs_dot(xf + m * K, w + n * K, K) + (bf ? fabs(c) / 128 : 0) + 1e-30;
+                if (!(fabs(g - c) <= tol)) {
+                    if (bad < 3)
+                        fprintf(stderr, "  %s K=%lld N=%lld M=%lld %s%s: y[%lld,%lld] gpu %.9g cpu %.9g tol %.3g\n",
+                                f->name, (long long)K, (long long)N, (long long)M, bf ? "bf16" : "f32",
+                                bias ? " bias" : "", (long long)m, (long long)n, g, c, tol);
+                    bad++;
+                }
+            }
+        CHECKF(bad == 0, "%s K=%lld N=%lld M=%lld bf=%d: %d of %lld outputs off", f->name, (long long)K,
+               (long long)N, (long long)M, bf, bad, (long long)(M * N));
+        free(xf), free(xh), free(cpu), free(gpu);
+        msbnb_cuda_free(dx), msbnb_cuda_free(dy);
+    }
+out:
+    msbnb_cuda_linear_free(dl);
+    msbnb_linear_free(l);
+    free(w);
+}
+
+static void test_cuda_linear_forward_matches_cpu(void) {
+    static const int64_t shapes[][2] = {{64, 3}, {33, 17}, {4097, 5}, {4096, 37}, {2, 1}};
+    static const int64_t Ms[] = {1, 3, 8, 16, 17, 40};
+    msbnb_cuda_ctx *ctx = NULL;
+    CHECK_OK(msbnb_cuda_ctx_create(&ctx));
+    if (!ctx) return;
+    int c = 0;
+    for (size_t f = 0; f < sizeof k_fmts / sizeof *k_fmts; f++)
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+            int64_t K = shapes[s][0], N = shapes[s][1];
+            if (k_fmts[f].type == MSBNB_QTYPE_INT4 && K < 2) continue;
+            for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++, c++)
+                run_forward(ctx, &k_fmts[f], K, N, Ms[mi], c & 1, (c >> 1) & 1);
+        }
+    msbnb_cuda_ctx_free(ctx);
+}
+
+static void test_cuda_linear_backward_dx_matches_cpu(void) {
+    static const int64_t shapes[][2] = {{64, 3}, {33, 17}, {4097, 5}, {1, 7}};
+    static const int64_t Ms[] = {1, 5, 16, 33};
+    msbnb_cuda_ctx *ctx = NULL;
+    CHECK_OK(msbnb_cuda_ctx_create(&ctx));
+    if (!ctx) return;
+    for (size_t f = 0; f < sizeof k_fmts / sizeof *k_fmts; f++)
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+            for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++) {
+                int64_t K = shapes[s][0], N = shapes[s][1], M = Ms[mi];
+                if (k_fmts[f].type == MSBNB_QTYPE_INT4 && K < 2) continue;
+                float *w = NULL;
+                msbnb_linear_t *l = make_layer(&k_fmts[f], K, N, 1, &w);
+                msbnb_cuda_linear_t *dl = NULL;
+                if (l) CHECK_OK(msbnb_cuda_linear_upload(&dl, l));
+                if (!dl) {
+                    msbnb_linear_free(l), free(w);
+                    continue;
+                }
+                float *dy = malloc((size_t)(M * N) * 4), *cpu = malloc((size_t)(M * K) * 4);
+                tu_fill_normal(&g_rng, dy, (size_t)(M * N), 1.0f);
+                CHECK_OK(msbnb_linear_backward(l, cpu, NULL, NULL, dy, NULL, M));
+                void *ddy = cu_up(dy, (size_t)(M * N) * 4), *ddx = cu_poison((size_t)(M * K) * 4);
+                CHECK_OK(msbnb_cuda_linear_backward_dx(ctx, dl, ddx, ddy, M));
+                float *gpu = cu_down(ddx, (size_t)(M * K) * 4);
+                double rel = N <= 80 ? 1e-5 : (double)N * 1.2e-7;
+                int bad = 0;
+                for (int64_t m = 0; m < M; m++)
+                    for (int64_t k = 0; k < K; k++) {
+                        double sa = 0;
+                        for (int64_t n = 0; n < N; n++) sa += fabs((double)dy[m * N + n] * w[n * K + k]);
+                        double g = gpu[m * K + k], c = cpu[m * K + k];
+                        if (!(fabs(g - c) <= rel * sa + 1e-30)) {
+                            if (bad < 3)
+                                fprintf(stderr, "  dx %s K=%lld N=%lld M=%lld: [%lld,%lld] gpu %.9g cpu %.9g\n",
+                                        k_fmts[f].name, (long long)K, (long long)N, (long long)M, (long long)m,
+                                        (long long)k, g, c);
+                            bad++;
+                        }
+                    }
+                CHECKF(bad == 0, "backward dx %s K=%lld N=%lld M=%lld: %d off", k_fmts[f].name, (long long)K,
+                       (long long)N, (long long)M, bad);
+                free(dy), free(cpu), free(gpu), free(w);
+                msbnb_cuda_free(ddy), msbnb_cuda_free(ddx);
+                msbnb_cuda_linear_free(dl);
+                msbnb_linear_free(l);
+            }
+    msbnb_cuda_ctx_free(ctx);
+}
+
+static void test_cuda_linear_rejects_bad_input(void) {
+    const fmt_t f = {"int8", MSBNB_QTYPE_INT8, 1, 0, 0};
+    float *w = NULL;
+    msbnb_linear_t *l = make_layer(&f, 32, 4, 0, &w);
+    msbnb_cuda_linear_t *dl = NULL;
+    msbnb_cuda_ctx *ctx = NULL;
+    CHECK_STATUS(msbnb_cuda_linear_upload(NULL, l), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_cuda_linear_upload(&dl, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK(dl == NULL);
+    CHECK_OK(msbnb_cuda_ctx_create(&ctx));
+    CHECK_OK(msbnb_linear_set_int8_threshold(l, 6.0f));
+    CHECK_OK(msbnb_cuda_linear_upload(&dl, l));
+    void *x = cu_poison(32 * 4 * 4), *y = cu_poison(4 * 4 * 4);
+    CHECK_STATUS(msbnb_cuda_linear_forward(ctx, dl, y, x, MSBNB_DTYPE_F32, 1), MSBNB_ERR_UNSUPPORTED);
+    CHECK_STATUS(msbnb_cuda_linear_forward(ctx, dl, y, x, MSBNB_DTYPE_F16, 1), MSBNB_ERR_UNSUPPORTED);
+    CHECK_STATUS(msbnb_cuda_linear_forward(ctx, dl, y, x, MSBNB_DTYPE_F32, 0), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_cuda_linear_forward(ctx, dl, NULL, x, MSBNB_DTYPE_F32, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_cuda_linear_forward(NULL, dl, y, x, MSBNB_DTYPE_F32, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_cuda_linear_backward_dx(ctx, dl, y, x, -1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_cuda_linear_backward_dx(ctx, NULL, y, x, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK(strlen(msbnb_last_error()) > 0);
+    CHECK(msbnb_cuda_linear_in_features(NULL) == 0);
+    msbnb_cuda_linear_free(NULL);
+    msbnb_cuda_free(x), msbnb_cuda_free(y);
+    msbnb_cuda_linear_free(dl);
+    msbnb_cuda_ctx_free(ctx);
+    msbnb_linear_free(l);
+    free(w);
+}
+
+int main(void) {
+    if (cu_skip_if_no_device()) return CU_SKIP_CODE;
+    tu_rng_init(&g_rng, tu_seed());
+    RUN_TEST(test_cuda_linear_forward_matches_cpu);
+    RUN_TEST(test_cuda_linear_backward_dx_matches_cpu);
+    RUN_TEST(test_cuda_linear_rejects_bad_input);
+    return tu_finish();
+}
+
+#else
+int main(void) {
+    printf("SKIPPED: CUDA backend not built (no CUDA device code)\n");
+    return 77;
+}
+#endif

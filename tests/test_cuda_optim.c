@@ -1,0 +1,160 @@
+/* The CUDA AdamW steps against a CPU reference, bit for bit: f32 states (the same f32
+ * expression, C compiled without FMA contraction), and 8-bit blockwise states (reference:
+ * msbnb_dequantize_blockwise_8bit, the f32 update, msbnb_quantize_blockwise_8bit, i.e. the
+ * CPU 8-bit optimizer's sequence). Several steps, odd sizes. Skips (exit 77) without a GPU. */
+#include "cuda_testutil.h"
+
+#ifdef MSBNB_HAVE_CUDA
+#include <math.h>
+#include <string.h>
+
+static tu_rng g_rng;
+
+typedef struct {
+    float b1, b2, eps, gm, decay, step, bc2s;
+} ref_k;
+
+static ref_k ref_consts(const msbnb_cuda_adamw *h) {
+    ref_k k;
+    k.b1 = h->beta1;
+    k.b2 = h->beta2;
+    k.eps = h->eps;
+    k.gm = h->grad_scale;
+    k.decay = 1.0f - h->lr * h->weight_decay;
+    k.step = h->lr / (float)(1.0 - pow(h->beta1, (double)h->step));
+    k.bc2s = (float)sqrt(1.0 - pow(h->beta2, (double)h->step));
+    return k;
+}
+
+static void ref_adamw(float *p, float *m, float *v, const float *g, int64_t n, const ref_k *k) {
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i] * k->gm;
+        m[i] = k->b1 * m[i] + (1.0f - k->b1) * gi;
+        v[i] = k->b2 * v[i] + (1.0f - k->b2) * gi * gi;
+        float denom = sqrtf(v[i]) / k->bc2s + k->eps;
+        p[i] = p[i] * k->decay - k->step * m[i] / denom;
+    }
+}
+
+static msbnb_cuda_adamw hparams(int t) {
+    msbnb_cuda_adamw h = msbnb_cuda_adamw_default();
+    h.lr = t == 2 ? 3e-4f : 1e-3f;
+    h.weight_decay = t == 3 ? 0.0f : 0.01f;
+    h.grad_scale = t == 1 ? 0.5f : 1.0f;
+    h.step = t;
+    return h;
+}
+
+static void test_cuda_adamw_f32_matches_cpu(void) {
+    static const int64_t sizes[] = {1, 3, 4097, 100003};
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        const int64_t n = sizes[s];
+        const size_t b = (size_t)n * 4;
+        float *p = malloc(b), *m = malloc(b), *v = malloc(b), *g = malloc(b);
+        tu_fill_normal(&g_rng, p, (size_t)n, 1.0f);
+        tu_fill_normal(&g_rng, m, (size_t)n, 0.01f);
+        tu_fill_normal(&g_rng, v, (size_t)n, 1e-4f);
+        for (int64_t i = 0; i < n; i++) v[i] = fabsf(v[i]);
+        float *dp = cu_up(p, b), *dm = cu_up(m, b), *dv = cu_up(v, b), *dg = cu_poison(b);
+        for (int t = 1; t <= 3; t++) {
+            tu_fill_normal(&g_rng, g, (size_t)n, 0.1f);
+            CHECK_OK(msbnb_cuda_memcpy(dg, g, b, MSBNB_CUDA_HOST_TO_DEVICE));
+            msbnb_cuda_adamw h = hparams(t);
+            ref_k k = ref_consts(&h);
+            ref_adamw(p, m, v, g, n, &k);
+            CHECK_OK(msbnb_cuda_adamw_step(dp, dm, dv, dg, n, &h));
+        }
+        float *gp = cu_down(dp, b), *gm = cu_down(dm, b), *gv = cu_down(dv, b);
+        CHECKF(cu_ndiff(gp, p, b) == 0 && cu_ndiff(gm, m, b) == 0 && cu_ndiff(gv, v, b) == 0,
+               "adamw f32 n=%lld: p/m/v differ in %d/%d/%d bytes", (long long)n, cu_ndiff(gp, p, b),
+               cu_ndiff(gm, m, b), cu_ndiff(gv, v, b));
+        free(p), free(m), free(v), free(g), free(gp), free(gm), free(gv);
+        msbnb_cuda_free(dp), msbnb_cuda_free(dm), msbnb_cuda_free(dv), msbnb_cuda_free(dg);
+    }
+}
+
+static void test_cuda_adamw_8bit_matches_cpu(void) {
+    static const int64_t sizes[] = {1, 3, 255, 257, 4097, 70001};
+    float ucode[256];
+    CHECK_OK(msbnb_cuda_adamw_unsigned_map(ucode));
+    int sorted = 1;
+    for (int i = 1; i < 256; i++) sorted &= ucode[i - 1] <= ucode[i];
+    CHECK(sorted && ucode[0] == 0.0f && ucode[255] == 1.0f);
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        const int64_t n = sizes[s], nb = msbnb_cuda_adamw8bit_nblocks(n);
+        const size_t b = (size_t)n * 4;
+        float *p = malloc(b), *m = malloc(b), *v = malloc(b), *g = malloc(b);
+        uint8_t *qm = malloc((size_t)n), *qv = malloc((size_t)n);
+        float *am = malloc((size_t)nb * 4), *av = malloc((size_t)nb * 4);
+        tu_fill_normal(&g_rng, p, (size_t)n, 1.0f);
+        tu_fill_normal(&g_rng, m, (size_t)n, 0.01f);
+        tu_fill_normal(&g_rng, v, (size_t)n, 1e-4f);
+        for (int64_t i = 0; i < n; i++) v[i] = fabsf(v[i]);
+        CHECK_OK(msbnb_quantize_blockwise_8bit(qm, am, m, MSBNB_DTYPE_F32, n, 256, NULL, 1));
+        CHECK_OK(msbnb_quantize_blockwise_8bit(qv, av, v, MSBNB_DTYPE_F32, n, 256, ucode, 1));
+        void *dp = cu_up(p, b), *dqm = cu_up(qm, (size_t)n), *dqv = cu_up(qv, (size_t)n);
+        void *dam = cu_up(am, (size_t)nb * 4), *dav = cu_up(av, (size_t)nb * 4), *dg = cu_poison(b);
+        for (int t = 1; t <= 3; t++) {
+            tu_fill_normal(&g_rng, g, (size_t)n, 0.1f);
+            CHECK_OK(msbnb_cuda_memcpy(dg, g, b, MSBNB_CUDA_HOST_TO_DEVICE));
+            msbnb_cuda_adamw h = hparams(t);
+            ref_k k = ref_consts(&h);
+            CHECK_OK(msbnb_dequantize_blockwise_8bit(m, MSBNB_DTYPE_F32, qm, am, n, 256, NULL, 1));
+            CHECK_OK(msbnb_dequantize_blockwise_8bit(v, MSBNB_DTYPE_F32, qv, av, n, 256, ucode, 1));
+            ref_adamw(p, m, v, g, n, &k);
+            CHECK_OK(msbnb_quantize_blockwise_8bit(qm, am, m, MSBNB_DTYPE_F32, n, 256, NULL, 1));
+            CHECK_OK(msbnb_quantize_blockwise_8bit(qv, av, v, MSBNB_DTYPE_F32, n, 256, ucode, 1));
+            CHECK_OK(msbnb_cuda_adamw8bit_step(dp, dqm, dam, dqv, dav, dg, n, &h, NULL, t == 2 ? ucode : NULL));
+        }
+        float *gp = cu_down(dp, b), *gam = cu_down(dam, (size_t)nb * 4), *gav = cu_down(dav, (size_t)nb * 4);
+        uint8_t *gqm = cu_down(dqm, (size_t)n), *gqv = cu_down(dqv, (size_t)n);
+        int d1 = cu_ndiff(gp, p, b), d2 = cu_ndiff(gqm, qm, (size_t)n), d3 = cu_ndiff(gqv, qv, (size_t)n);
+        int d4 = cu_ndiff(gam, am, (size_t)nb * 4), d5 = cu_ndiff(gav, av, (size_t)nb * 4);
+        CHECKF(d1 == 0 && d2 == 0 && d3 == 0 && d4 == 0 && d5 == 0,
+               "adamw 8-bit n=%lld: p %d, qm %d, qv %d, am %d, av %d bytes differ", (long long)n, d1, d2, d3, d4, d5);
+        free(p), free(m), free(v), free(g), free(qm), free(qv), free(am), free(av);
+        free(gp), free(gam), free(gav), free(gqm), free(gqv);
+        msbnb_cuda_free(dp), msbnb_cuda_free(dqm), msbnb_cuda_free(dqv);
+        msbnb_cuda_free(dam), msbnb_cuda_free(dav), msbnb_cuda_free(dg);
+    }
+}
+
+static void test_cuda_adamw_rejects_bad_input(void) {
+    msbnb_cuda_adamw h = msbnb_cuda_adamw_default();
+    float *d = cu_poison(64);
+    uint8_t *q = cu_poison(64);
+    CHECK_STATUS(msbnb_cuda_adamw_step(NULL, d, d, d, 4, &h), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_cuda_adamw_step(d, d, d, d, 0, &h), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_cuda_adamw_step(d, d, d, d, 4, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_cuda_adamw_step(d + 1, d, d, d, 4, &h), MSBNB_ERR_INVALID_ARGUMENT);
+    h.step = 0;
+    CHECK_STATUS(msbnb_cuda_adamw_step(d, d, d, d, 4, &h), MSBNB_ERR_INVALID_ARGUMENT);
+    h = msbnb_cuda_adamw_default();
+    h.beta2 = 1.0f;
+    CHECK_STATUS(msbnb_cuda_adamw8bit_step(d, q, d, q, d, d, 4, &h, NULL, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    h = msbnb_cuda_adamw_default();
+    h.eps = 0.0f;
+    CHECK_STATUS(msbnb_cuda_adamw8bit_step(d, q, d, q, d, d, 4, &h, NULL, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    h = msbnb_cuda_adamw_default();
+    CHECK_STATUS(msbnb_cuda_adamw8bit_step(d, NULL, d, q, d, d, 4, &h, NULL, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_cuda_adamw8bit_step(d, q, d, q, d, d, -5, &h, NULL, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_cuda_adamw_unsigned_map(NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK(msbnb_cuda_adamw8bit_nblocks(257) == 2 && msbnb_cuda_adamw8bit_nblocks(0) == 0);
+    msbnb_cuda_free(d), msbnb_cuda_free(q);
+}
+
+int main(void) {
+    if (cu_skip_if_no_device()) return CU_SKIP_CODE;
+    tu_rng_init(&g_rng, tu_seed());
+    RUN_TEST(test_cuda_adamw_f32_matches_cpu);
+    RUN_TEST(test_cuda_adamw_8bit_matches_cpu);
+    RUN_TEST(test_cuda_adamw_rejects_bad_input);
+    return tu_finish();
+}
+
+#else
+int main(void) {
+    printf("SKIPPED: CUDA backend not built (no CUDA device code)\n");
+    return 77;
+}
+#endif

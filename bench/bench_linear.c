@@ -2,131 +2,185 @@
  * int8 (LLM.int8), int4-g128, nf4 and nf4+dq, at the shapes of a 7-8B LLaMA MLP.
  *
  * Weights are "cold": each timed call uses the next of several copies of the layer whose
- * total exceeds 1.5 GiB, so the weights stream from DRAM, not from the (large) L3, as
- * they do when a model's layers run one after another. The read bandwidth is measured in
- * the same run (benchutil's probe and an AVX-512 probe, both streaming 1 GiB; the larger is
- * the reference). Output: a markdown table for bench/RESULTS.md.
+ * total exceeds 1 GiB (twice the 480 MiB L3 of the development machine), so the weights
+ * stream from DRAM, as they do when a model's layers run one after another.
  *
- * Usage: bench_linear [--quick] [--tier scalar|avx2|avx512]   (threads: MSBNB_THREADS) */
+ * The development machine is shared (other builds and trainings run beside this), so
+ * measurements are interleaved: for each (shape, M), every repetition times one forward
+ * of each kind in turn and, at M = 1, one pass of a read-bandwidth probe streaming 1 GiB
+ * (AVX-512 loads, all threads). The reference bandwidth ("read BW") is the larger of that
+ * probe's and of the f32 sgemv weight stream in the same repetitions. Medians over the
+ * repetitions; the speed-up over f32 and
+ * the fraction of read bandwidth are therefore ratios of measurements taken under the same
+ * load, not minutes apart. The load average is printed before and after each shape.
+ * Output: a markdown table for bench/RESULTS.md.
+ *
+ * A second table (--hot, or after the main one) gives each kernel's own speed, free of the
+ * memory system and of the machine's load: one thread, a weight small enough to stay in
+ * the L2 cache (K x N = 4096 x 256), timed by the thread's CPU time (CLOCK_THREAD_CPUTIME_ID,
+ * which does not count time the thread waits for a core). Weight bytes per CPU-second per
+ * core, times the thread count, is what the kernel could stream if memory kept up.
+ *
+ * Usage: bench_linear [--quick] [--hot] [--tier scalar|avx2|avx512] [--shape i] [--kind i] [--m M]
+ *   (--shape 0..2, --kind 1..5 (f32 always runs), --m: run only those; --quick: shape 2,
+ *   fewer repetitions; threads: MSBNB_THREADS) */
 #include "benchutil.h"
 #include "msbnb/msbnb.h"
 
-#include <cblas.h>
 #include <immintrin.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
+#define NKINDS 6
+#define MAX_COPIES 64
+
+/* The probe reads its buffer in 4 MiB chunks taken from an atomic counter, the way the
+ * layer's small-m kernels take rows, so that both are measured alike on a shared machine
+ * (a descheduled thread does not stall the pass). */
 typedef struct {
     const float *p;
     size_t n;
-    float sum;
+    atomic_size_t next;
+    float sum[64];
 } rd_job;
 
+typedef struct {
+    rd_job *j;
+    int t;
+} rd_arg;
+
 __attribute__((target("avx512f"))) static void *rd512(void *arg) {
-    rd_job *j = arg;
+    rd_arg *ra = arg;
+    rd_job *j = ra->j;
+    const size_t chunk = (4u << 20) / sizeof(float);
     __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;
-    for (size_t i = 0; i + 64 <= j->n; i += 64) {
-        a = _mm512_add_ps(a, _mm512_load_ps(j->p + i));
-        b = _mm512_add_ps(b, _mm512_load_ps(j->p + i + 16));
-        c = _mm512_add_ps(c, _mm512_load_ps(j->p + i + 32));
-        d = _mm512_add_ps(d, _mm512_load_ps(j->p + i + 48));
+    for (;;) {
+        const size_t s0 = atomic_fetch_add(&j->next, chunk);
+        if (s0 >= j->n) break;
+        const size_t s1 = j->n - s0 < chunk ? j->n : s0 + chunk;
+        for (size_t i = s0; i + 64 <= s1; i += 64) {
+            a = _mm512_add_ps(a, _mm512_load_ps(j->p + i));
+            b = _mm512_add_ps(b, _mm512_load_ps(j->p + i + 16));
+            c = _mm512_add_ps(c, _mm512_load_ps(j->p + i + 32));
+            d = _mm512_add_ps(d, _mm512_load_ps(j->p + i + 48));
+        }
     }
-    j->sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
+    j->sum[ra->t] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
     return NULL;
 }
 
-static double simd_read_bw(int nt, size_t bytes) {
-    size_t n = bytes / 4;
-    float *p = aligned_alloc(64, bytes);
-    if (!p) return 0;
-    for (size_t i = 0; i < n; i++) p[i] = (float)(i & 7);
-    double best = 0;
-    double ts[7];
-    for (int rep = 0; rep < 7; rep++) {
-        pthread_t th[64];
-        rd_job jobs[64];
-        double t0 = bu_now();
-        for (int t = 0; t < nt; t++) {
-            size_t b = n * (size_t)t / (size_t)nt / 64 * 64, e = n * (size_t)(t + 1) / (size_t)nt / 64 * 64;
-            jobs[t] = (rd_job){p + b, e - b, 0};
-            pthread_create(&th[t], NULL, rd512, &jobs[t]);
-        }
-        for (int t = 0; t < nt; t++) pthread_join(th[t], NULL);
-        ts[rep] = bu_now() - t0;
-    }
-    /* median */
-    for (int i = 0; i < 7; i++)
-        for (int k = i + 1; k < 7; k++)
-            if (ts[k] < ts[i]) {
-                double t = ts[i];
-                ts[i] = ts[k];
-                ts[k] = t;
-            }
-    best = (double)bytes / ts[3];
-    free(p);
-    return best;
+/* One pass over the probe buffer with nt threads (the caller is one); returns seconds. */
+static double read_pass(const float *p, size_t n, int nt) {
+    pthread_t th[64];
+    rd_arg args[64];
+    static rd_job j;
+    if (nt > 64) nt = 64;
+    j.p = p;
+    j.n = n;
+    atomic_store(&j.next, 0);
+    double t0 = bu_now();
+    for (int t = 0; t < nt; t++) args[t] = (rd_arg){&j, t};
+    for (int t = 1; t < nt; t++) pthread_create(&th[t], NULL, rd512, &args[t]);
+    rd512(&args[0]);
+    for (int t = 1; t < nt; t++) pthread_join(th[t], NULL);
+    return bu_now() - t0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *t, int n) {
+    qsort(t, (size_t)n, sizeof(double), cmp_double);
+    return t[n / 2];
+}
+
+static void print_load(const char *when) {
+    double load[3] = {0, 0, 0};
+    if (getloadavg(load, 3) < 0) load[0] = load[1] = load[2] = -1;
+    printf("load average %s: %.2f %.2f %.2f\n", when, load[0], load[1], load[2]);
+}
+
+static double thread_cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 typedef struct {
-    msbnb_linear_t **copies;
+    msbnb_linear_t *copies[MAX_COPIES];
     int ncopies, next;
-    float *y;
-    const float *x;
-    int64_t m;
-} run_ctx;
-
-static void run_forward(void *arg) {
-    run_ctx *c = arg;
-    msbnb_linear_t *l = c->copies[c->next];
-    c->next = (c->next + 1) % c->ncopies;
-    if (msbnb_linear_forward(l, c->y, c->x, c->m) != MSBNB_OK) {
-        fprintf(stderr, "forward failed: %s\n", msbnb_last_error());
-        exit(1);
-    }
-}
+    int64_t bytes;
+} kind_state;
 
 int main(int argc, char **argv) {
-    int quick = 0;
+    /* OpenBLAS's worker threads spin (yielding) for 2^28 cycles after each call before they
+     * sleep (OPENBLAS_THREAD_TIMEOUT, read when the library loads): measured here, that
+     * takes a core from whichever kernel runs next and halves the bf16 and 4-bit rows
+     * that follow an f32 row. 2^4 makes them sleep at once; set it and start again. */
+    if (!getenv("OPENBLAS_THREAD_TIMEOUT")) {
+        setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1);
+        execv("/proc/self/exe", argv);
+        /* exec failed: go on with spinning workers */
+    }
+    int quick = 0, hot_only = 0, only_shape = -1, only_kind = -1;
+    int64_t only_m = 0;
     msbnb_cpu_tier tier = msbnb_cpu_tier_best();
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) quick = 1;
+        else if (strcmp(argv[i], "--hot") == 0) hot_only = 1;
         else if (strcmp(argv[i], "--tier") == 0 && i + 1 < argc) {
             if (msbnb_cpu_tier_from_name(argv[++i], &tier) != MSBNB_OK) return 2;
+        } else if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc) only_shape = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--kind") == 0 && i + 1 < argc) only_kind = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--m") == 0 && i + 1 < argc) only_m = atoll(argv[++i]);
+        else {
+            fprintf(stderr, "usage: %s [--quick] [--tier T] [--shape i] [--kind i] [--m M]\n", argv[0]);
+            return 2;
         }
     }
     const int nt = msbnb_default_threads();
-    double bw1 = bu_read_bandwidth(nt, (size_t)1 << 30);
-    double bw2 = simd_read_bw(nt, (size_t)1 << 30);
-    double bw = bw1 > bw2 ? bw1 : bw2;
+    const size_t probe_bytes = hot_only ? 4096 : (size_t)1 << 30;
+    float *probe = aligned_alloc(64, probe_bytes);
+    if (!probe) return 1;
+    for (size_t i = 0; i < probe_bytes / 4; i++) probe[i] = (float)(i & 7);
     printf("# bench_linear — %s\n", bu_machine());
-    printf("threads %d, tier %s; read bandwidth (1 GiB streamed): benchutil %.1f GB/s, AVX-512 "
-           "probe %.1f GB/s -> reference %.1f GB/s\n\n",
-           nt, msbnb_cpu_tier_name(tier), bw1 / 1e9, bw2 / 1e9, bw / 1e9);
+    printf("threads %d, tier %s, OPENBLAS_THREAD_TIMEOUT=%s; read bandwidth: AVX-512 probe "
+           "streaming 1 GiB, one pass per repetition, interleaved with the kernels; reference "
+           "(column \"read BW\") = max(probe, f32 sgemv stream)\n",
+           nt, msbnb_cpu_tier_name(tier), getenv("OPENBLAS_THREAD_TIMEOUT") ? getenv("OPENBLAS_THREAD_TIMEOUT") : "unset");
 
     static const int64_t shapes[3][2] = {{4096, 4096}, {4096, 14336}, {14336, 4096}};
     static const int64_t ms[4] = {1, 8, 64, 512};
-    struct {
+    static const struct {
         const char *name;
         msbnb_qtype t;
         int64_t block;
         int dq;
-    } kinds[6] = {{"f32 (OpenBLAS)", MSBNB_QTYPE_F32, 0, 0}, {"bf16", MSBNB_QTYPE_BF16, 0, 0},
-                  {"int8", MSBNB_QTYPE_INT8, 0, 0},       {"int4-g128", MSBNB_QTYPE_INT4, 128, 0},
-                  {"nf4", MSBNB_QTYPE_NF4, 64, 0},        {"nf4+dq", MSBNB_QTYPE_NF4, 64, 1}};
-    int nshapes = quick ? 1 : 3;
-    printf("| K x N | M | kind | time (median) | GB/s of weights | %% of read BW | GFLOP/s | speed-up vs f32 |\n");
-    printf("|---|---|---|---|---|---|---|---|\n");
-    for (int si = 0; si < nshapes; si++) {
-        int64_t K = shapes[quick ? 2 : si][0], N = shapes[quick ? 2 : si][1];
+    } kinds[NKINDS] = {{"f32 (OpenBLAS)", MSBNB_QTYPE_F32, 0, 0}, {"bf16", MSBNB_QTYPE_BF16, 0, 0},
+                       {"int8", MSBNB_QTYPE_INT8, 0, 0},       {"int4-g128", MSBNB_QTYPE_INT4, 128, 0},
+                       {"nf4", MSBNB_QTYPE_NF4, 64, 0},        {"nf4+dq", MSBNB_QTYPE_NF4, 64, 1}};
+    for (int si = 0; si < 3; si++) {
+        if (hot_only || (only_shape >= 0 ? si != only_shape : quick && si != 2)) continue;
+        const int64_t K = shapes[si][0], N = shapes[si][1];
         float *w = malloc(sizeof(float) * (size_t)(K * N));
         float *x = malloc(sizeof(float) * (size_t)(512 * K));
         float *y = malloc(sizeof(float) * (size_t)(512 * N));
+        if (!w || !x || !y) return 1;
         bu_fill_normal(w, (size_t)(K * N), 1, 0.02f);
         bu_fill_normal(x, (size_t)(512 * K), 2, 1.0f);
-        double f32_time[4] = {0};
-        for (int ki = 0; ki < 6; ki++) {
+        kind_state ks[NKINDS];
+        int active[NKINDS];
+        for (int ki = 0; ki < NKINDS; ki++) {
+            active[ki] = only_kind < 0 || ki == 0 || ki == only_kind;
+            ks[ki].ncopies = 0;
+            if (!active[ki]) continue;
             msbnb_qparams p = msbnb_qparams_default(kinds[ki].t);
             if (kinds[ki].block) p.block = kinds[ki].block;
             p.double_quant = kinds[ki].dq;
@@ -135,32 +189,124 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "create: %s\n", msbnb_last_error());
                 return 1;
             }
-            int64_t bytes = msbnb_linear_weight_bytes(base);
-            int ncopies = (int)(((int64_t)3 << 29) / bytes) + 1;
-            if (ncopies > 64) ncopies = 64;
-            msbnb_linear_t *copies[64];
-            copies[0] = base;
-            for (int c = 1; c < ncopies; c++)
-                if (msbnb_linear_clone(&copies[c], base) != MSBNB_OK) return 1;
-            for (int c = 0; c < ncopies; c++) {
-                msbnb_linear_set_threads(copies[c], nt);
-                if (msbnb_linear_set_cpu_tier(copies[c], tier) != MSBNB_OK) return 1;
+            ks[ki].bytes = msbnb_linear_weight_bytes(base);
+            int nc = (int)(((int64_t)1 << 30) / ks[ki].bytes) + 1;
+            if (nc > MAX_COPIES) nc = MAX_COPIES;
+            ks[ki].copies[0] = base;
+            for (int c = 1; c < nc; c++)
+                if (msbnb_linear_clone(&ks[ki].copies[c], base) != MSBNB_OK) return 1;
+            ks[ki].ncopies = nc;
+            ks[ki].next = 0;
+            for (int c = 0; c < nc; c++) {
+                msbnb_linear_set_threads(ks[ki].copies[c], nt);
+                if (msbnb_linear_set_cpu_tier(ks[ki].copies[c], tier) != MSBNB_OK) return 1;
             }
-            for (int mi = 0; mi < 4; mi++) {
-                int64_t m = ms[mi];
-                run_ctx c = {copies, ncopies, 0, y, x, m};
-                int reps = m >= 512 ? 3 : m >= 64 ? 7 : (ncopies < 15 ? 30 : 2 * ncopies + 1);
-                if (quick && reps > 9) reps = 9;
-                double t = bu_median_time(run_forward, &c, 1, reps);
-                if (ki == 0) f32_time[mi] = t;
-                double gflops = 2.0 * (double)m * (double)K * (double)N / t / 1e9;
-                double gbs = (double)bytes / t / 1e9;
-                printf("| %lld x %lld | %lld | %s | %.3f ms | %.1f | %.0f %% | %.1f | %.2fx |\n",
-                       (long long)K, (long long)N, (long long)m, kinds[ki].name, t * 1e3, gbs,
-                       100.0 * (double)bytes / t / bw, gflops, f32_time[mi] / t);
-                fflush(stdout);
+        }
+        printf("\n");
+        print_load("before");
+        printf("\n| K x N | M | kind | time (median) | GB/s of weights | read BW GB/s | %% of read BW | GFLOP/s | speed-up vs f32 |\n");
+        printf("|---|---|---|---|---|---|---|---|---|\n");
+        for (int mi = 0; mi < 4; mi++) {
+            const int64_t m = ms[mi];
+            if (only_m && m != only_m) continue;
+            int reps = m == 1 ? 21 : m == 8 ? 11 : m == 64 ? 11 : 9;
+            if (quick && reps > 5) reps = 5;
+            double t[NKINDS][32], tbw[32];
+            for (int ki = 0; ki < NKINDS; ki++) /* warm-up: page faults, thread start */
+                if (active[ki] && msbnb_linear_forward(ks[ki].copies[0], y, x, m) != MSBNB_OK) {
+                    fprintf(stderr, "forward: %s\n", msbnb_last_error());
+                    return 1;
+                }
+            for (int r = 0; r < reps; r++) {
+                if (m == 1) tbw[r] = read_pass(probe, probe_bytes / 4, nt);
+                for (int ki = 0; ki < NKINDS; ki++) {
+                    if (!active[ki]) continue;
+                    kind_state *s = &ks[ki];
+                    msbnb_linear_t *l = s->copies[s->next];
+                    s->next = (s->next + 1) % s->ncopies;
+                    double t0 = bu_now();
+                    if (msbnb_linear_forward(l, y, x, m) != MSBNB_OK) {
+                        fprintf(stderr, "forward: %s\n", msbnb_last_error());
+                        return 1;
+                    }
+                    t[ki][r] = bu_now() - t0;
+                }
             }
-            for (int c = 0; c < ncopies; c++) msbnb_linear_free(copies[c]);
+            /* reference bandwidth: the probe's, or f32 sgemv's weight stream if that was
+             * faster (a conservative reference: no kind is credited above the best stream
+             * seen in this run) */
+            double bw = 0;
+            if (m == 1) {
+                bw = (double)probe_bytes / median(tbw, reps);
+                printf("| %lld x %lld | 1 | (read probe, 1 GiB) | %.3f ms | - | %.1f | - | - | - |\n",
+                       (long long)K, (long long)N, (double)probe_bytes / bw * 1e3, bw / 1e9);
+                double tf[32];
+                memcpy(tf, t[0], sizeof(double) * (size_t)reps);
+                const double bw32 = (double)ks[0].bytes / median(tf, reps);
+                if (bw32 > bw) bw = bw32;
+            }
+            double t32 = 0;
+            for (int ki = 0; ki < NKINDS; ki++) {
+                if (!active[ki]) continue;
+                const double tm = median(t[ki], reps);
+                if (ki == 0) t32 = tm;
+                const double gbs = (double)ks[ki].bytes / tm / 1e9;
+                char bws[32] = "-", pct[32] = "-";
+                if (m == 1) {
+                    snprintf(bws, sizeof bws, "%.1f", bw / 1e9);
+                    snprintf(pct, sizeof pct, "%.0f %%", 100.0 * (double)ks[ki].bytes / tm / bw);
+                }
+                printf("| %lld x %lld | %lld | %s | %.3f ms | %.1f | %s | %s | %.1f | %.2fx |\n",
+                       (long long)K, (long long)N, (long long)m, kinds[ki].name, tm * 1e3, gbs, bws,
+                       pct, 2.0 * (double)m * (double)K * (double)N / tm / 1e9, t32 / tm);
+            }
+            fflush(stdout);
+        }
+        print_load("after");
+        for (int ki = 0; ki < NKINDS; ki++)
+            for (int c = 0; c < ks[ki].ncopies; c++) msbnb_linear_free(ks[ki].copies[c]);
+        free(w);
+        free(x);
+        free(y);
+    }
+    free(probe);
+
+    /* kernel speed per core: hot weight, one thread, thread CPU time */
+    {
+        const int64_t K = 4096, N = 256;
+        float *w = malloc(sizeof(float) * (size_t)(K * N)), *x = malloc(sizeof(float) * 8 * K);
+        float *y = malloc(sizeof(float) * 8 * N);
+        if (!w || !x || !y) return 1;
+        bu_fill_normal(w, (size_t)(K * N), 3, 0.02f);
+        bu_fill_normal(x, (size_t)(8 * K), 4, 1.0f);
+        printf("\nKernel speed per core (one thread, %lld x %lld weight hot in L2, thread CPU time, "
+               "median of 9 runs of 50 calls):\n\n", (long long)K, (long long)N);
+        printf("| M | kind | CPU time per call | GB/s of weights per core | GFLOP/s per core |\n");
+        printf("|---|---|---|---|---|\n");
+        for (int mi = 0; mi < 2; mi++) {
+            const int64_t m = mi ? 8 : 1;
+            for (int ki = 0; ki < NKINDS; ki++) {
+                msbnb_qparams p = msbnb_qparams_default(kinds[ki].t);
+                if (kinds[ki].block) p.block = kinds[ki].block;
+                p.double_quant = kinds[ki].dq;
+                msbnb_linear_t *l;
+                if (msbnb_linear_create(&l, K, N, w, NULL, &p) != MSBNB_OK ||
+                    msbnb_linear_set_threads(l, 1) != MSBNB_OK ||
+                    msbnb_linear_set_cpu_tier(l, tier) != MSBNB_OK)
+                    return 1;
+                double ts[9];
+                for (int r = 0; r < 9; r++) {
+                    double t0 = thread_cpu_now();
+                    for (int it = 0; it < 50; it++)
+                        if (msbnb_linear_forward(l, y, x, m) != MSBNB_OK) return 1;
+                    ts[r] = (thread_cpu_now() - t0) / 50;
+                }
+                const double tm = median(ts, 9);
+                printf("| %lld | %s | %.1f us | %.1f | %.1f |\n", (long long)m, kinds[ki].name,
+                       tm * 1e6, (double)msbnb_linear_weight_bytes(l) / tm / 1e9,
+                       2.0 * (double)m * (double)K * (double)N / tm / 1e9);
+                msbnb_linear_free(l);
+            }
         }
         free(w);
         free(x);

@@ -142,6 +142,9 @@ static void check_forward_case(const kind_t *kd, int64_t m, int64_t K, int64_t N
         CHECK_OK(msbnb_linear_set_cpu_tier(l, tiers[t]));
         for (int nt = 1; nt <= 2; nt++) {
             CHECK_OK(msbnb_linear_set_threads(l, nt));
+            /* 2 threads: a 1-byte workspace, i.e. the thinnest panels (64 columns), so that
+             * large m accumulates over several column panels */
+            CHECK_OK(msbnb_linear_set_workspace(l, nt == 2 ? 1 : 0));
             memset(y, 0xff, (size_t)(m * N) * 4);
             CHECK_OK(msbnb_linear_forward(l, y, x, m));
             int bad_ref = 0, bad_scalar = 0, neq = 0;
@@ -219,8 +222,10 @@ static void check_backward_case(const kind_t *kd, int64_t m, int64_t K, int64_t 
     CHECK_OK(msbnb_linear_dequantize_weight(l, wd));
     tu_fill_normal(&g_rng, x, (size_t)(m * K), 1.0f);
     tu_fill_normal(&g_rng, g, (size_t)(m * N), 1.0f);
-    for (int t = 0; t < n_tiers; t++) {
+    for (int tw = 0; tw < 2 * n_tiers; tw++) {
+        const int t = tw / 2;
         CHECK_OK(msbnb_linear_set_cpu_tier(l, tiers[t]));
+        CHECK_OK(msbnb_linear_set_workspace(l, tw & 1)); /* 1 byte: 16-row panels */
         for (int64_t i = 0; i < N * K; i++) dw[i] = 0.5f; /* accumulated into */
         for (int64_t i = 0; i < N; i++) db[i] = -0.25f;
         CHECK_OK(msbnb_linear_backward(l, dx, is_float ? dw : NULL, db, g, x, m));
@@ -561,6 +566,8 @@ static void test_bad_input(void) {
     CHECK(msbnb_linear_qparams(l).type == MSBNB_QTYPE_F32); /* unchanged after failures */
     CHECK_STATUS(msbnb_linear_set_cpu_tier(l, (msbnb_cpu_tier)7), MSBNB_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(msbnb_linear_set_threads(NULL, 2), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_set_workspace(NULL, 0), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_set_workspace(l, -1), MSBNB_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(msbnb_linear_dequantize_weight(q, NULL), MSBNB_ERR_INVALID_ARGUMENT);
     CHECK_OK(msbnb_linear_set_threads(l, 0));
     CHECK(msbnb_linear_threads(l) >= 1);
@@ -593,6 +600,122 @@ static void test_bad_input(void) {
     CHECK(msbnb_linear_bias(NULL) == NULL && !msbnb_linear_has_bias(NULL));
 }
 
+/* MSBNB_THREADS and MSBNB_CPU select the defaults; the API overrides them; an unknown or
+ * unsupported tier is an error (at create for the environment, at set_cpu_tier). */
+static void test_threads_and_tier_selection(void) {
+    int64_t K = 256, N = 40, m = 3;
+    float *w = malloc((size_t)(N * K) * 4), *x = malloc((size_t)(m * K) * 4);
+    float *y1 = malloc((size_t)(m * N) * 4), *y2 = malloc((size_t)(m * N) * 4);
+    tu_fill_normal(&g_rng, w, (size_t)(N * K), 0.05f);
+    tu_fill_normal(&g_rng, x, (size_t)(m * K), 1.0f);
+    msbnb_qparams p = msbnb_qparams_default(MSBNB_QTYPE_NF4);
+    msbnb_linear_t *l = NULL;
+    setenv("MSBNB_THREADS", "3", 1);
+    CHECK_OK(msbnb_linear_create(&l, K, N, w, NULL, &p));
+    CHECK(msbnb_linear_threads(l) == 3);
+    CHECK_OK(msbnb_linear_set_threads(l, 5));
+    CHECK(msbnb_linear_threads(l) == 5);
+    CHECK_OK(msbnb_linear_forward(l, y1, x, m));
+    CHECK_OK(msbnb_linear_set_threads(l, 0)); /* back to the environment's default */
+    CHECK(msbnb_linear_threads(l) == 3);
+    unsetenv("MSBNB_THREADS");
+    CHECK(msbnb_linear_threads(l) == msbnb_default_threads());
+    CHECK_OK(msbnb_linear_set_threads(l, 1));
+    CHECK_OK(msbnb_linear_forward(l, y2, x, m));
+    /* rows are split between threads, never a row's sum: same bits for any count */
+    CHECK(memcmp(y1, y2, (size_t)(m * N) * 4) == 0);
+    msbnb_linear_free(l);
+    l = NULL;
+    for (int t = MSBNB_CPU_SCALAR; t <= MSBNB_CPU_AVX512; t++) {
+        const char *name = msbnb_cpu_tier_name((msbnb_cpu_tier)t);
+        setenv("MSBNB_CPU", name, 1);
+        if (msbnb_cpu_tier_supported((msbnb_cpu_tier)t)) {
+            CHECK_OK(msbnb_linear_create(&l, K, N, w, NULL, &p));
+            CHECKF(l && msbnb_linear_cpu_tier(l) == (msbnb_cpu_tier)t, "MSBNB_CPU=%s", name);
+            if (l) {
+                /* the forced tier computes what set_cpu_tier to it computes */
+                msbnb_linear_t *l2 = NULL;
+                unsetenv("MSBNB_CPU");
+                CHECK_OK(msbnb_linear_create(&l2, K, N, w, NULL, &p));
+                CHECK_OK(msbnb_linear_set_cpu_tier(l2, (msbnb_cpu_tier)t));
+                CHECK_OK(msbnb_linear_forward(l, y1, x, m));
+                CHECK_OK(msbnb_linear_forward(l2, y2, x, m));
+                CHECK(memcmp(y1, y2, (size_t)(m * N) * 4) == 0);
+                msbnb_linear_free(l2);
+            }
+            msbnb_linear_free(l);
+            l = NULL;
+        } else {
+            /* only reachable on a CPU without this tier */
+            CHECK_STATUS(msbnb_linear_create(&l, K, N, w, NULL, &p), MSBNB_ERR_UNSUPPORTED);
+            CHECK(strstr(msbnb_last_error(), name) != NULL);
+            unsetenv("MSBNB_CPU");
+            CHECK_OK(msbnb_linear_create(&l, K, N, w, NULL, &p));
+            CHECK_STATUS(msbnb_linear_set_cpu_tier(l, (msbnb_cpu_tier)t), MSBNB_ERR_UNSUPPORTED);
+            msbnb_linear_free(l);
+            l = NULL;
+        }
+    }
+    setenv("MSBNB_CPU", "avx9", 1);
+    CHECK_STATUS(msbnb_linear_create(&l, K, N, w, NULL, &p), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK(l == NULL && strstr(msbnb_last_error(), "avx9") != NULL);
+    unsetenv("MSBNB_CPU");
+    free(w);
+    free(x);
+    free(y1);
+    free(y2);
+}
+
+/* Layers large enough that forward cuts the rows into more chunks than threads (a thread
+ * takes several chunks and prepares x once): every tier and thread count against the
+ * scalar tier. */
+static void test_forward_many_chunks(void) {
+    static const int kix[] = {1, 3, 5, 7, 10, 11}; /* bf16, int8, int8-asym, int4-g128-asym, nf4, nf4-dq */
+    const int64_t K = g_small ? 1024 : 4096, N = 257;
+    float *w = malloc((size_t)(N * K) * 4), *x = malloc((size_t)(8 * K) * 4);
+    float *y0 = malloc((size_t)(8 * N) * 4), *y = malloc((size_t)(8 * N) * 4);
+    float *wd = malloc((size_t)(N * K) * 4);
+    double *mag = malloc((size_t)(8 * N) * 8);
+    tu_fill_normal(&g_rng, w, (size_t)(N * K), 0.05f);
+    tu_fill_normal(&g_rng, x, (size_t)(8 * K), 1.0f);
+    for (size_t q = 0; q < sizeof kix / sizeof kix[0]; q++) {
+        const kind_t *kd = &kinds[kix[q]];
+        msbnb_linear_t *l = NULL;
+        CHECK_OK(msbnb_linear_create(&l, K, N, w, NULL, &kd->p));
+        if (!l) continue;
+        CHECK_OK(msbnb_linear_dequantize_weight(l, wd));
+        for (int64_t i = 0; i < 8; i++) /* Σ_k |x w|: the scale of f32 rounding */
+            for (int64_t r = 0; r < N; r++) {
+                double a = 0;
+                for (int64_t k = 0; k < K; k++) a += fabs((double)x[i * K + k] * wd[r * K + k]);
+                mag[i * N + r] = a;
+            }
+        for (int64_t m = 1; m <= 8; m += 7) {
+            CHECK_OK(msbnb_linear_set_cpu_tier(l, MSBNB_CPU_SCALAR));
+            CHECK_OK(msbnb_linear_forward(l, y0, x, m));
+            for (int t = 0; t < n_tiers; t++)
+                for (int nt = 1; nt <= 3; nt++) {
+                    CHECK_OK(msbnb_linear_set_cpu_tier(l, tiers[t]));
+                    CHECK_OK(msbnb_linear_set_threads(l, nt));
+                    memset(y, 0xff, (size_t)(m * N) * 4);
+                    CHECK_OK(msbnb_linear_forward(l, y, x, m));
+                    int bad = 0;
+                    for (int64_t i = 0; i < m * N; i++)
+                        bad += !(fabs(y[i] - y0[i]) <= 2e-5 * mag[i] + 1e-6);
+                    CHECKF(bad == 0, "%s %s threads=%d m=%lld: %d outputs off scalar", kd->name,
+                           msbnb_cpu_tier_name(tiers[t]), nt, (long long)m, bad);
+                }
+        }
+        msbnb_linear_free(l);
+    }
+    free(w);
+    free(x);
+    free(y0);
+    free(y);
+    free(wd);
+    free(mag);
+}
+
 int main(void) {
     uint64_t seed = tu_seed();
     tu_rng_init(&g_rng, seed);
@@ -602,7 +725,9 @@ int main(void) {
     for (int t = MSBNB_CPU_SCALAR; t <= MSBNB_CPU_AVX512; t++)
         if (msbnb_cpu_tier_supported((msbnb_cpu_tier)t)) tiers[n_tiers++] = (msbnb_cpu_tier)t;
     RUN_TEST(test_bad_input);
+    RUN_TEST(test_threads_and_tier_selection);
     RUN_TEST(test_forward_all_kinds_tiers_shapes);
+    RUN_TEST(test_forward_many_chunks);
     RUN_TEST(test_backward_all_kinds);
     RUN_TEST(test_quantize_weights_in_place);
     RUN_TEST(test_forward_bf16_activations);

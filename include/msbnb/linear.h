@@ -10,7 +10,10 @@
  * caller keeps its buffers. Thread safety: forward/backward/dequantize on one layer may run
  * concurrently from several threads (they only read the layer); set_* and
  * quantize_weights mutate it and need exclusive access. OpenBLAS, used by the SIMD tiers
- * for large M, has a process-wide thread count that forward sets to the layer's count.
+ * for f32 layers and for m > 8, has a process-wide thread count that forward sets to the
+ * layer's count; its worker threads keep spinning for a while after each call
+ * (OPENBLAS_THREAD_TIMEOUT, default 2^28 cycles) and take cores from the small-m kernels
+ * that run next: a program that mixes both can set OPENBLAS_THREAD_TIMEOUT=4.
  *
  * Int8, symmetric (bitsandbytes Linear8bitLt, Dettmers et al. 2022, arXiv:2208.07339):
  * the weight is quantized row-wise with int8_vectorwise_quant of its float16 cast (codes CB
@@ -99,7 +102,9 @@ MSBNB_API msbnb_status msbnb_linear_forward_bf16(const msbnb_linear_t *l, void *
 
 /* Backward of forward for dy [m, N] (and x [m, K], needed only for dw):
  *   dx [m, K] = dy · W      (overwritten; NULL to skip), computed through the quantized
- *                            weight panel by panel, never a full float copy;
+ *                            weight one dequantized row panel (msbnb_linear_set_workspace
+ *                            bytes, default 8 MiB) at a time: no full float copy of a
+ *                            weight larger than the panel;
  *   dw [N, K] += dyᵀ · x    (f32/bf16/f16 layers only; NULL to skip);
  *   db [N]    += Σ_m dy     (layers with or without bias; NULL to skip).
  * dw on a quantized layer: STATE. x may be NULL when dw is NULL. */
@@ -120,6 +125,15 @@ MSBNB_API int msbnb_linear_threads(const msbnb_linear_t *l); /* resolved count; 
  * UNSUPPORTED if this CPU lacks it, INVALID_ARGUMENT for an unknown value. */
 MSBNB_API msbnb_status msbnb_linear_set_cpu_tier(msbnb_linear_t *l, msbnb_cpu_tier t);
 MSBNB_API msbnb_cpu_tier msbnb_linear_cpu_tier(const msbnb_linear_t *l);
+
+/* Size in bytes of the float panel into which the weight is dequantized, piece by piece,
+ * for sgemm: in forward at m > 8 (SIMD tiers) a row panel W[r0:r1, :] when K < 2N, else a
+ * column panel W[:, k0:k1] over all rows; in backward's dX a row panel. The float weight is
+ * never materialized whole (unless it fits in the panel). 0 selects the default (8 MiB,
+ * column panels at least 256 wide); a small value gives thinner panels (at least 64
+ * columns / 16 rows). Results agree to rounding for any value.
+ * Errors: INVALID_ARGUMENT (NULL, bytes < 0). */
+MSBNB_API msbnb_status msbnb_linear_set_workspace(msbnb_linear_t *l, int64_t bytes);
 
 /* LLM.int8 outlier threshold (bitsandbytes Linear8bitLt threshold; 0 = no decomposition,
  * the default). Symmetric int8 layers only (STATE otherwise); must be finite and >= 0. */

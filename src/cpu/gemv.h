@@ -37,13 +37,18 @@ typedef struct msbnb__wview {
 
 typedef struct msbnb__gemv_table {
     msbnb_cpu_tier tier;
-    /* out[(r - r0) * K + k] = W[r, k] for r in [r0, r1). With raw != 0 a symmetric INT8
-     * weight gives its codes (float-valued integers) instead. */
-    void (*dequant_rows)(const msbnb__wview *w, float *out, int64_t r0, int64_t r1, int raw);
+    /* out[(r - r0) * ldo + (k - k0)] = W[r, k] for r in [r0, r1), k in [k0, k1): a tile of
+     * the weight. With raw != 0 a symmetric INT8 weight gives its codes (float-valued
+     * integers) instead. */
+    void (*dequant_tile)(const msbnb__wview *w, float *out, int64_t ldo, int64_t r0, int64_t r1,
+                         int64_t k0, int64_t k1, int raw);
     /* y[i * ldy + r] = Σ_k x[i * K + k] W[r, k] for i < m, r in [r0, r1) (no bias).
-     * Float formats (everything but symmetric INT8). scratch: msbnb__gemv_scratch floats. */
+     * Float formats (everything but symmetric INT8). scratch: msbnb__gemv_scratch floats,
+     * private to the calling thread; x_ready != 0 says that an earlier call of this thread
+     * with the same w, x and m left its preprocessed activation there (so a thread that
+     * takes several row ranges prepares x once). */
     void (*gemv)(const msbnb__wview *w, float *y, int64_t ldy, const float *x, int64_t m,
-                 int64_t r0, int64_t r1, float *scratch);
+                 int64_t r0, int64_t r1, float *scratch, int x_ready);
     /* Symmetric INT8: acc[i * lda + r] = Σ_k xq[i * K + k] q[r, k], exact. */
     void (*gemv_i8)(const msbnb__wview *w, int64_t *acc, int64_t lda, const int8_t *xq,
                     int64_t m, int64_t r0, int64_t r1);
@@ -55,9 +60,10 @@ static inline int64_t msbnb__gemv_scratch(int64_t k, int64_t m) { return (m + 2)
 /* Row for a tier (a tier this build lacks gives the best lower one). */
 const msbnb__gemv_table *msbnb__gemv_kernels(msbnb_cpu_tier tier);
 
-void msbnb__dequant_rows_ref(const msbnb__wview *w, float *out, int64_t r0, int64_t r1, int raw);
+void msbnb__dequant_tile_ref(const msbnb__wview *w, float *out, int64_t ldo, int64_t r0, int64_t r1,
+                             int64_t k0, int64_t k1, int raw);
 void msbnb__gemv_ref(const msbnb__wview *w, float *y, int64_t ldy, const float *x, int64_t m,
-                     int64_t r0, int64_t r1, float *scratch);
+                     int64_t r0, int64_t r1, float *scratch, int x_ready);
 void msbnb__gemv_i8_ref(const msbnb__wview *w, int64_t *acc, int64_t lda, const int8_t *xq,
                         int64_t m, int64_t r0, int64_t r1);
 

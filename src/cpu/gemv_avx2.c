@@ -1,5 +1,423 @@
-/* avx2 kernels of the linear layer (work in progress: reference entries for now). */
+/* AVX2 kernels of the linear layer (checked against gemv_ref.c by tests/test_linear.c).
+ *
+ * 4-bit formats (NF4, FP4, INT4): the AVX-512 scheme (gemv_avx512.c) at half width. A
+ * 32-byte load holds 64 codes; as 8 dword lanes, lane j holds the codes of elements
+ * 8j..8j+7, and a right shift by 4s brings one of them to the low bits. AVX2 has no
+ * 16-entry float permute, so a code is decoded by two 8-entry permutes (vpermps reads the
+ * low 3 bits) and a blend on the code's bit 3 (shifted into the sign bit, which is all
+ * vblendvps reads). The activation is permuted once per call into the matching order, so
+ * the weight is streamed once, never reordered.
+ * Int8 · int8: sign-extension to 16 bits and vpmaddwd, exact (no vpmaddubsw: it saturates).
+ * bf16 / f16 / asymmetric int8: widen to f32 and FMA. */
 #include "cpu/gemv.h"
+#include "internal.h"
 
-const msbnb__gemv_table msbnb__gemv_avx2 = {MSBNB_CPU_AVX2, msbnb__dequant_rows_ref, msbnb__gemv_ref,
-                                            msbnb__gemv_i8_ref};
+#include <immintrin.h>
+#include <string.h>
+
+/* element (within a lane's 8) whose nibble sits at bits 4s..4s+3 of the lane: byte s/2,
+ * low nibble (odd element) for even s, high nibble (even element) for odd s */
+static inline int lane_elem(int s) { return 2 * (s / 2) + ((s & 1) ? 0 : 1); }
+
+static void lut_of(const msbnb__wview *w, float lut[16]) {
+    for (int i = 0; i < 16; i++)
+        lut[i] = w->type == MSBNB_QTYPE_INT4 ? (w->symmetric ? (float)(i - 8) : (float)i) : w->code[i];
+}
+
+/* lut[code & 15] per lane; `sel` holds bit 3 of each lane's code in its sign bit. */
+static inline __m256 lut16(__m256 lo, __m256 hi, __m256i idx, __m256i sel) {
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx),
+                            _mm256_castsi256_ps(sel));
+}
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline int64_t hsum8_i32(__m256i v) {
+    int32_t t[8];
+    _mm256_storeu_si256((__m256i *)t, v);
+    int64_t s = 0;
+    for (int i = 0; i < 8; i++) s += t[i];
+    return s;
+}
+
+/* ---------------------------------------------------------------- fused 4-bit gemv */
+
+/* Whether the 64-code kernel applies: rows start on a 64-element boundary and each
+ * 64-chunk lies in one scale unit or holds whole units of >= 8 elements. */
+static int lut4_fast(const msbnb__wview *w) {
+    if (w->k % 64) return 0;
+    if (w->type == MSBNB_QTYPE_NF4 || w->type == MSBNB_QTYPE_FP4) return 1; /* block: 2^n >= 32 */
+    if (w->type == MSBNB_QTYPE_INT4) {
+        int64_t g = w->block;
+        return g % 64 == 0 || (g >= 8 && 64 % g == 0);
+    }
+    return 0;
+}
+
+/* x'[(c*8 + s)*8 + j] = x[c*64 + 8j + e(s)]; xs[c*8 + j] = Σ_s of those (for mins). */
+static void permute_x(float *xp, float *xs, const float *x, int64_t K) {
+    for (int64_t c = 0; c < K / 64; c++) {
+        const float *xc = x + c * 64;
+        float *o = xp + c * 64;
+        for (int s = 0; s < 8; s++)
+            for (int j = 0; j < 8; j++) o[s * 8 + j] = xc[8 * j + lane_elem(s)];
+        if (xs)
+            for (int j = 0; j < 8; j++) {
+                float t = 0;
+                for (int s = 0; s < 8; s++) t += o[s * 8 + j];
+                xs[c * 8 + j] = t;
+            }
+    }
+}
+
+/* Walks the scale units of a row chunk by chunk without a division per chunk: `idx` is
+ * the unit of the current 64-chunk (its first unit when units are smaller). */
+typedef struct {
+    int64_t idx, cnt, cpu; /* cpu: chunks per unit (units >= 64), else 0 */
+    int per;               /* units per chunk (units < 64) */
+    __m256i lanes;         /* lane -> unit within the chunk */
+    __m256i mk;
+} units_t;
+
+static inline units_t units_start(const msbnb__wview *w, int64_t r) {
+    units_t u;
+    const int64_t b = w->block;
+    if (w->type == MSBNB_QTYPE_INT4) {
+        u.idx = r * w->gpr; /* groups run along each row */
+        u.cnt = 0;
+    } else {
+        const int64_t e = r * w->k; /* blocks run over the flattened tensor */
+        u.idx = e / b;
+        u.cnt = (e % b) / 64;
+    }
+    u.cpu = b >= 64 ? b / 64 : 0;
+    u.per = b >= 64 ? 1 : (int)(64 / b);
+    u.lanes = _mm256_srli_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                b >= 64 ? 0 : __builtin_ctz((unsigned)(b / 8)));
+    u.mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(u.per), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return u;
+}
+
+static inline void units_next(units_t *u) {
+    if (u->cpu) {
+        if (++u->cnt == u->cpu) {
+            u->cnt = 0;
+            u->idx++;
+        }
+    } else {
+        u->idx += u->per;
+    }
+}
+
+/* Scale (or min) of each lane of the current chunk. */
+static inline __m256 unit_vec(const units_t *u, const float *arr) {
+    if (u->cpu) return _mm256_set1_ps(arr[u->idx]);
+    return _mm256_permutevar8x32_ps(_mm256_maskload_ps(arr + u->idx, u->mk), u->lanes);
+}
+
+static inline __attribute__((always_inline)) void lut4_rows(const msbnb__wview *w, float *y,
+                                                             int64_t ldy, const float *xp,
+                                                             const float *xs, int64_t r0,
+                                                             int64_t r1, const int M,
+                                                             const int has_min,
+                                                             const float *lutf) {
+    const int64_t K = w->k, nc = K / 64;
+    const __m256 lo = _mm256_loadu_ps(lutf), hi = _mm256_loadu_ps(lutf + 8);
+    for (int64_t r = r0; r < r1; r++) {
+        __m256 acc[8], accm[8];
+        for (int i = 0; i < M; i++) acc[i] = accm[i] = _mm256_setzero_ps();
+        const uint8_t *p = w->packed + r * K / 2;
+        units_t un = units_start(w, r);
+        for (int64_t c = 0; c < nc; c++, units_next(&un)) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(p + c * 32));
+            const __m256 S = unit_vec(&un, w->absmax);
+            __m256 wv[8];
+            wv[0] = lut16(lo, hi, v, _mm256_slli_epi32(v, 28));
+            wv[1] = lut16(lo, hi, _mm256_srli_epi32(v, 4), _mm256_slli_epi32(v, 24));
+            wv[2] = lut16(lo, hi, _mm256_srli_epi32(v, 8), _mm256_slli_epi32(v, 20));
+            wv[3] = lut16(lo, hi, _mm256_srli_epi32(v, 12), _mm256_slli_epi32(v, 16));
+            wv[4] = lut16(lo, hi, _mm256_srli_epi32(v, 16), _mm256_slli_epi32(v, 12));
+            wv[5] = lut16(lo, hi, _mm256_srli_epi32(v, 20), _mm256_slli_epi32(v, 8));
+            wv[6] = lut16(lo, hi, _mm256_srli_epi32(v, 24), _mm256_slli_epi32(v, 4));
+            wv[7] = lut16(lo, hi, _mm256_srli_epi32(v, 28), v);
+            for (int i = 0; i < M; i++) {
+                const float *xc = xp + (int64_t)i * K + c * 64;
+                __m256 ta = _mm256_mul_ps(wv[0], _mm256_loadu_ps(xc));
+                __m256 tb = _mm256_mul_ps(wv[1], _mm256_loadu_ps(xc + 8));
+                ta = _mm256_fmadd_ps(wv[2], _mm256_loadu_ps(xc + 16), ta);
+                tb = _mm256_fmadd_ps(wv[3], _mm256_loadu_ps(xc + 24), tb);
+                ta = _mm256_fmadd_ps(wv[4], _mm256_loadu_ps(xc + 32), ta);
+                tb = _mm256_fmadd_ps(wv[5], _mm256_loadu_ps(xc + 40), tb);
+                ta = _mm256_fmadd_ps(wv[6], _mm256_loadu_ps(xc + 48), ta);
+                tb = _mm256_fmadd_ps(wv[7], _mm256_loadu_ps(xc + 56), tb);
+                acc[i] = _mm256_fmadd_ps(_mm256_add_ps(ta, tb), S, acc[i]);
+            }
+            if (has_min) {
+                const __m256 Mn = unit_vec(&un, w->mins);
+                for (int i = 0; i < M; i++)
+                    accm[i] = _mm256_fmadd_ps(Mn, _mm256_loadu_ps(xs + (int64_t)i * (K / 8) + c * 8),
+                                              accm[i]);
+            }
+        }
+        for (int i = 0; i < M; i++) y[i * ldy + r] = hsum8(_mm256_add_ps(acc[i], accm[i]));
+    }
+}
+
+#define LUT4_CASE(MM)                                                                      \
+    case MM:                                                                               \
+        if (has_min) lut4_rows(w, y, ldy, xp, xs, r0, r1, MM, 1, lutf);                    \
+        else lut4_rows(w, y, ldy, xp, xs, r0, r1, MM, 0, lutf);                            \
+        break;
+
+static void gemv_lut4(const msbnb__wview *w, float *y, int64_t ldy, const float *x, int64_t m,
+                      int64_t r0, int64_t r1, float *scratch, int x_ready) {
+    const int64_t K = w->k;
+    const int has_min = w->type == MSBNB_QTYPE_INT4 && !w->symmetric;
+    float *xp = scratch, *xs = scratch + m * K;
+    float lutf[16];
+    lut_of(w, lutf);
+    if (!x_ready)
+        for (int64_t i = 0; i < m; i++)
+            permute_x(xp + i * K, has_min ? xs + i * (K / 8) : NULL, x + i * K, K);
+    switch (m) {
+        LUT4_CASE(1)
+        LUT4_CASE(2)
+        LUT4_CASE(3)
+        LUT4_CASE(4)
+        LUT4_CASE(5)
+        LUT4_CASE(6)
+        LUT4_CASE(7)
+        LUT4_CASE(8)
+    default: msbnb__gemv_ref(w, y, ldy, x, m, r0, r1, scratch, 0); break;
+    }
+}
+
+/* ---------------------------------------------------------------- 16-bit and int8 floats */
+
+/* 8 weights at flat offset off as f32 (bf16 / f16 / f32 / int8 codes). */
+static inline __m256 load8(const msbnb__wview *w, int64_t off) {
+    switch (w->type) {
+    case MSBNB_QTYPE_BF16:
+        return _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w->u16 + off))), 16));
+    case MSBNB_QTYPE_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w->u16 + off)));
+    case MSBNB_QTYPE_F32: return _mm256_loadu_ps(w->f32 + off);
+    default: /* INT8 codes */
+        return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(w->q8 + off))));
+    }
+}
+
+static inline float load1(const msbnb__wview *w, int64_t off) {
+    switch (w->type) {
+    case MSBNB_QTYPE_BF16: {
+        uint32_t u = (uint32_t)w->u16[off] << 16;
+        float f;
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    case MSBNB_QTYPE_F16: return msbnb_f16_to_f32(w->u16[off]);
+    case MSBNB_QTYPE_F32: return w->f32[off];
+    default: return (float)w->q8[off];
+    }
+}
+
+/* y[i, r] = Σ_k x[i, k] w[r, k]; int8 asymmetric: s_r Σ_k (q - z_r) x (q - z exact). */
+static inline __attribute__((always_inline)) void dense_rows(const msbnb__wview *w, float *y,
+                                                              int64_t ldy, const float *x,
+                                                              int64_t r0, int64_t r1, const int M) {
+    const int64_t K = w->k;
+    const int is8 = w->type == MSBNB_QTYPE_INT8;
+    for (int64_t r = r0; r < r1; r++) {
+        __m256 a0[8], a1[8];
+        const float zs = is8 ? w->rzero[r] : 0.0f;
+        const __m256 z = _mm256_set1_ps(zs);
+        for (int i = 0; i < M; i++) a0[i] = a1[i] = _mm256_setzero_ps();
+        int64_t k = 0;
+        for (; k + 16 <= K; k += 16) {
+            __m256 wa = load8(w, r * K + k), wb = load8(w, r * K + k + 8);
+            if (is8) {
+                wa = _mm256_sub_ps(wa, z);
+                wb = _mm256_sub_ps(wb, z);
+            }
+            for (int i = 0; i < M; i++) {
+                a0[i] = _mm256_fmadd_ps(wa, _mm256_loadu_ps(x + i * K + k), a0[i]);
+                a1[i] = _mm256_fmadd_ps(wb, _mm256_loadu_ps(x + i * K + k + 8), a1[i]);
+            }
+        }
+        float tail[8] = {0};
+        for (; k < K; k++) {
+            float wk = load1(w, r * K + k) - zs;
+            for (int i = 0; i < M; i++) tail[i] += wk * x[i * K + k];
+        }
+        for (int i = 0; i < M; i++) {
+            float s = hsum8(_mm256_add_ps(a0[i], a1[i])) + tail[i];
+            y[i * ldy + r] = is8 ? w->rscale[r] * s : s;
+        }
+    }
+}
+
+#define DENSE_CASE(MM)                                                                     \
+    case MM: dense_rows(w, y, ldy, x, r0, r1, MM); break;
+
+static void gemv_dense(const msbnb__wview *w, float *y, int64_t ldy, const float *x, int64_t m,
+                       int64_t r0, int64_t r1) {
+    switch (m) {
+        DENSE_CASE(1)
+        DENSE_CASE(2)
+        DENSE_CASE(3)
+        DENSE_CASE(4)
+        DENSE_CASE(5)
+        DENSE_CASE(6)
+        DENSE_CASE(7)
+        DENSE_CASE(8)
+    default: break;
+    }
+}
+
+static void gemv_avx2(const msbnb__wview *w, float *y, int64_t ldy, const float *x, int64_t m,
+                      int64_t r0, int64_t r1, float *scratch, int x_ready) {
+    if (m > 8) {
+        msbnb__gemv_ref(w, y, ldy, x, m, r0, r1, scratch, 0);
+        return;
+    }
+    switch (w->type) {
+    case MSBNB_QTYPE_F32:
+    case MSBNB_QTYPE_BF16:
+    case MSBNB_QTYPE_F16: gemv_dense(w, y, ldy, x, m, r0, r1); return;
+    case MSBNB_QTYPE_INT8:
+        if (!w->symmetric) {
+            gemv_dense(w, y, ldy, x, m, r0, r1);
+            return;
+        }
+        break;
+    case MSBNB_QTYPE_NF4:
+    case MSBNB_QTYPE_FP4:
+    case MSBNB_QTYPE_INT4:
+        if (lut4_fast(w)) {
+            gemv_lut4(w, y, ldy, x, m, r0, r1, scratch, x_ready);
+            return;
+        }
+        break;
+    default: break;
+    }
+    msbnb__gemv_ref(w, y, ldy, x, m, r0, r1, scratch, 0);
+}
+
+/* ---------------------------------------------------------------- int8 · int8 */
+
+/* acc = Σ xq · q exactly: 16 codes widened to int16, vpmaddwd sums pairs into int32
+ * (|pair| <= 2·127·128), flushed to 64 bits every 2^16 columns (4096 steps per lane). */
+static inline __attribute__((always_inline)) void i8_rows(const msbnb__wview *w, int64_t *acc,
+                                                           int64_t lda, const int8_t *xq,
+                                                           int64_t r0, int64_t r1, const int M) {
+    const int64_t K = w->k;
+    for (int64_t r = r0; r < r1; r++) {
+        const int8_t *q = w->q8 + r * K;
+        int64_t tot[8] = {0};
+        const int64_t kv = K / 16 * 16;
+        for (int64_t k0 = 0; k0 < kv; k0 += 65536) {
+            const int64_t k1 = kv - k0 < 65536 ? kv : k0 + 65536;
+            __m256i a[8];
+            for (int i = 0; i < M; i++) a[i] = _mm256_setzero_si256();
+            for (int64_t k = k0; k < k1; k += 16) {
+                const __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(q + k)));
+                for (int i = 0; i < M; i++) {
+                    __m256i xv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(xq + i * K + k)));
+                    a[i] = _mm256_add_epi32(a[i], _mm256_madd_epi16(wv, xv));
+                }
+            }
+            for (int i = 0; i < M; i++) tot[i] += hsum8_i32(a[i]);
+        }
+        for (int64_t k = kv; k < K; k++)
+            for (int i = 0; i < M; i++) tot[i] += (int32_t)q[k] * (int32_t)xq[i * K + k];
+        for (int i = 0; i < M; i++) acc[i * lda + r] = tot[i];
+    }
+}
+
+#define I8_CASE(MM)                                                                        \
+    case MM: i8_rows(w, acc, lda, xq, r0, r1, MM); break;
+
+static void gemv_i8_avx2(const msbnb__wview *w, int64_t *acc, int64_t lda, const int8_t *xq,
+                         int64_t m, int64_t r0, int64_t r1) {
+    switch (m) {
+        I8_CASE(1)
+        I8_CASE(2)
+        I8_CASE(3)
+        I8_CASE(4)
+        I8_CASE(5)
+        I8_CASE(6)
+        I8_CASE(7)
+        I8_CASE(8)
+    default: msbnb__gemv_i8_ref(w, acc, lda, xq, m, r0, r1); break;
+    }
+}
+
+/* ---------------------------------------------------------------- dequantized panels */
+
+/* 16 weights from 8 packed bytes in natural order, times scale (+ min). */
+static inline void dq16(float *out, const uint8_t *p, __m256 lo, __m256 hi, __m256 s, __m256 mn) {
+    const __m256i d = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+    const __m256 e = lut16(lo, hi, _mm256_srli_epi32(d, 4), _mm256_slli_epi32(d, 24)); /* 2j */
+    const __m256 o = lut16(lo, hi, d, _mm256_slli_epi32(d, 28));                        /* 2j+1 */
+    const __m256 a = _mm256_unpacklo_ps(e, o), b = _mm256_unpackhi_ps(e, o);
+    _mm256_storeu_ps(out, _mm256_fmadd_ps(_mm256_permute2f128_ps(a, b, 0x20), s, mn));
+    _mm256_storeu_ps(out + 8, _mm256_fmadd_ps(_mm256_permute2f128_ps(a, b, 0x31), s, mn));
+}
+
+static void dequant_tile_avx2(const msbnb__wview *w, float *out, int64_t ldo, int64_t r0,
+                             int64_t r1, int64_t k0, int64_t k1, int raw) {
+    const int64_t K = w->k;
+    switch (w->type) {
+    case MSBNB_QTYPE_NF4:
+    case MSBNB_QTYPE_FP4:
+    case MSBNB_QTYPE_INT4: {
+        if (K % 16 || k0 % 16 || k1 % 16 || (w->type == MSBNB_QTYPE_INT4 && w->block % 16)) break;
+        float lutf[16];
+        lut_of(w, lutf);
+        const __m256 lo = _mm256_loadu_ps(lutf), hi = _mm256_loadu_ps(lutf + 8);
+        const int has_min = w->type == MSBNB_QTYPE_INT4 && !w->symmetric;
+        for (int64_t r = r0; r < r1; r++) {
+            float *o = out + (r - r0) * ldo;
+            const uint8_t *p = w->packed + r * K / 2;
+            for (int64_t k = k0; k < k1; k += 16) {
+                int64_t si = w->type == MSBNB_QTYPE_INT4 ? r * w->gpr + k / w->block
+                                                         : (r * K + k) / w->block;
+                __m256 mn = has_min ? _mm256_set1_ps(w->mins[si]) : _mm256_setzero_ps();
+                dq16(o + (k - k0), p + k / 2, lo, hi, _mm256_set1_ps(w->absmax[si]), mn);
+            }
+        }
+        return;
+    }
+    case MSBNB_QTYPE_BF16:
+    case MSBNB_QTYPE_F16:
+    case MSBNB_QTYPE_INT8:
+        for (int64_t r = r0; r < r1; r++) {
+            float *o = out + (r - r0) * ldo;
+            float s = 1.0f, z = 0.0f;
+            if (w->type == MSBNB_QTYPE_INT8) {
+                s = (w->symmetric && raw) ? 1.0f : w->rscale[r];
+                z = w->symmetric ? 0.0f : w->rzero[r];
+            }
+            const __m256 vs = _mm256_set1_ps(s), vz = _mm256_set1_ps(z);
+            const int is8 = w->type == MSBNB_QTYPE_INT8;
+            int64_t k = k0;
+            for (; k + 8 <= k1; k += 8) {
+                __m256 v = load8(w, r * K + k);
+                if (is8) v = _mm256_mul_ps(_mm256_sub_ps(v, vz), vs);
+                _mm256_storeu_ps(o + (k - k0), v);
+            }
+            for (; k < k1; k++) o[k - k0] = is8 ? (load1(w, r * K + k) - z) * s : load1(w, r * K + k);
+        }
+        return;
+    default: break;
+    }
+    msbnb__dequant_tile_ref(w, out, ldo, r0, r1, k0, k1, raw);
+}
+
+const msbnb__gemv_table msbnb__gemv_avx2 = {MSBNB_CPU_AVX2, dequant_tile_avx2, gemv_avx2,
+                                            gemv_i8_avx2};

@@ -50,22 +50,49 @@ static void permute_x(float *xp, float *xs, const float *x, int64_t K) {
     }
 }
 
-/* Scale (or min) of each lane of the 128-chunk starting at element k0 of row r. */
-static inline __m512 unit_vec(const msbnb__wview *w, const float *arr, int64_t r, int64_t k0) {
-    int64_t u, base;
+/* Walks the scale units of a row chunk by chunk without a division per chunk: `idx` is
+ * the unit of the current 128-chunk (its first unit when units are smaller). */
+typedef struct {
+    int64_t idx, cnt, cpu; /* cpu: chunks per unit (units >= 128), else 0 */
+    int per;               /* units per chunk (units < 128) */
+    __m512i lanes;         /* lane -> unit within the chunk */
+    __mmask16 mk;
+} units_t;
+
+static inline units_t units_start(const msbnb__wview *w, int64_t r) {
+    units_t u;
+    const int64_t b = w->block;
     if (w->type == MSBNB_QTYPE_INT4) {
-        u = w->block;
-        base = r * w->gpr + k0 / u;
+        u.idx = r * w->gpr; /* groups run along each row */
+        u.cnt = 0;
     } else {
-        u = w->block;
-        base = (r * w->k + k0) / u;
+        const int64_t e = r * w->k; /* blocks run over the flattened tensor */
+        u.idx = e / b;
+        u.cnt = (e % b) / 128;
     }
-    if (u >= 128) return _mm512_set1_ps(arr[base]);
-    int per = (int)(128 / u); /* units in this chunk (2, 4, 8 or 16) */
-    int shift = __builtin_ctz((unsigned)(u / 8));
-    __m512i idx = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), (unsigned)shift);
-    __m512 v = _mm512_maskz_loadu_ps((__mmask16)((1u << per) - 1), arr + base);
-    return _mm512_permutexvar_ps(idx, v);
+    u.cpu = b >= 128 ? b / 128 : 0;
+    u.per = b >= 128 ? 1 : (int)(128 / b);
+    u.lanes = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                b >= 128 ? 0 : (unsigned)__builtin_ctz((unsigned)(b / 8)));
+    u.mk = (__mmask16)((1u << u.per) - 1);
+    return u;
+}
+
+static inline void units_next(units_t *u) {
+    if (u->cpu) {
+        if (++u->cnt == u->cpu) {
+            u->cnt = 0;
+            u->idx++;
+        }
+    } else {
+        u->idx += u->per;
+    }
+}
+
+/* Scale (or min) of each lane of the current chunk. */
+static inline __m512 unit_vec(const units_t *u, const float *arr) {
+    if (u->cpu) return _mm512_set1_ps(arr[u->idx]);
+    return _mm512_permutexvar_ps(u->lanes, _mm512_maskz_loadu_ps(u->mk, arr + u->idx));
 }
 
 static inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
@@ -86,9 +113,13 @@ static inline __attribute__((always_inline)) void lut4_rows(const msbnb__wview *
             accm[i] = _mm512_setzero_ps();
         }
         const uint8_t *p = w->packed + r * K / 2;
-        for (int64_t c = 0; c < nc; c++) {
+        units_t un = units_start(w, r);
+        for (int64_t c = 0; c < nc; c++, units_next(&un)) {
+            /* 32 lines ahead: decoding costs about as much time as streaming the bytes
+             * from DRAM, so the loads should be in flight before they are needed */
+            _mm_prefetch((const char *)(p + c * 64 + 2048), _MM_HINT_T0);
             __m512i v = _mm512_loadu_si512((const void *)(p + c * 64));
-            __m512 S = unit_vec(w, w->absmax, r, c * 128);
+            __m512 S = unit_vec(&un, w->absmax);
             __m512 w0 = _mm512_permutexvar_ps(v, lut);
             __m512 w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut);
             __m512 w2 = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 8), lut);
@@ -110,7 +141,7 @@ static inline __attribute__((always_inline)) void lut4_rows(const msbnb__wview *
                 acc[i] = _mm512_fmadd_ps(_mm512_add_ps(ta, tb), S, acc[i]);
             }
             if (has_min) {
-                __m512 Mn = unit_vec(w, w->mins, r, c * 128);
+                __m512 Mn = unit_vec(&un, w->mins);
                 for (int i = 0; i < M; i++)
                     accm[i] = _mm512_fmadd_ps(Mn, _mm512_loadu_ps(xs + (int64_t)i * (K / 8) + c * 16), accm[i]);
             }
@@ -126,13 +157,15 @@ static inline __attribute__((always_inline)) void lut4_rows(const msbnb__wview *
         break;
 
 static void gemv_lut4(const msbnb__wview *w, float *y, int64_t ldy, const float *x, int64_t m,
-                      int64_t r0, int64_t r1, float *scratch) {
+                      int64_t r0, int64_t r1, float *scratch, int x_ready) {
     const int64_t K = w->k;
     const int has_min = w->type == MSBNB_QTYPE_INT4 && !w->symmetric;
     float *xp = scratch, *xs = scratch + m * K;
     float lutf[16];
     lut_of(w, lutf);
-    for (int64_t i = 0; i < m; i++) permute_x(xp + i * K, has_min ? xs + i * (K / 8) : NULL, x + i * K, K);
+    if (!x_ready)
+        for (int64_t i = 0; i < m; i++)
+            permute_x(xp + i * K, has_min ? xs + i * (K / 8) : NULL, x + i * K, K);
     switch (m) {
         LUT4_CASE(1)
         LUT4_CASE(2)
@@ -142,7 +175,7 @@ static void gemv_lut4(const msbnb__wview *w, float *y, int64_t ldy, const float 
         LUT4_CASE(6)
         LUT4_CASE(7)
         LUT4_CASE(8)
-    default: msbnb__gemv_ref(w, y, ldy, x, m, r0, r1, scratch); break;
+    default: msbnb__gemv_ref(w, y, ldy, x, m, r0, r1, scratch, 0); break;
     }
 }
 
@@ -173,6 +206,11 @@ static inline __attribute__((always_inline)) void dense_rows(const msbnb__wview 
         for (int i = 0; i < M; i++) a0[i] = a1[i] = _mm512_setzero_ps();
         int64_t k = 0;
         for (; k + 32 <= K; k += 32) {
+            /* ahead of the stream, as in lut4_rows (bf16/f16: 64 bytes per step) */
+            if (w->type != MSBNB_QTYPE_F32)
+                _mm_prefetch((const char *)(is8 ? (const void *)(w->q8 + r * K + k)
+                                                : (const void *)(w->u16 + r * K + k)) + 2048,
+                             _MM_HINT_T0);
             __m512 wa = load16(w, r * K + k, 0xffff), wb = load16(w, r * K + k + 16, 0xffff);
             if (is8) {
                 wa = _mm512_sub_ps(wa, z);
@@ -216,9 +254,9 @@ static void gemv_dense(const msbnb__wview *w, float *y, int64_t ldy, const float
 }
 
 static void gemv_avx512(const msbnb__wview *w, float *y, int64_t ldy, const float *x, int64_t m,
-                        int64_t r0, int64_t r1, float *scratch) {
+                        int64_t r0, int64_t r1, float *scratch, int x_ready) {
     if (m > 8) {
-        msbnb__gemv_ref(w, y, ldy, x, m, r0, r1, scratch);
+        msbnb__gemv_ref(w, y, ldy, x, m, r0, r1, scratch, 0);
         return;
     }
     switch (w->type) {
@@ -235,13 +273,13 @@ static void gemv_avx512(const msbnb__wview *w, float *y, int64_t ldy, const floa
     case MSBNB_QTYPE_FP4:
     case MSBNB_QTYPE_INT4:
         if (lut4_fast(w)) {
-            gemv_lut4(w, y, ldy, x, m, r0, r1, scratch);
+            gemv_lut4(w, y, ldy, x, m, r0, r1, scratch, x_ready);
             return;
         }
         break;
     default: break;
     }
-    msbnb__gemv_ref(w, y, ldy, x, m, r0, r1, scratch);
+    msbnb__gemv_ref(w, y, ldy, x, m, r0, r1, scratch, 0);
 }
 
 /* ---------------------------------------------------------------- int8 · int8 */
@@ -262,6 +300,7 @@ i8_vnni_rows(const msbnb__wview *w, int64_t *acc, int64_t lda, const int8_t *xq,
             __m512i a[8];
             for (int i = 0; i < M; i++) a[i] = _mm512_setzero_si512();
             for (int64_t k = k0; k < k1; k += 64) {
+                _mm_prefetch((const char *)(q + k) + 2048, _MM_HINT_T0);
                 __mmask64 mk = k1 - k >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (k1 - k)) - 1);
                 __m512i wu = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, q + k), bias);
                 for (int i = 0; i < M; i++)
@@ -340,26 +379,28 @@ static inline void dq32(float *out, const uint8_t *p, __m512 lut, __m512 s, __m5
     _mm512_storeu_ps(out + 16, _mm512_fmadd_ps(_mm512_permutex2var_ps(hi, i1, lo), s, mn));
 }
 
-static void dequant_rows_avx512(const msbnb__wview *w, float *out, int64_t r0, int64_t r1, int raw) {
+static void dequant_tile_avx512(const msbnb__wview *w, float *out, int64_t ldo, int64_t r0,
+                             int64_t r1, int64_t k0, int64_t k1, int raw) {
     const int64_t K = w->k;
     switch (w->type) {
     case MSBNB_QTYPE_NF4:
     case MSBNB_QTYPE_FP4:
     case MSBNB_QTYPE_INT4: {
-        int ok = K % 32 == 0 && (w->type != MSBNB_QTYPE_INT4 || w->block % 32 == 0);
+        int ok = K % 32 == 0 && k0 % 32 == 0 && k1 % 32 == 0 &&
+                 (w->type != MSBNB_QTYPE_INT4 || w->block % 32 == 0);
         if (!ok) break;
         float lutf[16];
         lut_of(w, lutf);
         const __m512 lut = _mm512_loadu_ps(lutf);
         const int has_min = w->type == MSBNB_QTYPE_INT4 && !w->symmetric;
         for (int64_t r = r0; r < r1; r++) {
-            float *o = out + (r - r0) * K;
+            float *o = out + (r - r0) * ldo;
             const uint8_t *p = w->packed + r * K / 2;
-            for (int64_t k = 0; k < K; k += 32) {
+            for (int64_t k = k0; k < k1; k += 32) {
                 int64_t si = w->type == MSBNB_QTYPE_INT4 ? r * w->gpr + k / w->block
                                                          : (r * K + k) / w->block;
                 __m512 mn = has_min ? _mm512_set1_ps(w->mins[si]) : _mm512_setzero_ps();
-                dq32(o + k, p + k / 2, lut, _mm512_set1_ps(w->absmax[si]), mn);
+                dq32(o + (k - k0), p + k / 2, lut, _mm512_set1_ps(w->absmax[si]), mn);
             }
         }
         return;
@@ -368,25 +409,25 @@ static void dequant_rows_avx512(const msbnb__wview *w, float *out, int64_t r0, i
     case MSBNB_QTYPE_F16:
     case MSBNB_QTYPE_INT8:
         for (int64_t r = r0; r < r1; r++) {
-            float *o = out + (r - r0) * K;
+            float *o = out + (r - r0) * ldo;
             float s = 1.0f, z = 0.0f;
             if (w->type == MSBNB_QTYPE_INT8) {
                 s = (w->symmetric && raw) ? 1.0f : w->rscale[r];
                 z = w->symmetric ? 0.0f : w->rzero[r];
             }
             const __m512 vs = _mm512_set1_ps(s), vz = _mm512_set1_ps(z);
-            for (int64_t k = 0; k < K; k += 16) {
-                __mmask16 mk = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
+            for (int64_t k = k0; k < k1; k += 16) {
+                __mmask16 mk = k1 - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (k1 - k)) - 1);
                 __m512 v = load16(w, r * K + k, mk);
                 if (w->type == MSBNB_QTYPE_INT8) v = _mm512_mul_ps(_mm512_sub_ps(v, vz), vs);
-                _mm512_mask_storeu_ps(o + k, mk, v);
+                _mm512_mask_storeu_ps(o + (k - k0), mk, v);
             }
         }
         return;
     default: break;
     }
-    msbnb__dequant_rows_ref(w, out, r0, r1, raw);
+    msbnb__dequant_tile_ref(w, out, ldo, r0, r1, k0, k1, raw);
 }
 
-const msbnb__gemv_table msbnb__gemv_avx512 = {MSBNB_CPU_AVX512, dequant_rows_avx512, gemv_avx512,
+const msbnb__gemv_table msbnb__gemv_avx512 = {MSBNB_CPU_AVX512, dequant_tile_avx512, gemv_avx512,
                                               gemv_i8_avx512};

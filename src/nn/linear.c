@@ -8,6 +8,8 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +20,7 @@ struct msbnb_linear {
     int64_t k, n;
     msbnb_qparams fmt;
     int nthreads;          /* <= 0: default */
+    int64_t ws_bytes;      /* dequantization panel budget; 0: default */
     msbnb_cpu_tier tier;
     float int8_threshold;
     float *bias;           /* [N] or NULL */
@@ -456,6 +459,15 @@ msbnb_status msbnb_linear_set_cpu_tier(msbnb_linear_t *l, msbnb_cpu_tier t) {
     l->tier = t;
     return MSBNB_OK;
 }
+msbnb_status msbnb_linear_set_workspace(msbnb_linear_t *l, int64_t bytes) {
+    MSBNB_CHECK_NULL(l);
+    if (bytes < 0)
+        return msbnb__fail(MSBNB_ERR_INVALID_ARGUMENT, "%s: bytes must be >= 0 (got %lld)", __func__,
+                           (long long)bytes);
+    l->ws_bytes = bytes;
+    return MSBNB_OK;
+}
+
 msbnb_cpu_tier msbnb_linear_cpu_tier(const msbnb_linear_t *l) { return l ? l->tier : MSBNB_CPU_SCALAR; }
 
 msbnb_status msbnb_linear_set_int8_threshold(msbnb_linear_t *l, float threshold) {
@@ -556,12 +568,6 @@ static msbnb_status check_call(const msbnb_linear_t *l, int64_t m, const char *f
     return MSBNB_OK;
 }
 
-/* Rows per parallel chunk: enough weight bytes per chunk to amortise the fork. */
-static int64_t row_grain(const msbnb_linear_t *l) {
-    int64_t g = (int64_t)(65536 / (l->k + 1));
-    return g < 1 ? 1 : g;
-}
-
 typedef struct {
     const msbnb__gemv_table *kt;
     const msbnb__wview *w;
@@ -571,57 +577,132 @@ typedef struct {
     int64_t *acc;
     int64_t m, ld;
     float *panel;
-    int64_t r0;
+    int64_t r0, k0, k1, ldp; /* dequant: tile rows r0 + [b, e), cols [k0, k1), panel stride */
     int raw;
-    int failed;
 } job_t;
 
-static void gemv_job(void *ctx, int64_t b, int64_t e, int tid) {
-    job_t *j = ctx;
-    float *scratch = msbnb__alloc((size_t)msbnb__gemv_scratch(j->w->k, j->m) * sizeof(float));
-    if (!scratch) {
-        j->failed = 1; /* benign race: only ever set to 1 */
-        return;
+/* Small-m forward over threads with dynamic scheduling: rows are cut into chunks of about
+ * 256 KiB of weight and each thread takes the next chunk from an atomic counter, so a
+ * thread that the OS deschedules (a shared machine, unequal cores) does not hold the
+ * others up, as it does with one fixed range per thread. Each thread allocates its
+ * scratch and prepares x once. */
+typedef struct {
+    job_t *j;
+    int i8; /* gemv_i8 instead of gemv */
+    int64_t n, chunk;
+    atomic_llong next;
+} sched_t;
+
+static void *sched_worker(void *arg) {
+    sched_t *sc = arg;
+    job_t *j = sc->j;
+    float *scratch = NULL;
+    if (!sc->i8) {
+        scratch = msbnb__alloc((size_t)msbnb__gemv_scratch(j->w->k, j->m) * sizeof(float));
+        if (!scratch) return NULL; /* take no rows: the other threads finish them */
     }
-    j->kt->gemv(j->w, j->y, j->ld, j->x, j->m, b, e, scratch);
+    for (int ready = 0;; ready = 1) {
+        const int64_t b = (int64_t)atomic_fetch_add(&sc->next, (long long)sc->chunk);
+        if (b >= sc->n) break;
+        const int64_t e = sc->n - b < sc->chunk ? sc->n : b + sc->chunk;
+        if (sc->i8)
+            j->kt->gemv_i8(j->w, j->acc, j->ld, j->xq, j->m, b, e);
+        else
+            j->kt->gemv(j->w, j->y, j->ld, j->x, j->m, b, e, scratch, ready);
+    }
     msbnb__free(scratch);
+    return NULL;
 }
 
-static void gemv_i8_job(void *ctx, int64_t b, int64_t e, int tid) {
-    job_t *j = ctx;
-    j->kt->gemv_i8(j->w, j->acc, j->ld, j->xq, j->m, b, e);
+/* Runs the gemv (or gemv_i8) kernel of job j over all N rows with nt threads. */
+static msbnb_status run_rows(const msbnb_linear_t *l, job_t *j, int i8, int nt) {
+    sched_t sc;
+    sc.j = j;
+    sc.i8 = i8;
+    sc.n = l->n;
+    const int64_t row_bytes = l->bytes / l->n + 1;
+    sc.chunk = (256 << 10) / row_bytes;
+    if (sc.chunk < 1) sc.chunk = 1;
+    if (sc.chunk * nt > sc.n) sc.chunk = (sc.n + nt - 1) / nt; /* small layers: one range each */
+    atomic_init(&sc.next, 0);
+    const int64_t nchunks = (sc.n + sc.chunk - 1) / sc.chunk;
+    if (nt > nchunks) nt = (int)nchunks;
+    if (nt > 64) nt = 64;
+    pthread_t th[64];
+    int started[64] = {0};
+    for (int t = 1; t < nt; t++) started[t] = pthread_create(&th[t], NULL, sched_worker, &sc) == 0;
+    sched_worker(&sc);
+    for (int t = 1; t < nt; t++)
+        if (started[t]) pthread_join(th[t], NULL);
+    /* rows are left only if every thread failed to allocate its scratch */
+    if (atomic_load(&sc.next) < sc.n)
+        return msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "linear forward: out of memory");
+    return MSBNB_OK;
 }
 
 static void dequant_job(void *ctx, int64_t b, int64_t e, int tid) {
     job_t *j = ctx;
-    j->kt->dequant_rows(j->w, j->panel + b * j->w->k, j->r0 + b, j->r0 + e, j->raw);
+    j->kt->dequant_tile(j->w, j->panel + b * j->ldp, j->ldp, j->r0 + b, j->r0 + e, j->k0, j->k1,
+                        j->raw);
 }
 
-/* Rows of W per dequantized panel: ~4 MiB of f32 (a cache-sized buffer; measured in
- * bench/bench_linear.c), at least 16 rows. */
-static int64_t panel_rows(int64_t k, int64_t n) {
-    int64_t r = (int64_t)((4u << 20) / (4 * (size_t)k));
+#define DEFAULT_PANEL_BYTES ((int64_t)8 << 20)
+
+/* Rows of W per dequantized row panel: the panel budget over K columns, a
+ * multiple of 16 rows, at least 16. */
+static int64_t panel_rows(const msbnb_linear_t *l) {
+    const int64_t budget = l->ws_bytes ? l->ws_bytes : DEFAULT_PANEL_BYTES;
+    int64_t r = budget / (4 * l->k) / 16 * 16;
     if (r < 16) r = 16;
-    r = r / 16 * 16;
-    return r > n ? n : r;
+    return r > l->n ? l->n : r;
 }
 
-/* Y[m, N] = X[m, K] · Wᵀ (no bias) through dequantized panels and sgemm (or scalar dots
- * for the reference tier, via the gemv kernel). raw: INT8 symmetric codes. */
+/* Columns of W per dequantized column panel: the panel budget over
+ * all N rows, a multiple of 64 columns (the SIMD tiles' alignment); by default at least
+ * 256 (sgemm's own K blocking is a few hundred; thinner slices re-read Y too often). */
+static int64_t panel_cols(const msbnb_linear_t *l) {
+    const int64_t budget = l->ws_bytes ? l->ws_bytes : DEFAULT_PANEL_BYTES;
+    const int64_t lo = l->ws_bytes ? 64 : 256;
+    int64_t c = budget / (4 * l->n) / 64 * 64;
+    if (c < lo) c = lo;
+    return c > l->k ? l->k : c;
+}
+
+/* Y[m, N] = X[m, K] · Wᵀ (no bias) for the SIMD tiers at large m: the weight is
+ * dequantized one panel at a time (never the whole float weight) and multiplied by sgemm.
+ * Row panels W[r0:r1, :] give Y[:, r0:r1] directly but make sgemm repack all of X for
+ * each panel (4·m·K bytes, N/rows times); column panels W[:, k0:k1] accumulate
+ * Y += X[:, k0:k1] · panelᵀ, re-reading and re-writing Y for each panel (8·m·N bytes, K/cols
+ * times). With panels of equal size the first moves 4·m·N·K²/P bytes, the second
+ * 8·m·N²·K/P: row panels when K < 2N. raw: INT8 symmetric codes. */
 static msbnb_status forward_panels(const msbnb_linear_t *l, const msbnb__gemv_table *kt,
                                    const msbnb__wview *w, float *y, const float *x, int64_t m,
                                    int raw) {
-    const int64_t K = l->k, N = l->n, pr = panel_rows(K, N);
+    const int64_t K = l->k, N = l->n;
     const int nt = msbnb__resolve_threads(l->nthreads);
+    const int by_rows = K < 2 * N;
+    const int64_t step = by_rows ? panel_rows(l) : panel_cols(l);
     float *panel;
-    MSBNB_TRY(alloc_arr((void **)&panel, pr * K, sizeof(float), "weight panel"));
+    MSBNB_TRY(alloc_arr((void **)&panel, step * (by_rows ? K : N), sizeof(float), "weight panel"));
     openblas_set_num_threads(nt);
-    for (int64_t r0 = 0; r0 < N; r0 += pr) {
-        int64_t rows = N - r0 < pr ? N - r0 : pr;
-        job_t j = {.kt = kt, .w = w, .panel = panel, .r0 = r0, .raw = raw};
-        msbnb__parallel_for(nt, rows, 4, dequant_job, &j);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)rows, (int)K, 1.0f, x,
-                    (int)K, panel, (int)K, 0.0f, y + r0, (int)N);
+    if (by_rows) {
+        for (int64_t r0 = 0; r0 < N; r0 += step) {
+            const int64_t rows = N - r0 < step ? N - r0 : step;
+            job_t j = {.kt = kt, .w = w, .panel = panel, .r0 = r0, .k0 = 0, .k1 = K, .ldp = K,
+                       .raw = raw};
+            msbnb__parallel_for(nt, rows, 4, dequant_job, &j);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)rows, (int)K, 1.0f,
+                        x, (int)K, panel, (int)K, 0.0f, y + r0, (int)N);
+        }
+    } else {
+        for (int64_t k0 = 0; k0 < K; k0 += step) {
+            const int64_t cols = K - k0 < step ? K - k0 : step;
+            job_t j = {.kt = kt, .w = w, .panel = panel, .r0 = 0, .k0 = k0, .k1 = k0 + cols,
+                       .ldp = cols, .raw = raw};
+            msbnb__parallel_for(nt, N, 16, dequant_job, &j);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)N, (int)cols, 1.0f,
+                        x + k0, (int)K, panel, (int)cols, k0 == 0 ? 0.0f : 1.0f, y, (int)N);
+        }
     }
     msbnb__free(panel);
     return MSBNB_OK;
@@ -645,9 +726,7 @@ static msbnb_status forward_float(const msbnb_linear_t *l, const msbnb__gemv_tab
     if (m > MSBNB__GEMV_MAX_M && kt->tier != MSBNB_CPU_SCALAR)
         return forward_panels(l, kt, w, y, x, m, 0);
     job_t j = {.kt = kt, .w = w, .y = y, .x = x, .m = m, .ld = N};
-    msbnb__parallel_for(nt, N, row_grain(l), gemv_job, &j);
-    if (j.failed) return msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "linear forward: out of memory");
-    return MSBNB_OK;
+    return run_rows(l, &j, 0, nt);
 }
 
 /* LLM.int8 (bitsandbytes MatMul8bitLt): X is quantized row-wise (outlier columns, if a
@@ -671,8 +750,8 @@ static msbnb_status forward_int8(const msbnb_linear_t *l, const msbnb__gemv_tabl
         st = alloc_arr((void **)&acc, m * N, sizeof(int64_t), "int8 accumulators");
         if (st == MSBNB_OK) {
             job_t j = {.kt = kt, .w = w, .xq = xq, .acc = acc, .m = m, .ld = N};
-            msbnb__parallel_for(nt, N, row_grain(l), gemv_i8_job, &j);
-            for (int64_t i = 0; i < m; i++)
+            st = run_rows(l, &j, 1, nt);
+            for (int64_t i = 0; st == MSBNB_OK && i < m; i++)
                 for (int64_t r = 0; r < N; r++)
                     y[i * N + r] = (float)acc[i * N + r] * sx[i] * l->scb[r] * MM_DEQUANT_CONST;
         }
@@ -766,7 +845,7 @@ msbnb_status msbnb_linear_backward(const msbnb_linear_t *l, float *dx, float *dw
     if (dx) {
         /* dX = dY · W, one dequantized panel of W rows at a time: dX += dY[:, panel] · P */
         msbnb__wview w = view_of(l);
-        const int64_t pr = panel_rows(K, N);
+        const int64_t pr = panel_rows(l);
         float *panel;
         MSBNB_TRY(alloc_arr((void **)&panel, pr * K, sizeof(float), "weight panel"));
         memset(dx, 0, (size_t)(m * K) * sizeof(float));
@@ -778,7 +857,8 @@ msbnb_status msbnb_linear_backward(const msbnb_linear_t *l, float *dx, float *dw
                             1.0f, dy + r0, (int)N, l->f32 + r0 * K, (int)K, 1.0f, dx, (int)K);
                 continue;
             }
-            job_t j = {.kt = kt, .w = &w, .panel = panel, .r0 = r0, .raw = 0};
+            job_t j = {.kt = kt, .w = &w, .panel = panel, .r0 = r0, .k0 = 0, .k1 = K, .ldp = K,
+                       .raw = 0};
             msbnb__parallel_for(nt, rows, 4, dequant_job, &j);
             if (!scalar) {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)K, (int)rows,
@@ -819,7 +899,7 @@ msbnb_status msbnb_linear_dequantize_weight(const msbnb_linear_t *l, float *w_ou
     MSBNB_CHECK_NULL(l);
     MSBNB_CHECK_NULL(w_out);
     msbnb__wview w = view_of(l);
-    msbnb__dequant_rows_ref(&w, w_out, 0, l->n, 0);
+    msbnb__dequant_tile_ref(&w, w_out, l->k, 0, l->n, 0, l->k, 0);
     return MSBNB_OK;
 }
 

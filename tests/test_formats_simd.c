@@ -268,7 +268,9 @@ static void test_vectorwise_tiers_threads(void) {
                                "vectorwise %lldx%lld dt=%d thr=%g tier %s threads %s", (long long)rows,
                                (long long)cols, dt, threshold, k_tiers[t], threads[th]);
                     }
-                if (threshold > 0 && k0 > 0) CHECK(k0 < cols || rows * cols < 8); /* outliers found, not all */
+                /* 9 x 4097 with ~4 % of |a| > 6: about a third of the columns are outliers, so
+                 * the outlier path is exercised on both kinds of column. */
+                if (threshold > 0 && cols > 1000) CHECKF(k0 > 0 && k0 < cols, "%lld outlier columns", (long long)k0);
                 free(q0), free(q1), free(m0), free(m1), free(oc0), free(oc1);
             }
         /* A NaN deep in the tensor is reported at its position whatever the thread count. */

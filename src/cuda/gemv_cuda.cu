@@ -16,6 +16,7 @@
 
 #include <cublas_v2.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifndef GEMV_WARPS /* tuning knobs, overridable with -D for experiments */
@@ -189,6 +190,136 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS, GEMV_MINB) gemv4_fast(gemv_ar
         if (m >= a.M) break;
         float v = warp_sum(acc[m]);
         if (lane == 0) store_y(a.y, XBF16, (int64_t)m * a.N + n, v, a.bias, n);
+    }
+}
+
+/* M = 1: y[n] = sum_k x[k] W[n, k], the decode-bound case. Each warp takes R rows; lane L
+ * reads 16-byte chunk L, L + 32, ... (32 codes) of each of its rows, so a warp instruction
+ * loads 512 contiguous bytes of a row (bnb's row-major packing, no re-layout) and the R
+ * loads of the next chunk are in flight while the current ones are decoded. A byte holds
+ * two codes (weight 2b in the high nibble): it indexes a 256-entry table of code pairs
+ * (float2) replicated once per lane of a half-warp (64-bit loads are served per half-warp:
+ * entry e of lane l at byte 128 e + 8 (l % 16), so a warp's lookups never conflict), one
+ * shift + one and-or + one shared load for two weights. The 32-term sum Σ code x of a chunk
+ * (one quantization block: blocks are >= 32 aligned elements) is scaled once by its absmax;
+ * x[k] is converted to f32 once per chunk and reused by the R rows. */
+#ifndef GEMV1_WARPS
+#define GEMV1_WARPS 8
+#endif
+
+template <int R, bool DQ>
+struct chunk_batch {
+    uint4 q[R];
+    float am[R];    /* absmax, or (DQ) nested absmax */
+    uint32_t qa[R]; /* DQ: the absmax code */
+};
+
+template <int R, bool DQ>
+__device__ __forceinline__ void load_chunks(chunk_batch<R, DQ> &bt, const gemv_args &a, const uint4 *const (&wrow)[R],
+                                            const int64_t (&e0)[R], int c) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        bt.q[r] = ld_stream(wrow[r] + c);
+        int64_t b = (e0[r] + (int64_t)c * 32) >> a.bs_log2;
+        if (DQ) {
+            bt.qa[r] = __ldg(a.qabsmax + b);
+            bt.am[r] = __ldg(a.nested + (b >> 8));
+        } else {
+            bt.am[r] = __ldg(a.absmax + b);
+        }
+    }
+}
+
+/* 8 activations x[k0 .. k0 + 7] as f32. */
+template <bool XBF16>
+__device__ __forceinline__ void load_x8(float (&xf)[8], const void *x, int64_t k0) {
+    if (XBF16) {
+        uint4 v = __ldg((const uint4 *)((const uint16_t *)x + k0));
+        const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            xf[2 * j] = __uint_as_float(w[j] << 16);
+            xf[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
+        }
+    } else {
+        const float4 *p = (const float4 *)((const float *)x + k0);
+        float4 u = __ldg(p), v = __ldg(p + 1);
+        xf[0] = u.x, xf[1] = u.y, xf[2] = u.z, xf[3] = u.w;
+        xf[4] = v.x, xf[5] = v.y, xf[6] = v.z, xf[7] = v.w;
+    }
+}
+
+/* s0 += Σ code(2b) x[2i], s1 += Σ code(2b + 1) x[2i + 1] over the 4 bytes of word q. */
+__device__ __forceinline__ void pair_dot4(float &s0, float &s1, uint32_t q, const float (&xf)[8], const char *tab,
+                                          uint32_t lane8) {
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        uint32_t off = (i == 0 ? (q << 7) : (q >> (8 * i - 7))) & 0x7f80u; /* byte i * 128 */
+        float2 p = *(const float2 *)(tab + (off | lane8));
+        s0 = fmaf(p.x, xf[2 * i], s0);
+        s1 = fmaf(p.y, xf[2 * i + 1], s1);
+    }
+}
+
+template <int R, bool DQ, bool XBF16>
+__global__ void __launch_bounds__(32 * GEMV1_WARPS) gemv4_m1(gemv_args a, msbnb__code16 code, msbnb__code256 dyn) {
+    __shared__ __align__(16) float2 spair[256 * 16];
+    __shared__ float sdyn[DQ ? 256 : 1];
+    for (int t = threadIdx.x; t < 256 * 16; t += blockDim.x) {
+        const int b = t >> 4;
+        spair[t] = make_float2(code.v[b >> 4], code.v[b & 15]);
+    }
+    if (DQ)
+        for (int t = threadIdx.x; t < 256; t += blockDim.x) sdyn[t] = dyn.v[t];
+    __syncthreads();
+    const int lane = threadIdx.x & 31, n0 = (blockIdx.x * GEMV1_WARPS + (threadIdx.x >> 5)) * R;
+    if (n0 >= a.N) return;
+    const int K = a.K, nch = K >> 5; /* 16-byte chunks per row */
+    const uint4 *wrow[R];
+    int64_t e0[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) { /* rows past N re-read row N - 1 and are not stored */
+        const int n = min(n0 + r, a.N - 1);
+        e0[r] = (int64_t)n * K;
+        wrow[r] = (const uint4 *)(a.w + (e0[r] >> 1));
+    }
+    const float off = DQ ? *a.offset : 0.0f;
+    const char *tab = (const char *)spair;
+    const uint32_t lane8 = 8u * (lane & 15);
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = 0.0f;
+    chunk_batch<R, DQ> cur, nxt;
+    if (lane < nch) load_chunks<R, DQ>(cur, a, wrow, e0, lane);
+    for (int c = lane; c - lane < nch; c += 32) {
+        if (c + 32 < nch) load_chunks<R, DQ>(nxt, a, wrow, e0, c + 32);
+        if (c < nch) {
+            float s0[R], s1[R];
+#pragma unroll
+            for (int r = 0; r < R; r++) s0[r] = s1[r] = 0.0f;
+#pragma unroll
+            for (int wd = 0; wd < 4; wd++) {
+                float xf[8];
+                load_x8<XBF16>(xf, a.x, (int64_t)c * 32 + 8 * wd);
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    const uint32_t q = wd == 0 ? cur.q[r].x : wd == 1 ? cur.q[r].y : wd == 2 ? cur.q[r].z : cur.q[r].w;
+                    pair_dot4(s0[r], s1[r], q, xf, tab, lane8);
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                /* QLoRA double quant: dynamic_map[q] * nested + offset, as msbnb_double_dequant_absmax */
+                const float am = DQ ? __fadd_rn(__fmul_rn(sdyn[cur.qa[r]], cur.am[r]), off) : cur.am[r];
+                acc[r] = fmaf(s0[r] + s1[r], am, acc[r]);
+            }
+        }
+        cur = nxt;
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const float v = warp_sum(acc[r]);
+        if (lane == 0 && n0 + r < a.N) store_y(a.y, XBF16, n0 + r, v, a.bias, n0 + r);
     }
 }
 
@@ -375,7 +506,24 @@ msbnb_status msbnb__cuda_gemv_4bit_bias(void *y, const void *x, msbnb_dtype x_ty
     memcpy(dyn.v, msbnb__dynamic_map, sizeof dyn.v);
     unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
     int bf = x_type == MSBNB_DTYPE_BF16, dq = w->double_quant != 0;
-    if (K % 8 == 0 && aligned16(w->packed) && aligned16(x)) {
+    if (M == 1 && K % 32 == 0 && aligned16(w->packed) && aligned16(x)) {
+        /* rows per warp: 4 unless MSBNB_GEMV1_ROWS (1, 2, 4, 8) says otherwise (tuning experiments) */
+        const char *ev = getenv("MSBNB_GEMV1_ROWS");
+        int r = ev ? atoi(ev) : 4;
+#define L1(R)                                                                                     \
+    do {                                                                                          \
+        unsigned g1 = (unsigned)((N + GEMV1_WARPS * (R) - 1) / (GEMV1_WARPS * (R)));               \
+        if (dq && bf) gemv4_m1<R, true, true><<<g1, 32 * GEMV1_WARPS>>>(a, code, dyn);             \
+        else if (dq) gemv4_m1<R, true, false><<<g1, 32 * GEMV1_WARPS>>>(a, code, dyn);             \
+        else if (bf) gemv4_m1<R, false, true><<<g1, 32 * GEMV1_WARPS>>>(a, code, dyn);             \
+        else gemv4_m1<R, false, false><<<g1, 32 * GEMV1_WARPS>>>(a, code, dyn);                    \
+    } while (0)
+        if (r == 1) L1(1);
+        else if (r == 2) L1(2);
+        else if (r == 8) L1(8);
+        else L1(4);
+#undef L1
+    } else if (K % 8 == 0 && aligned16(w->packed) && aligned16(x)) {
 #define L4(MT)                                                                                    \
     do {                                                                                          \
         if (dq && bf) gemv4_fast<MT, true, true><<<grid, 32 * GEMV_WARPS>>>(a, code, dyn);        \

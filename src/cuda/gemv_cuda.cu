@@ -193,39 +193,50 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS, GEMV_MINB) gemv4_fast(gemv_ar
     }
 }
 
-/* M = 1: y[n] = sum_k x[k] W[n, k], the decode-bound case. Each warp takes R rows; lane L
- * reads 16-byte chunk L, L + 32, ... (32 codes) of each of its rows, so a warp instruction
- * loads 512 contiguous bytes of a row (bnb's row-major packing, no re-layout) and the R
- * loads of the next chunk are in flight while the current ones are decoded. A byte holds
- * two codes (weight 2b in the high nibble): it indexes a 256-entry table of code pairs
- * (float2) replicated once per lane of a half-warp (64-bit loads are served per half-warp:
- * entry e of lane l at byte 128 e + 8 (l % 16), so a warp's lookups never conflict), one
- * shift + one and-or + one shared load for two weights. The 32-term sum Σ code x of a chunk
- * (one quantization block: blocks are >= 32 aligned elements) is scaled once by its absmax;
- * x[k] is converted to f32 once per chunk and reused by the R rows. */
+/* M = 1: y[n] = sum_k x[k] W[n, k], the decode-bound case. A task is R rows; lane L reads
+ * 16-byte chunks L, L + 32, ... (32 codes each) of every row of its task, U chunks per row
+ * per batch, so a warp instruction loads 512 contiguous bytes of a row (bnb's row-major
+ * packing, no re-layout). The grid is persistent (one block per slot the SMs hold): each
+ * warp walks its tasks as one stream of batches and the next batch's loads are in flight
+ * while the current one is decoded, across task boundaries. A byte holds two codes (weight
+ * 2b in the high nibble): it indexes a 256-entry table of code pairs (float2) replicated
+ * once per lane of a half-warp (64-bit shared loads are served per half-warp: entry e of
+ * lane l at byte 128 e + 8 (l % 16), so a warp's lookups never conflict), one shift, one
+ * and-or and one shared load for two weights. The 32-term sum Σ code x of a chunk (inside
+ * one quantization block: blocks are >= 32 aligned elements) is scaled once by its absmax;
+ * x is converted to f32 once per chunk and reused by the task's R rows. */
 #ifndef GEMV1_WARPS
 #define GEMV1_WARPS 8
 #endif
 
-template <int R, bool DQ>
+template <int R, int U, bool DQ>
 struct chunk_batch {
-    uint4 q[R];
-    float am[R];    /* absmax, or (DQ) nested absmax */
-    uint32_t qa[R]; /* DQ: the absmax code */
+    uint4 q[R][U];
+    float am[R][U];    /* absmax, or (DQ) nested absmax */
+    uint32_t qa[R][U]; /* DQ: the absmax code */
 };
 
-template <int R, bool DQ>
-__device__ __forceinline__ void load_chunks(chunk_batch<R, DQ> &bt, const gemv_args &a, const uint4 *const (&wrow)[R],
-                                            const int64_t (&e0)[R], int c) {
+/* Loads batch bt (chunks 32 U bt + 32 u + lane) of task t's rows; rows past N re-read row N - 1. */
+template <int R, int U, bool DQ>
+__device__ __forceinline__ void load_chunks(chunk_batch<R, U, DQ> &b, const gemv_args &a, int t, int bt, int lane,
+                                            int nch) {
 #pragma unroll
     for (int r = 0; r < R; r++) {
-        bt.q[r] = ld_stream(wrow[r] + c);
-        int64_t b = (e0[r] + (int64_t)c * 32) >> a.bs_log2;
-        if (DQ) {
-            bt.qa[r] = __ldg(a.qabsmax + b);
-            bt.am[r] = __ldg(a.nested + (b >> 8));
-        } else {
-            bt.am[r] = __ldg(a.absmax + b);
+        const int64_t e0 = (int64_t)min(t * R + r, a.N - 1) * a.K;
+        const uint4 *wrow = (const uint4 *)(a.w + (e0 >> 1));
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int c = (bt * U + u) * 32 + lane;
+            if (c < nch) {
+                b.q[r][u] = ld_stream(wrow + c);
+                const int64_t blk = (e0 + (int64_t)c * 32) >> a.bs_log2;
+                if (DQ) {
+                    b.qa[r][u] = __ldg(a.qabsmax + blk);
+                    b.am[r][u] = __ldg(a.nested + (blk >> 8));
+                } else {
+                    b.am[r][u] = __ldg(a.absmax + blk);
+                }
+            }
         }
     }
 }
@@ -261,39 +272,39 @@ __device__ __forceinline__ void pair_dot4(float &s0, float &s1, uint32_t q, cons
     }
 }
 
-template <int R, bool DQ, bool XBF16>
-__global__ void __launch_bounds__(32 * GEMV1_WARPS) gemv4_m1(gemv_args a, msbnb__code16 code, msbnb__code256 dyn) {
+template <int R, int U, int MINB, bool DQ, bool XBF16>
+__global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, msbnb__code16 code,
+                                                                   msbnb__code256 dyn) {
     __shared__ __align__(16) float2 spair[256 * 16];
     __shared__ float sdyn[DQ ? 256 : 1];
-    for (int t = threadIdx.x; t < 256 * 16; t += blockDim.x) {
-        const int b = t >> 4;
-        spair[t] = make_float2(code.v[b >> 4], code.v[b & 15]);
+    const int lane = threadIdx.x & 31, nch = a.K >> 5; /* 16-byte chunks per row */
+    const int ntask = (a.N + R - 1) / R, nbat = (nch + 32 * U - 1) / (32 * U);
+    const int stride = gridDim.x * GEMV1_WARPS;
+    int t = blockIdx.x * GEMV1_WARPS + (threadIdx.x >> 5), bt = 0;
+    chunk_batch<R, U, DQ> cur, nxt;
+    if (t < ntask) load_chunks<R, U, DQ>(cur, a, t, 0, lane, nch); /* in flight during the table fill */
+    for (int i = threadIdx.x; i < 256 * 16; i += blockDim.x) {
+        const int b = i >> 4;
+        spair[i] = make_float2(code.v[b >> 4], code.v[b & 15]);
     }
     if (DQ)
-        for (int t = threadIdx.x; t < 256; t += blockDim.x) sdyn[t] = dyn.v[t];
+        for (int i = threadIdx.x; i < 256; i += blockDim.x) sdyn[i] = dyn.v[i];
     __syncthreads();
-    const int lane = threadIdx.x & 31, n0 = (blockIdx.x * GEMV1_WARPS + (threadIdx.x >> 5)) * R;
-    if (n0 >= a.N) return;
-    const int K = a.K, nch = K >> 5; /* 16-byte chunks per row */
-    const uint4 *wrow[R];
-    int64_t e0[R];
-#pragma unroll
-    for (int r = 0; r < R; r++) { /* rows past N re-read row N - 1 and are not stored */
-        const int n = min(n0 + r, a.N - 1);
-        e0[r] = (int64_t)n * K;
-        wrow[r] = (const uint4 *)(a.w + (e0[r] >> 1));
-    }
+    if (t >= ntask) return;
     const float off = DQ ? *a.offset : 0.0f;
     const char *tab = (const char *)spair;
     const uint32_t lane8 = 8u * (lane & 15);
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0.0f;
-    chunk_batch<R, DQ> cur, nxt;
-    if (lane < nch) load_chunks<R, DQ>(cur, a, wrow, e0, lane);
-    for (int c = lane; c - lane < nch; c += 32) {
-        if (c + 32 < nch) load_chunks<R, DQ>(nxt, a, wrow, e0, c + 32);
-        if (c < nch) {
+    for (;;) {
+        int t2 = t, bt2 = bt + 1;
+        if (bt2 == nbat) bt2 = 0, t2 += stride;
+        if (t2 < ntask) load_chunks<R, U, DQ>(nxt, a, t2, bt2, lane, nch);
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int c = (bt * U + u) * 32 + lane;
+            if (c >= nch) break;
             float s0[R], s1[R];
 #pragma unroll
             for (int r = 0; r < R; r++) s0[r] = s1[r] = 0.0f;
@@ -303,24 +314,51 @@ __global__ void __launch_bounds__(32 * GEMV1_WARPS) gemv4_m1(gemv_args a, msbnb_
                 load_x8<XBF16>(xf, a.x, (int64_t)c * 32 + 8 * wd);
 #pragma unroll
                 for (int r = 0; r < R; r++) {
-                    const uint32_t q = wd == 0 ? cur.q[r].x : wd == 1 ? cur.q[r].y : wd == 2 ? cur.q[r].z : cur.q[r].w;
-                    pair_dot4(s0[r], s1[r], q, xf, tab, lane8);
+                    const uint4 &q = cur.q[r][u];
+                    pair_dot4(s0[r], s1[r], wd == 0 ? q.x : wd == 1 ? q.y : wd == 2 ? q.z : q.w, xf, tab, lane8);
                 }
             }
 #pragma unroll
             for (int r = 0; r < R; r++) {
                 /* QLoRA double quant: dynamic_map[q] * nested + offset, as msbnb_double_dequant_absmax */
-                const float am = DQ ? __fadd_rn(__fmul_rn(sdyn[cur.qa[r]], cur.am[r]), off) : cur.am[r];
+                const float am = DQ ? __fadd_rn(__fmul_rn(sdyn[cur.qa[r][u]], cur.am[r][u]), off) : cur.am[r][u];
                 acc[r] = fmaf(s0[r] + s1[r], am, acc[r]);
             }
         }
-        cur = nxt;
-    }
+        if (bt == nbat - 1) { /* task done */
 #pragma unroll
-    for (int r = 0; r < R; r++) {
-        const float v = warp_sum(acc[r]);
-        if (lane == 0 && n0 + r < a.N) store_y(a.y, XBF16, n0 + r, v, a.bias, n0 + r);
+            for (int r = 0; r < R; r++) {
+                const float v = warp_sum(acc[r]);
+                const int n = t * R + r;
+                if (lane == 0 && n < a.N) store_y(a.y, XBF16, n, v, a.bias, n);
+                acc[r] = 0.0f;
+            }
+        }
+        if (t2 >= ntask) break;
+        cur = nxt;
+        t = t2, bt = bt2;
     }
+}
+
+/* Launches one persistent gemv4_m1 variant: at most sms * MINB blocks, all resident at once
+ * (the shared-memory carveout is asked for: each block holds a 33 KB table). */
+template <int R, int U, int MINB, bool DQ, bool XBF16>
+static msbnb_status launch_m1v(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn, int sms) {
+    const int64_t tasks = (a.N + R - 1) / R, need = (tasks + GEMV1_WARPS - 1) / GEMV1_WARPS;
+    const unsigned grid = (unsigned)(need < (int64_t)sms * MINB ? need : (int64_t)sms * MINB);
+    MSBNB_CUDA_TRY(cudaFuncSetAttribute(gemv4_m1<R, U, MINB, DQ, XBF16>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                        (int)cudaSharedmemCarveoutMaxShared));
+    gemv4_m1<R, U, MINB, DQ, XBF16><<<grid, 32 * GEMV1_WARPS>>>(a, code, dyn);
+    return MSBNB_OK;
+}
+
+template <int R, int U, int MINB>
+static msbnb_status launch_m1(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn, bool dq,
+                              bool bf, int sms) {
+    if (dq && bf) return launch_m1v<R, U, MINB, true, true>(a, code, dyn, sms);
+    if (dq) return launch_m1v<R, U, MINB, true, false>(a, code, dyn, sms);
+    if (bf) return launch_m1v<R, U, MINB, false, true>(a, code, dyn, sms);
+    return launch_m1v<R, U, MINB, false, false>(a, code, dyn, sms);
 }
 
 /* Any K, any alignment: one warp per row, one weight at a time. */
@@ -507,22 +545,18 @@ msbnb_status msbnb__cuda_gemv_4bit_bias(void *y, const void *x, msbnb_dtype x_ty
     unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
     int bf = x_type == MSBNB_DTYPE_BF16, dq = w->double_quant != 0;
     if (M == 1 && K % 32 == 0 && aligned16(w->packed) && aligned16(x)) {
-        /* rows per warp: 4 unless MSBNB_GEMV1_ROWS (1, 2, 4, 8) says otherwise (tuning experiments) */
-        const char *ev = getenv("MSBNB_GEMV1_ROWS");
-        int r = ev ? atoi(ev) : 4;
-#define L1(R)                                                                                     \
-    do {                                                                                          \
-        unsigned g1 = (unsigned)((N + GEMV1_WARPS * (R) - 1) / (GEMV1_WARPS * (R)));               \
-        if (dq && bf) gemv4_m1<R, true, true><<<g1, 32 * GEMV1_WARPS>>>(a, code, dyn);             \
-        else if (dq) gemv4_m1<R, true, false><<<g1, 32 * GEMV1_WARPS>>>(a, code, dyn);             \
-        else if (bf) gemv4_m1<R, false, true><<<g1, 32 * GEMV1_WARPS>>>(a, code, dyn);             \
-        else gemv4_m1<R, false, false><<<g1, 32 * GEMV1_WARPS>>>(a, code, dyn);                    \
-    } while (0)
-        if (r == 1) L1(1);
-        else if (r == 2) L1(2);
-        else if (r == 8) L1(8);
-        else L1(4);
-#undef L1
+        int dev = 0, sms = 0;
+        MSBNB_CUDA_TRY(cudaGetDevice(&dev));
+        MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        /* variant (rows per task, chunks per batch): MSBNB_GEMV1 = 22 (default), 41, 14, 24, 12 (tuning experiments) */
+        const char *ev = getenv("MSBNB_GEMV1");
+        const int v = ev ? atoi(ev) : 22;
+        msbnb_status st = v == 41   ? launch_m1<4, 1, 2>(a, code, dyn, dq, bf, sms)
+                          : v == 14 ? launch_m1<1, 4, 4>(a, code, dyn, dq, bf, sms)
+                          : v == 24 ? launch_m1<2, 4, 2>(a, code, dyn, dq, bf, sms)
+                          : v == 12 ? launch_m1<1, 2, 5>(a, code, dyn, dq, bf, sms)
+                                    : launch_m1<2, 2, 3>(a, code, dyn, dq, bf, sms);
+        if (st != MSBNB_OK) return st;
     } else if (K % 8 == 0 && aligned16(w->packed) && aligned16(x)) {
 #define L4(MT)                                                                                    \
     do {                                                                                          \

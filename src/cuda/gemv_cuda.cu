@@ -261,10 +261,21 @@ __device__ __forceinline__ void load_x8(float (&xf)[8], const void *x, int64_t k
 }
 
 /* s0 += Σ code(2b) x[2i], s1 += Σ code(2b + 1) x[2i + 1] over the 4 bytes of word q. */
+template <int SH>
 __device__ __forceinline__ void pair_dot4(float &s0, float &s1, uint32_t q, const float (&xf)[8], const char *tab,
-                                          uint32_t lane8) {
+                                          uint32_t lane8, float creg) {
 #pragma unroll
     for (int i = 0; i < 4; i++) {
+        if (SH == 2) { /* experiment: no lookup at all (wrong values), the skeleton's ceiling */
+            s0 = fmaf(__uint_as_float(q << (8 * i)), xf[2 * i], s0);
+            s1 = fmaf(__uint_as_float(q >> (8 * i)), xf[2 * i + 1], s1);
+            continue;
+        }
+        if (SH == 1 && i >= 2) { /* experiment: the shuffle unit as a second lookup path (lane j holds code[j % 16]) */
+            s0 = fmaf(__shfl_sync(0xffffffffu, creg, (int)(q >> (8 * i + 4)) & 15), xf[2 * i], s0);
+            s1 = fmaf(__shfl_sync(0xffffffffu, creg, (int)(q >> (8 * i)) & 15), xf[2 * i + 1], s1);
+            continue;
+        }
         uint32_t off = (i == 0 ? (q << 7) : (q >> (8 * i - 7))) & 0x7f80u; /* byte i * 128 */
         float2 p = *(const float2 *)(tab + (off | lane8));
         s0 = fmaf(p.x, xf[2 * i], s0);
@@ -272,7 +283,7 @@ __device__ __forceinline__ void pair_dot4(float &s0, float &s1, uint32_t q, cons
     }
 }
 
-template <int R, int U, int MINB, bool DQ, bool XBF16>
+template <int R, int U, int MINB, bool DQ, bool XBF16, int SH = 0>
 __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, msbnb__code16 code,
                                                                    msbnb__code256 dyn) {
     __shared__ __align__(16) float2 spair[256 * 16];
@@ -294,6 +305,7 @@ __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, 
     const float off = DQ ? *a.offset : 0.0f;
     const char *tab = (const char *)spair;
     const uint32_t lane8 = 8u * (lane & 15);
+    const float creg = code.v[lane & 15];
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0.0f;
@@ -315,7 +327,7 @@ __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, 
 #pragma unroll
                 for (int r = 0; r < R; r++) {
                     const uint4 &q = cur.q[r][u];
-                    pair_dot4(s0[r], s1[r], wd == 0 ? q.x : wd == 1 ? q.y : wd == 2 ? q.z : q.w, xf, tab, lane8);
+                    pair_dot4<SH>(s0[r], s1[r], wd == 0 ? q.x : wd == 1 ? q.y : wd == 2 ? q.z : q.w, xf, tab, lane8, creg);
                 }
             }
 #pragma unroll
@@ -342,23 +354,23 @@ __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, 
 
 /* Launches one persistent gemv4_m1 variant: at most sms * MINB blocks, all resident at once
  * (the shared-memory carveout is asked for: each block holds a 33 KB table). */
-template <int R, int U, int MINB, bool DQ, bool XBF16>
+template <int R, int U, int MINB, bool DQ, bool XBF16, int SH>
 static msbnb_status launch_m1v(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn, int sms) {
     const int64_t tasks = (a.N + R - 1) / R, need = (tasks + GEMV1_WARPS - 1) / GEMV1_WARPS;
     const unsigned grid = (unsigned)(need < (int64_t)sms * MINB ? need : (int64_t)sms * MINB);
-    MSBNB_CUDA_TRY(cudaFuncSetAttribute(gemv4_m1<R, U, MINB, DQ, XBF16>, cudaFuncAttributePreferredSharedMemoryCarveout,
+    MSBNB_CUDA_TRY(cudaFuncSetAttribute(gemv4_m1<R, U, MINB, DQ, XBF16, SH>, cudaFuncAttributePreferredSharedMemoryCarveout,
                                         (int)cudaSharedmemCarveoutMaxShared));
-    gemv4_m1<R, U, MINB, DQ, XBF16><<<grid, 32 * GEMV1_WARPS>>>(a, code, dyn);
+    gemv4_m1<R, U, MINB, DQ, XBF16, SH><<<grid, 32 * GEMV1_WARPS>>>(a, code, dyn);
     return MSBNB_OK;
 }
 
-template <int R, int U, int MINB>
+template <int R, int U, int MINB, int SH = 0>
 static msbnb_status launch_m1(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn, bool dq,
                               bool bf, int sms) {
-    if (dq && bf) return launch_m1v<R, U, MINB, true, true>(a, code, dyn, sms);
-    if (dq) return launch_m1v<R, U, MINB, true, false>(a, code, dyn, sms);
-    if (bf) return launch_m1v<R, U, MINB, false, true>(a, code, dyn, sms);
-    return launch_m1v<R, U, MINB, false, false>(a, code, dyn, sms);
+    if (dq && bf) return launch_m1v<R, U, MINB, true, true, SH>(a, code, dyn, sms);
+    if (dq) return launch_m1v<R, U, MINB, true, false, SH>(a, code, dyn, sms);
+    if (bf) return launch_m1v<R, U, MINB, false, true, SH>(a, code, dyn, sms);
+    return launch_m1v<R, U, MINB, false, false, SH>(a, code, dyn, sms);
 }
 
 /* Any K, any alignment: one warp per row, one weight at a time. */
@@ -544,17 +556,21 @@ msbnb_status msbnb__cuda_gemv_4bit_bias(void *y, const void *x, msbnb_dtype x_ty
     memcpy(dyn.v, msbnb__dynamic_map, sizeof dyn.v);
     unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
     int bf = x_type == MSBNB_DTYPE_BF16, dq = w->double_quant != 0;
-    if (M == 1 && K % 32 == 0 && aligned16(w->packed) && aligned16(x)) {
+    const char *ev = getenv("MSBNB_GEMV1");
+    const int v = ev ? atoi(ev) : 22;
+    if (v != 0 && M == 1 && K % 32 == 0 && aligned16(w->packed) && aligned16(x)) {
         int dev = 0, sms = 0;
         MSBNB_CUDA_TRY(cudaGetDevice(&dev));
         MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
         /* variant (rows per task, chunks per batch): MSBNB_GEMV1 = 22 (default), 41, 14, 24, 12 (tuning experiments) */
-        const char *ev = getenv("MSBNB_GEMV1");
-        const int v = ev ? atoi(ev) : 22;
         msbnb_status st = v == 41   ? launch_m1<4, 1, 2>(a, code, dyn, dq, bf, sms)
                           : v == 14 ? launch_m1<1, 4, 4>(a, code, dyn, dq, bf, sms)
                           : v == 24 ? launch_m1<2, 4, 2>(a, code, dyn, dq, bf, sms)
                           : v == 12 ? launch_m1<1, 2, 5>(a, code, dyn, dq, bf, sms)
+                          : v == 43 ? launch_m1<4, 1, 2, 1>(a, code, dyn, dq, bf, sms)
+                          : v == 44 ? launch_m1<4, 1, 2, 2>(a, code, dyn, dq, bf, sms)
+                          : v == 21 ? launch_m1<2, 1, 4>(a, code, dyn, dq, bf, sms)
+                          : v == 81 ? launch_m1<8, 1, 1>(a, code, dyn, dq, bf, sms)
                                     : launch_m1<2, 2, 3>(a, code, dyn, dq, bf, sms);
         if (st != MSBNB_OK) return st;
     } else if (K % 8 == 0 && aligned16(w->packed) && aligned16(x)) {

@@ -569,6 +569,8 @@ msbnb_status msbnb__cuda_gemv_4bit_bias(void *y, const void *x, msbnb_dtype x_ty
                           : v == 12 ? launch_m1<1, 2, 5>(a, code, dyn, dq, bf, sms)
                           : v == 43 ? launch_m1<4, 1, 2, 1>(a, code, dyn, dq, bf, sms)
                           : v == 44 ? launch_m1<4, 1, 2, 2>(a, code, dyn, dq, bf, sms)
+                          : v == 413 ? launch_m1<4, 1, 3>(a, code, dyn, dq, bf, sms)
+                          : v == 414 ? launch_m1<4, 1, 4>(a, code, dyn, dq, bf, sms)
                           : v == 21 ? launch_m1<2, 1, 4>(a, code, dyn, dq, bf, sms)
                           : v == 81 ? launch_m1<8, 1, 1>(a, code, dyn, dq, bf, sms)
                                     : launch_m1<2, 2, 3>(a, code, dyn, dq, bf, sms);

@@ -1,5 +1,8 @@
 /* Quantized linear forward on the GPU.
  *
+ * M = 1, large layers (use_m1_kernel): gemv4_m1, 16-byte chunks of R rows per warp decoded
+ * through a byte -> code-pair table, on a persistent grid (comment above the kernel).
+ *
  * M <= 16: fused dequantize + GEMV, y[m, n] = sum_k x[m, k] W[n, k] (+ b[n]). One warp per
  * output row n streams that row of W once. 4-bit: lane L takes the row's 32-bit words
  * L, L + 32, ... (8 weights each; loads skip L1, each byte is used once), so weight and
@@ -261,29 +264,18 @@ __device__ __forceinline__ void load_x8(float (&xf)[8], const void *x, int64_t k
 }
 
 /* s0 += Σ code(2b) x[2i], s1 += Σ code(2b + 1) x[2i + 1] over the 4 bytes of word q. */
-template <int SH>
 __device__ __forceinline__ void pair_dot4(float &s0, float &s1, uint32_t q, const float (&xf)[8], const char *tab,
-                                          uint32_t lane8, float creg) {
+                                          uint32_t lane8) {
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        if (SH == 2) { /* experiment: no lookup at all (wrong values), the skeleton's ceiling */
-            s0 = fmaf(__uint_as_float(q << (8 * i)), xf[2 * i], s0);
-            s1 = fmaf(__uint_as_float(q >> (8 * i)), xf[2 * i + 1], s1);
-            continue;
-        }
-        if (SH == 1 && i >= 2) { /* experiment: the shuffle unit as a second lookup path (lane j holds code[j % 16]) */
-            s0 = fmaf(__shfl_sync(0xffffffffu, creg, (int)(q >> (8 * i + 4)) & 15), xf[2 * i], s0);
-            s1 = fmaf(__shfl_sync(0xffffffffu, creg, (int)(q >> (8 * i)) & 15), xf[2 * i + 1], s1);
-            continue;
-        }
-        uint32_t off = (i == 0 ? (q << 7) : (q >> (8 * i - 7))) & 0x7f80u; /* byte i * 128 */
-        float2 p = *(const float2 *)(tab + (off | lane8));
+        const uint32_t off = (i == 0 ? (q << 7) : (q >> (8 * i - 7))) & 0x7f80u; /* byte i * 128 */
+        const float2 p = *(const float2 *)(tab + (off | lane8));
         s0 = fmaf(p.x, xf[2 * i], s0);
         s1 = fmaf(p.y, xf[2 * i + 1], s1);
     }
 }
 
-template <int R, int U, int MINB, bool DQ, bool XBF16, int SH = 0>
+template <int R, int U, int MINB, bool DQ, bool XBF16>
 __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, msbnb__code16 code,
                                                                    msbnb__code256 dyn) {
     __shared__ __align__(16) float2 spair[256 * 16];
@@ -305,7 +297,6 @@ __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, 
     const float off = DQ ? *a.offset : 0.0f;
     const char *tab = (const char *)spair;
     const uint32_t lane8 = 8u * (lane & 15);
-    const float creg = code.v[lane & 15];
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0.0f;
@@ -327,7 +318,7 @@ __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, 
 #pragma unroll
                 for (int r = 0; r < R; r++) {
                     const uint4 &q = cur.q[r][u];
-                    pair_dot4<SH>(s0[r], s1[r], wd == 0 ? q.x : wd == 1 ? q.y : wd == 2 ? q.z : q.w, xf, tab, lane8, creg);
+                    pair_dot4(s0[r], s1[r], wd == 0 ? q.x : wd == 1 ? q.y : wd == 2 ? q.z : q.w, xf, tab, lane8);
                 }
             }
 #pragma unroll
@@ -352,25 +343,34 @@ __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, 
     }
 }
 
-/* Launches one persistent gemv4_m1 variant: at most sms * MINB blocks, all resident at once
- * (the shared-memory carveout is asked for: each block holds a 33 KB table). */
-template <int R, int U, int MINB, bool DQ, bool XBF16, int SH>
-static msbnb_status launch_m1v(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn, int sms) {
-    const int64_t tasks = (a.N + R - 1) / R, need = (tasks + GEMV1_WARPS - 1) / GEMV1_WARPS;
-    const unsigned grid = (unsigned)(need < (int64_t)sms * MINB ? need : (int64_t)sms * MINB);
-    MSBNB_CUDA_TRY(cudaFuncSetAttribute(gemv4_m1<R, U, MINB, DQ, XBF16, SH>, cudaFuncAttributePreferredSharedMemoryCarveout,
+/* gemv4_m1 with R = 4 rows per task, U = 1 chunk per row per batch, 2 blocks of 8 warps per
+ * SM (128 registers): the best of 9 (R, U, blocks/SM) variants measured on the H100. The
+ * grid is persistent, at most sms * 2 blocks, all resident at once (the shared-memory
+ * carveout is asked for: each block holds a 33 KB table). */
+#define M1_R 4
+#define M1_U 1
+#define M1_MINB 2
+template <bool DQ, bool XBF16>
+static msbnb_status launch_m1(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn, int sms) {
+    const int64_t tasks = (a.N + M1_R - 1) / M1_R, need = (tasks + GEMV1_WARPS - 1) / GEMV1_WARPS;
+    const unsigned grid = (unsigned)(need < (int64_t)sms * M1_MINB ? need : (int64_t)sms * M1_MINB);
+    MSBNB_CUDA_TRY(cudaFuncSetAttribute(gemv4_m1<M1_R, M1_U, M1_MINB, DQ, XBF16>,
+                                        cudaFuncAttributePreferredSharedMemoryCarveout,
                                         (int)cudaSharedmemCarveoutMaxShared));
-    gemv4_m1<R, U, MINB, DQ, XBF16, SH><<<grid, 32 * GEMV1_WARPS>>>(a, code, dyn);
+    gemv4_m1<M1_R, M1_U, M1_MINB, DQ, XBF16><<<grid, 32 * GEMV1_WARPS>>>(a, code, dyn);
     return MSBNB_OK;
 }
 
-template <int R, int U, int MINB, int SH = 0>
-static msbnb_status launch_m1(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn, bool dq,
-                              bool bf, int sms) {
-    if (dq && bf) return launch_m1v<R, U, MINB, true, true, SH>(a, code, dyn, sms);
-    if (dq) return launch_m1v<R, U, MINB, true, false, SH>(a, code, dyn, sms);
-    if (bf) return launch_m1v<R, U, MINB, false, true, SH>(a, code, dyn, sms);
-    return launch_m1v<R, U, MINB, false, false, SH>(a, code, dyn, sms);
+/* Which M = 1 kernel: MSBNB_CUDA_GEMV4_M1 = 1 forces the chunked gemv4_m1 wherever it
+ * applies (tests reach it with small shapes), 0 the word kernel gemv4_fast; unset, the rule
+ * measured on the H100 (bench/RESULTS.md): gemv4_m1 from 32 M weights when the absmax is
+ * double-quantized (decoded once per 32 weights instead of 8) or the rows are longer than
+ * there are rows (K > N: few tasks, long streams); gemv4_fast otherwise (more warps in
+ * flight for short rows and small layers). */
+static bool use_m1_kernel(bool dq, int64_t N, int64_t K) {
+    const char *e = getenv("MSBNB_CUDA_GEMV4_M1");
+    if (e && *e) return e[0] == '1';
+    return N * K >= ((int64_t)1 << 25) && (dq || K > N);
 }
 
 /* Any K, any alignment: one warp per row, one weight at a time. */
@@ -556,25 +556,14 @@ msbnb_status msbnb__cuda_gemv_4bit_bias(void *y, const void *x, msbnb_dtype x_ty
     memcpy(dyn.v, msbnb__dynamic_map, sizeof dyn.v);
     unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
     int bf = x_type == MSBNB_DTYPE_BF16, dq = w->double_quant != 0;
-    const char *ev = getenv("MSBNB_GEMV1");
-    const int v = ev ? atoi(ev) : 22;
-    if (v != 0 && M == 1 && K % 32 == 0 && aligned16(w->packed) && aligned16(x)) {
+    if (M == 1 && K % 32 == 0 && aligned16(w->packed) && aligned16(x) && use_m1_kernel(dq, N, K)) {
         int dev = 0, sms = 0;
         MSBNB_CUDA_TRY(cudaGetDevice(&dev));
         MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-        /* variant (rows per task, chunks per batch): MSBNB_GEMV1 = 22 (default), 41, 14, 24, 12 (tuning experiments) */
-        msbnb_status st = v == 41   ? launch_m1<4, 1, 2>(a, code, dyn, dq, bf, sms)
-                          : v == 14 ? launch_m1<1, 4, 4>(a, code, dyn, dq, bf, sms)
-                          : v == 24 ? launch_m1<2, 4, 2>(a, code, dyn, dq, bf, sms)
-                          : v == 12 ? launch_m1<1, 2, 5>(a, code, dyn, dq, bf, sms)
-                          : v == 43 ? launch_m1<4, 1, 2, 1>(a, code, dyn, dq, bf, sms)
-                          : v == 44 ? launch_m1<4, 1, 2, 2>(a, code, dyn, dq, bf, sms)
-                          : v == 413 ? launch_m1<4, 1, 3>(a, code, dyn, dq, bf, sms)
-                          : v == 414 ? launch_m1<4, 1, 4>(a, code, dyn, dq, bf, sms)
-                          : v == 21 ? launch_m1<2, 1, 4>(a, code, dyn, dq, bf, sms)
-                          : v == 81 ? launch_m1<8, 1, 1>(a, code, dyn, dq, bf, sms)
-                                    : launch_m1<2, 2, 3>(a, code, dyn, dq, bf, sms);
-        if (st != MSBNB_OK) return st;
+        if (dq && bf) MSBNB_TRY((launch_m1<true, true>(a, code, dyn, sms)));
+        else if (dq) MSBNB_TRY((launch_m1<true, false>(a, code, dyn, sms)));
+        else if (bf) MSBNB_TRY((launch_m1<false, true>(a, code, dyn, sms)));
+        else MSBNB_TRY((launch_m1<false, false>(a, code, dyn, sms)));
     } else if (K % 8 == 0 && aligned16(w->packed) && aligned16(x)) {
 #define L4(MT)                                                                                    \
     do {                                                                                          \

@@ -344,7 +344,7 @@ __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, 
 }
 
 /* gemv4_m1 with R = 4 rows per task, U = 1 chunk per row per batch, 2 blocks of 8 warps per
- * SM (128 registers): the best of 9 (R, U, blocks/SM) variants measured on the H100. The
+ * SM (128 registers): the best of 8 (R, U, blocks/SM) variants measured on the H100. The
  * grid is persistent, at most sms * 2 blocks, all resident at once (the shared-memory
  * carveout is asked for: each block holds a 33 KB table). */
 #define M1_R 4

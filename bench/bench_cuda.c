@@ -8,7 +8,8 @@
  * "% copy" = that over the copy bandwidth (bytes read + written per second by
  * cudaMemcpy device-to-device of 1 GiB), the practical ceiling of a weight stream.
  *
- * Usage: bench_cuda [--quick | --adam]     Output: a markdown table for bench/RESULTS.md. */
+ * Usage: bench_cuda [--quick | --adam | --m1]     Output: a markdown table for bench/RESULTS.md.
+ * --quick: (4096, 14336) only; --adam: the AdamW table only; --m1: M = 1 rows of every shape. */
 #include "benchutil.h"
 #include "msbnb/msbnb.h"
 
@@ -147,7 +148,7 @@ static int copies_for(int64_t bytes) {
 }
 
 int main(int argc, char **argv) {
-    int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+    int quick = argc > 1 && strcmp(argv[1], "--quick") == 0, m1 = argc > 1 && strcmp(argv[1], "--m1") == 0;
     if (msbnb_cuda_device_count() <= 0) {
         printf("bench_cuda: SKIPPED: no CUDA device\n");
         return 0;
@@ -188,6 +189,7 @@ int main(int argc, char **argv) {
         int64_t block;
     } kinds[] = {{"nf4", MSBNB_QTYPE_NF4, 0, 64},
                  {"nf4+dq", MSBNB_QTYPE_NF4, 1, 64},
+                 {"fp4", MSBNB_QTYPE_FP4, 0, 64},
                  {"int8 (LLM.int8)", MSBNB_QTYPE_INT8, 0, 0},
                  {"int4 g128", MSBNB_QTYPE_INT4, 0, 128}};
     const int nkinds = sizeof kinds / sizeof *kinds;
@@ -228,7 +230,7 @@ int main(int argc, char **argv) {
         OK(msbnb_cuda_malloc(&dx, (size_t)(maxm * K) * 2));
         OK(msbnb_cuda_malloc(&dy, (size_t)(maxm * N) * 2));
         OK(msbnb_cuda_memcpy(dx, xh, (size_t)(maxm * K) * 2, MSBNB_CUDA_HOST_TO_DEVICE));
-        for (int mi = 0; mi < 4; mi++) {
+        for (int mi = 0; mi < (m1 ? 1 : 4); mi++) {
             const int64_t M = Ms[mi];
             const int per = M >= 1024 ? 4 : 32, nb = M >= 1024 ? 7 : 15;
             lin_ctx lc = {ctx, NULL, wb, dx, dy, M, N, K};
@@ -252,7 +254,7 @@ int main(int argc, char **argv) {
         msbnb_cuda_free(dy);
         free(wf), free(wh), free(xf), free(xh);
     }
-    bench_adamw(copy_bw);
+    if (!m1) bench_adamw(copy_bw);
     msbnb_cuda_ctx_free(ctx);
     return 0;
 }

@@ -8,6 +8,7 @@
  * we allow 1e-5 sum|w x|, far under the effect of one wrong weight (~sum|w x| / K).
  * BF16 outputs add half an ulp of bf16 (2^-9 |y|); the cuBLAS path also rounds W to bf16
  * (2^-9 relative per weight). */
+#define _POSIX_C_SOURCE 200112L /* setenv */
 #include "cuda_testutil.h"
 
 #ifdef MSBNB_HAVE_CUDA
@@ -113,6 +114,14 @@ static void test_cuda_gemv_4bit_matches_cpu(void) {
             }
 }
 
+/* The same checks with the M = 1 chunked kernel (gemv4_m1) forced wherever it applies: by
+ * default it only runs from 32 M weights, far above these shapes. */
+static void test_cuda_gemv_4bit_chunked_m1_kernel_matches_cpu(void) {
+    setenv("MSBNB_CUDA_GEMV4_M1", "1", 1);
+    test_cuda_gemv_4bit_matches_cpu();
+    unsetenv("MSBNB_CUDA_GEMV4_M1");
+}
+
 static void test_cuda_gemv_int8_matches_cpu(void) {
     static const shape_t shapes[] = {{1, 16}, {3, 48}, {37, 4096}, {5, 33}, {64, 2064}};
     static const int64_t Ms[] = {1, 2, 4, 7, 16};
@@ -201,6 +210,7 @@ int main(void) {
     if (cu_skip_if_no_device()) return CU_SKIP_CODE;
     tu_rng_init(&g_rng, tu_seed());
     RUN_TEST(test_cuda_gemv_4bit_matches_cpu);
+    RUN_TEST(test_cuda_gemv_4bit_chunked_m1_kernel_matches_cpu);
     RUN_TEST(test_cuda_gemv_int8_matches_cpu);
     RUN_TEST(test_cuda_linear_4bit_large_m_uses_gemm);
     return tu_finish();

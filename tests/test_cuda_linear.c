@@ -12,6 +12,7 @@
  *    per weight): + 4e-3 Σ|x w|.
  *  - LLM.int8 at m <= 8 with f32 activations: bit-identical (same int8 activation codes,
  *    exact integer sums, the same float expression). */
+#define _POSIX_C_SOURCE 200112L /* setenv */
 #include "cuda_testutil.h"
 
 #ifdef MSBNB_HAVE_CUDA
@@ -218,10 +219,19 @@ static void test_cuda_linear_rejects_bad_input(void) {
     free(w);
 }
 
+/* Forward again with the M = 1 chunked 4-bit kernel (gemv4_m1, bias epilogue included)
+ * forced wherever it applies: by default it only runs from 32 M weights. */
+static void test_cuda_linear_forward_chunked_m1_kernel_matches_cpu(void) {
+    setenv("MSBNB_CUDA_GEMV4_M1", "1", 1);
+    test_cuda_linear_forward_matches_cpu();
+    unsetenv("MSBNB_CUDA_GEMV4_M1");
+}
+
 int main(void) {
     if (cu_skip_if_no_device()) return CU_SKIP_CODE;
     tu_rng_init(&g_rng, tu_seed());
     RUN_TEST(test_cuda_linear_forward_matches_cpu);
+    RUN_TEST(test_cuda_linear_forward_chunked_m1_kernel_matches_cpu);
     RUN_TEST(test_cuda_linear_backward_dx_matches_cpu);
     RUN_TEST(test_cuda_linear_rejects_bad_input);
     return tu_finish();

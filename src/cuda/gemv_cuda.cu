@@ -1,5 +1,8 @@
 /* Quantized linear forward on the GPU.
  *
+ * M = 1, large layers (use_m1_kernel): gemv4_m1, 16-byte chunks of R rows per warp decoded
+ * through a byte -> code-pair table, on a persistent grid (comment above the kernel).
+ *
  * M <= 16: fused dequantize + GEMV, y[m, n] = sum_k x[m, k] W[n, k] (+ b[n]). One warp per
  * output row n streams that row of W once. 4-bit: lane L takes the row's 32-bit words
  * L, L + 32, ... (8 weights each; loads skip L1, each byte is used once), so weight and
@@ -16,6 +19,7 @@
 
 #include <cublas_v2.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifndef GEMV_WARPS /* tuning knobs, overridable with -D for experiments */
@@ -190,6 +194,183 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS, GEMV_MINB) gemv4_fast(gemv_ar
         float v = warp_sum(acc[m]);
         if (lane == 0) store_y(a.y, XBF16, (int64_t)m * a.N + n, v, a.bias, n);
     }
+}
+
+/* M = 1: y[n] = sum_k x[k] W[n, k], the decode-bound case. A task is R rows; lane L reads
+ * 16-byte chunks L, L + 32, ... (32 codes each) of every row of its task, U chunks per row
+ * per batch, so a warp instruction loads 512 contiguous bytes of a row (bnb's row-major
+ * packing, no re-layout). The grid is persistent (one block per slot the SMs hold): each
+ * warp walks its tasks as one stream of batches and the next batch's loads are in flight
+ * while the current one is decoded, across task boundaries. A byte holds two codes (weight
+ * 2b in the high nibble): it indexes a 256-entry table of code pairs (float2) replicated
+ * once per lane of a half-warp (64-bit shared loads are served per half-warp: entry e of
+ * lane l at byte 128 e + 8 (l % 16), so a warp's lookups never conflict), one shift, one
+ * and-or and one shared load for two weights. The 32-term sum Σ code x of a chunk (inside
+ * one quantization block: blocks are >= 32 aligned elements) is scaled once by its absmax;
+ * x is converted to f32 once per chunk and reused by the task's R rows. */
+#ifndef GEMV1_WARPS
+#define GEMV1_WARPS 8
+#endif
+
+template <int R, int U, bool DQ>
+struct chunk_batch {
+    uint4 q[R][U];
+    float am[R][U];    /* absmax, or (DQ) nested absmax */
+    uint32_t qa[R][U]; /* DQ: the absmax code */
+};
+
+/* Loads batch bt (chunks 32 U bt + 32 u + lane) of task t's rows; rows past N re-read row N - 1. */
+template <int R, int U, bool DQ>
+__device__ __forceinline__ void load_chunks(chunk_batch<R, U, DQ> &b, const gemv_args &a, int t, int bt, int lane,
+                                            int nch) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const int64_t e0 = (int64_t)min(t * R + r, a.N - 1) * a.K;
+        const uint4 *wrow = (const uint4 *)(a.w + (e0 >> 1));
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int c = (bt * U + u) * 32 + lane;
+            if (c < nch) {
+                b.q[r][u] = ld_stream(wrow + c);
+                const int64_t blk = (e0 + (int64_t)c * 32) >> a.bs_log2;
+                if (DQ) {
+                    b.qa[r][u] = __ldg(a.qabsmax + blk);
+                    b.am[r][u] = __ldg(a.nested + (blk >> 8));
+                } else {
+                    b.am[r][u] = __ldg(a.absmax + blk);
+                }
+            }
+        }
+    }
+}
+
+/* 8 activations x[k0 .. k0 + 7] as f32. */
+template <bool XBF16>
+__device__ __forceinline__ void load_x8(float (&xf)[8], const void *x, int64_t k0) {
+    if (XBF16) {
+        uint4 v = __ldg((const uint4 *)((const uint16_t *)x + k0));
+        const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            xf[2 * j] = __uint_as_float(w[j] << 16);
+            xf[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
+        }
+    } else {
+        const float4 *p = (const float4 *)((const float *)x + k0);
+        float4 u = __ldg(p), v = __ldg(p + 1);
+        xf[0] = u.x, xf[1] = u.y, xf[2] = u.z, xf[3] = u.w;
+        xf[4] = v.x, xf[5] = v.y, xf[6] = v.z, xf[7] = v.w;
+    }
+}
+
+/* s0 += Σ code(2b) x[2i], s1 += Σ code(2b + 1) x[2i + 1] over the 4 bytes of word q. */
+__device__ __forceinline__ void pair_dot4(float &s0, float &s1, uint32_t q, const float (&xf)[8], const char *tab,
+                                          uint32_t lane8) {
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const uint32_t off = (i == 0 ? (q << 7) : (q >> (8 * i - 7))) & 0x7f80u; /* byte i * 128 */
+        const float2 p = *(const float2 *)(tab + (off | lane8));
+        s0 = fmaf(p.x, xf[2 * i], s0);
+        s1 = fmaf(p.y, xf[2 * i + 1], s1);
+    }
+}
+
+template <int R, int U, int MINB, bool DQ, bool XBF16>
+__global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, msbnb__code16 code,
+                                                                   msbnb__code256 dyn) {
+    __shared__ __align__(16) float2 spair[256 * 16];
+    __shared__ float sdyn[DQ ? 256 : 1];
+    const int lane = threadIdx.x & 31, nch = a.K >> 5; /* 16-byte chunks per row */
+    const int ntask = (a.N + R - 1) / R, nbat = (nch + 32 * U - 1) / (32 * U);
+    const int stride = gridDim.x * GEMV1_WARPS;
+    int t = blockIdx.x * GEMV1_WARPS + (threadIdx.x >> 5), bt = 0;
+    chunk_batch<R, U, DQ> cur, nxt;
+    if (t < ntask) load_chunks<R, U, DQ>(cur, a, t, 0, lane, nch); /* in flight during the table fill */
+    for (int i = threadIdx.x; i < 256 * 16; i += blockDim.x) {
+        const int b = i >> 4;
+        spair[i] = make_float2(code.v[b >> 4], code.v[b & 15]);
+    }
+    if (DQ)
+        for (int i = threadIdx.x; i < 256; i += blockDim.x) sdyn[i] = dyn.v[i];
+    __syncthreads();
+    if (t >= ntask) return;
+    const float off = DQ ? *a.offset : 0.0f;
+    const char *tab = (const char *)spair;
+    const uint32_t lane8 = 8u * (lane & 15);
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = 0.0f;
+    for (;;) {
+        int t2 = t, bt2 = bt + 1;
+        if (bt2 == nbat) bt2 = 0, t2 += stride;
+        if (t2 < ntask) load_chunks<R, U, DQ>(nxt, a, t2, bt2, lane, nch);
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int c = (bt * U + u) * 32 + lane;
+            if (c >= nch) break;
+            float s0[R], s1[R];
+#pragma unroll
+            for (int r = 0; r < R; r++) s0[r] = s1[r] = 0.0f;
+#pragma unroll
+            for (int wd = 0; wd < 4; wd++) {
+                float xf[8];
+                load_x8<XBF16>(xf, a.x, (int64_t)c * 32 + 8 * wd);
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    const uint4 &q = cur.q[r][u];
+                    pair_dot4(s0[r], s1[r], wd == 0 ? q.x : wd == 1 ? q.y : wd == 2 ? q.z : q.w, xf, tab, lane8);
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                /* QLoRA double quant: dynamic_map[q] * nested + offset, as msbnb_double_dequant_absmax */
+                const float am = DQ ? __fadd_rn(__fmul_rn(sdyn[cur.qa[r][u]], cur.am[r][u]), off) : cur.am[r][u];
+                acc[r] = fmaf(s0[r] + s1[r], am, acc[r]);
+            }
+        }
+        if (bt == nbat - 1) { /* task done */
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const float v = warp_sum(acc[r]);
+                const int n = t * R + r;
+                if (lane == 0 && n < a.N) store_y(a.y, XBF16, n, v, a.bias, n);
+                acc[r] = 0.0f;
+            }
+        }
+        if (t2 >= ntask) break;
+        cur = nxt;
+        t = t2, bt = bt2;
+    }
+}
+
+/* gemv4_m1 with R = 4 rows per task, U = 1 chunk per row per batch, 2 blocks of 8 warps per
+ * SM (128 registers): the best of 8 (R, U, blocks/SM) variants measured on the H100. The
+ * grid is persistent, at most sms * 2 blocks, all resident at once (the shared-memory
+ * carveout is asked for: each block holds a 33 KB table). */
+#define M1_R 4
+#define M1_U 1
+#define M1_MINB 2
+template <bool DQ, bool XBF16>
+static msbnb_status launch_m1(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn, int sms) {
+    const int64_t tasks = (a.N + M1_R - 1) / M1_R, need = (tasks + GEMV1_WARPS - 1) / GEMV1_WARPS;
+    const unsigned grid = (unsigned)(need < (int64_t)sms * M1_MINB ? need : (int64_t)sms * M1_MINB);
+    MSBNB_CUDA_TRY(cudaFuncSetAttribute(gemv4_m1<M1_R, M1_U, M1_MINB, DQ, XBF16>,
+                                        cudaFuncAttributePreferredSharedMemoryCarveout,
+                                        (int)cudaSharedmemCarveoutMaxShared));
+    gemv4_m1<M1_R, M1_U, M1_MINB, DQ, XBF16><<<grid, 32 * GEMV1_WARPS>>>(a, code, dyn);
+    return MSBNB_OK;
+}
+
+/* Which M = 1 kernel: MSBNB_CUDA_GEMV4_M1 = 1 forces the chunked gemv4_m1 wherever it
+ * applies (tests reach it with small shapes), 0 the word kernel gemv4_fast; unset, the rule
+ * measured on the H100 (bench/RESULTS.md): gemv4_m1 from 32 M weights when the absmax is
+ * double-quantized (decoded once per 32 weights instead of 8) or the rows are longer than
+ * there are rows (K > N: few tasks, long streams); gemv4_fast otherwise (more warps in
+ * flight for short rows and small layers). */
+static bool use_m1_kernel(bool dq, int64_t N, int64_t K) {
+    const char *e = getenv("MSBNB_CUDA_GEMV4_M1");
+    if (e && *e) return e[0] == '1';
+    return N * K >= ((int64_t)1 << 25) && (dq || K > N);
 }
 
 /* Any K, any alignment: one warp per row, one weight at a time. */
@@ -375,7 +556,15 @@ msbnb_status msbnb__cuda_gemv_4bit_bias(void *y, const void *x, msbnb_dtype x_ty
     memcpy(dyn.v, msbnb__dynamic_map, sizeof dyn.v);
     unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
     int bf = x_type == MSBNB_DTYPE_BF16, dq = w->double_quant != 0;
-    if (K % 8 == 0 && aligned16(w->packed) && aligned16(x)) {
+    if (M == 1 && K % 32 == 0 && aligned16(w->packed) && aligned16(x) && use_m1_kernel(dq, N, K)) {
+        int dev = 0, sms = 0;
+        MSBNB_CUDA_TRY(cudaGetDevice(&dev));
+        MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        if (dq && bf) MSBNB_TRY((launch_m1<true, true>(a, code, dyn, sms)));
+        else if (dq) MSBNB_TRY((launch_m1<true, false>(a, code, dyn, sms)));
+        else if (bf) MSBNB_TRY((launch_m1<false, true>(a, code, dyn, sms)));
+        else MSBNB_TRY((launch_m1<false, false>(a, code, dyn, sms)));
+    } else if (K % 8 == 0 && aligned16(w->packed) && aligned16(x)) {
 #define L4(MT)                                                                                    \
     do {                                                                                          \
         if (dq && bf) gemv4_fast<MT, true, true><<<grid, 32 * GEMV_WARPS>>>(a, code, dyn);        \

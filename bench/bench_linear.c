@@ -54,24 +54,39 @@ typedef struct {
     int t;
 } rd_arg;
 
-__attribute__((target("avx512f"))) static void *rd512(void *arg) {
-    rd_arg *ra = arg;
-    rd_job *j = ra->j;
-    const size_t chunk = (4u << 20) / sizeof(float);
-    __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;
-    for (;;) {
-        const size_t s0 = atomic_fetch_add(&j->next, chunk);
-        if (s0 >= j->n) break;
-        const size_t s1 = j->n - s0 < chunk ? j->n : s0 + chunk;
-        for (size_t i = s0; i + 64 <= s1; i += 64) {
-            a = _mm512_add_ps(a, _mm512_load_ps(j->p + i));
-            b = _mm512_add_ps(b, _mm512_load_ps(j->p + i + 16));
-            c = _mm512_add_ps(c, _mm512_load_ps(j->p + i + 32));
-            d = _mm512_add_ps(d, _mm512_load_ps(j->p + i + 48));
-        }
-    }
-    j->sum[ra->t] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
+/* The probe's loop at the widest vector width this CPU has: AVX-512 where the CPU has it, else
+ * AVX2 (an AVX-512 probe on an AVX2-only machine stops the bench with SIGILL). */
+#define RD_BODY(VT, ZERO, ADD, LOAD, W, REDUCE)                                              \
+    rd_arg *ra = arg;                                                                        \
+    rd_job *j = ra->j;                                                                       \
+    const size_t chunk = (4u << 20) / sizeof(float);                                         \
+    VT a = ZERO, b = a, c = a, d = a;                                                        \
+    for (;;) {                                                                               \
+        const size_t s0 = atomic_fetch_add(&j->next, chunk);                                 \
+        if (s0 >= j->n) break;                                                               \
+        const size_t s1 = j->n - s0 < chunk ? j->n : s0 + chunk;                             \
+        for (size_t i = s0; i + 4 * (W) <= s1; i += 4 * (W)) {                               \
+            a = ADD(a, LOAD(j->p + i));                                                      \
+            b = ADD(b, LOAD(j->p + i + (W)));                                                \
+            c = ADD(c, LOAD(j->p + i + 2 * (W)));                                            \
+            d = ADD(d, LOAD(j->p + i + 3 * (W)));                                            \
+        }                                                                                    \
+    }                                                                                        \
+    j->sum[ra->t] = REDUCE(ADD(ADD(a, b), ADD(c, d)));                                       \
     return NULL;
+
+__attribute__((target("avx512f"))) static void *rd512(void *arg) {
+    RD_BODY(__m512, _mm512_setzero_ps(), _mm512_add_ps, _mm512_load_ps, 16, _mm512_reduce_add_ps)
+}
+
+__attribute__((target("avx2"))) static float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
+}
+
+__attribute__((target("avx2"))) static void *rd256(void *arg) {
+    RD_BODY(__m256, _mm256_setzero_ps(), _mm256_add_ps, _mm256_load_ps, 8, hsum256)
 }
 
 /* One pass over the probe buffer with nt threads (the caller is one); returns seconds. */
@@ -85,8 +100,9 @@ static double read_pass(const float *p, size_t n, int nt) {
     atomic_store(&j.next, 0);
     double t0 = bu_now();
     for (int t = 0; t < nt; t++) args[t] = (rd_arg){&j, t};
-    for (int t = 1; t < nt; t++) pthread_create(&th[t], NULL, rd512, &args[t]);
-    rd512(&args[0]);
+    void *(*rd)(void *) = msbnb_cpu_tier_best() == MSBNB_CPU_AVX512 ? rd512 : rd256;
+    for (int t = 1; t < nt; t++) pthread_create(&th[t], NULL, rd, &args[t]);
+    rd(&args[0]);
     for (int t = 1; t < nt; t++) pthread_join(th[t], NULL);
     return bu_now() - t0;
 }

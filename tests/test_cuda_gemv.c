@@ -50,6 +50,11 @@ typedef struct {
     int64_t N, K;
 } shape_t;
 
+/* Tolerance of the 4-bit GEMV checks (relative to Σ|w x|): 1e-5 for the f32-grade kernels;
+ * the tensor-core kernel with bf16-rounded codes (bitsandbytes' precision) is bounded by
+ * 2^-9 Σ|w x| (code rounding) plus f32 accumulation. */
+static double g_rel4 = 1e-5;
+
 static void test_cuda_gemv_4bit_matches_cpu(void) {
     static const shape_t shapes[] = {{1, 32}, {3, 64}, {37, 4096}, {5, 33}, {17, 100}, {64, 2080}, {9, 14336}};
     static const int64_t Ms[] = {1, 2, 3, 5, 8, 13, 16};
@@ -100,7 +105,7 @@ static void test_cuda_gemv_4bit_matches_cpu(void) {
                     snprintf(what, sizeof what, "%s dq=%d bs=%lld N=%lld K=%lld M=%lld %s%s", t ? "fp4" : "nf4", dq,
                              (long long)bs, (long long)N, (long long)K, (long long)M, msbnb_dtype_name(xt),
                              misalign ? " misaligned" : "");
-                    int bad = check_y(y, xt, xf, wf, M, N, K, 1e-5, what);
+                    int bad = check_y(y, xt, xf, wf, M, N, K, g_rel4, what);
                     CHECKF(bad == 0, "%s: %d outputs off", what, bad);
                     free(xf), free(xh), free(y);
                     msbnb_cuda_free(dxbuf), msbnb_cuda_free(dy);
@@ -117,9 +122,35 @@ static void test_cuda_gemv_4bit_matches_cpu(void) {
 /* The same checks with the M = 1 chunked kernel (gemv4_m1) forced wherever it applies: by
  * default it only runs from 32 M weights, far above these shapes. */
 static void test_cuda_gemv_4bit_chunked_m1_kernel_matches_cpu(void) {
+    setenv("MSBNB_CUDA_GEMV4_MMA", "0", 1); /* bf16 activations would take the tensor-core kernel */
     setenv("MSBNB_CUDA_GEMV4_M1", "1", 1);
     test_cuda_gemv_4bit_matches_cpu();
     unsetenv("MSBNB_CUDA_GEMV4_M1");
+    unsetenv("MSBNB_CUDA_GEMV4_MMA");
+}
+
+/* The FFMA word kernel (gemv4_fast) for bf16 activations too. */
+static void test_cuda_gemv_4bit_word_kernel_matches_cpu(void) {
+    setenv("MSBNB_CUDA_GEMV4_MMA", "0", 1);
+    test_cuda_gemv_4bit_matches_cpu();
+    unsetenv("MSBNB_CUDA_GEMV4_MMA");
+}
+
+/* The tensor-core kernel at every M (M = 1 included), with the residual MMA off (codes
+ * rounded to bf16) and on, with both row-tile shapes. */
+static void test_cuda_gemv_4bit_mma_bf16_codes(void) {
+    setenv("MSBNB_CUDA_GEMV4_MMA", "1", 1); /* M = 1 too */
+    setenv("MSBNB_CUDA_MMA_LO", "0", 1);
+    g_rel4 = 2.5e-3;
+    test_cuda_gemv_4bit_matches_cpu();
+    setenv("MSBNB_CUDA_MMA_RT", "2", 1);
+    test_cuda_gemv_4bit_matches_cpu();
+    g_rel4 = 1e-5;
+    setenv("MSBNB_CUDA_MMA_LO", "1", 1);
+    test_cuda_gemv_4bit_matches_cpu();
+    unsetenv("MSBNB_CUDA_MMA_RT");
+    unsetenv("MSBNB_CUDA_MMA_LO");
+    unsetenv("MSBNB_CUDA_GEMV4_MMA");
 }
 
 static void test_cuda_gemv_int8_matches_cpu(void) {
@@ -211,6 +242,8 @@ int main(void) {
     tu_rng_init(&g_rng, tu_seed());
     RUN_TEST(test_cuda_gemv_4bit_matches_cpu);
     RUN_TEST(test_cuda_gemv_4bit_chunked_m1_kernel_matches_cpu);
+    RUN_TEST(test_cuda_gemv_4bit_word_kernel_matches_cpu);
+    RUN_TEST(test_cuda_gemv_4bit_mma_bf16_codes);
     RUN_TEST(test_cuda_gemv_int8_matches_cpu);
     RUN_TEST(test_cuda_linear_4bit_large_m_uses_gemm);
     return tu_finish();

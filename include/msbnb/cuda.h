@@ -154,8 +154,13 @@ typedef struct msbnb_cuda_weight4 {
 /* Fused dequantize + GEMV: y[m, n] = sum_k x[m, k] * W[n, k] for M <= 16, f32
  * accumulation, streaming W once. x, y device [M, K] / [M, N] of the same dtype, F32 or
  * BF16. Asynchronous. M > 16: MSBNB_ERR_UNSUPPORTED (use msbnb_cuda_linear_4bit).
- * Environment: MSBNB_CUDA_GEMV4_M1=1 / 0 forces / forbids the M = 1 chunked kernel (by
- * default chosen by layer size and format; results agree within f32 summation order). */
+ * BF16 x with 2 <= M <= 16 (block size >= 64 dividing K) runs on the tensor cores
+ * (mma.sync bf16, codes split into bf16 + bf16 residual: f32-grade within 1e-5 Σ|w x|).
+ * Environment: MSBNB_CUDA_GEMV4_MMA=1 / 0 forces / forbids the tensor-core kernel (M = 1
+ * included); MSBNB_CUDA_MMA_LO=0 rounds the codes to bf16 as bitsandbytes does (faster,
+ * within 2^-9 Σ|w x|); MSBNB_CUDA_GEMV4_M1=1 / 0 forces / forbids the M = 1 chunked
+ * kernel (by default chosen by layer size and format; results agree within f32
+ * summation order). */
 MSBNB_API msbnb_status msbnb_cuda_gemv_4bit(void *y, const void *x, msbnb_dtype x_type,
                                             const msbnb_cuda_weight4 *w, int64_t M,
                                             int64_t N, int64_t K);

@@ -373,6 +373,29 @@ static bool use_m1_kernel(bool dq, int64_t N, int64_t K) {
     return N * K >= ((int64_t)1 << 25) && (dq || K > N);
 }
 
+/* Which kernel for bf16 activations: the tensor-core gemv4_mma for M >= 2, the FFMA kernels
+ * for M = 1 (measured on the H200 at (4096, 14336), bench/RESULTS.md: M = 16 0.152 -> 0.041
+ * ms with the tensor cores, M = 1 0.027 ms either way). MSBNB_CUDA_GEMV4_MMA = 1 forces it
+ * for M = 1 too, 0 turns it off. */
+static bool use_mma_kernel(int64_t M) {
+    const char *e = getenv("MSBNB_CUDA_GEMV4_MMA");
+    if (e && *e) return e[0] == '1';
+    return M >= 2;
+}
+/* MSBNB_CUDA_MMA_LO = 0 drops the residual MMA: codes rounded to bf16 as bitsandbytes'
+ * kernels do (0.035 vs 0.041 ms at M = 16); by default the f32-grade codes. */
+static bool mma_lo(void) {
+    const char *e = getenv("MSBNB_CUDA_MMA_LO");
+    return !(e && e[0] == '0');
+}
+/* Row tiles per block: 2 (32 rows) once that still gives two blocks per SM (measured 0.041
+ * vs 0.047 ms at N = 14336, M = 16); MSBNB_CUDA_MMA_RT = 1 | 2 forces one. */
+static int mma_rt(int64_t N, int sms) {
+    const char *e = getenv("MSBNB_CUDA_MMA_RT");
+    if (e && (e[0] == '1' || e[0] == '2')) return e[0] - '0';
+    return N >= (int64_t)32 * 2 * sms ? 2 : 1;
+}
+
 /* Any K, any alignment: one warp per row, one weight at a time. */
 template <bool DQ>
 __global__ void gemv4_generic(gemv_args a, int xbf16, msbnb__code16 code, msbnb__code256 dyn) {
@@ -484,6 +507,274 @@ __global__ void gemv8_generic(gemv_args a, int xbf16) {
     }
 }
 
+/* ---------------------------------------------------------------- tensor-core 4-bit GEMV
+ *
+ * M <= 16, bf16 activations: y = x · Wᵀ on the tensor cores (mma.sync m16n8k16 bf16 -> f32),
+ * W decoded in registers and never written out. A warp holds an m16n8k16 tile: A = 16 rows
+ * of W, B = x (column m = batch row m, so M <= 8 is one n-tile and M <= 16 two), C = f32.
+ *
+ * Why the tensor cores even at M = 1: the decode, not the multiply, bounds a 4-bit GEMV.
+ * With FFMA (the kernels above) every weight costs a table lookup, a shift/mask and an
+ * FFMA; here one shared-memory lookup decodes a whole byte (two weights) straight into an
+ * A-fragment register (a byte -> bf16x2 code-pair table, replicated once per bank so a
+ * warp's 32 lookups never conflict), and the multiply-adds go to the otherwise idle tensor
+ * cores. The 16-k order inside an MMA is free (A and B only have to agree), so each lane of
+ * a quad (t = lane % 4) streams L contiguous bytes of its rows and gives the MMA bytes
+ * 2i, 2i+1 of them; B holds the activations at the same k. All 4L bytes a quad reads of a
+ * row lie in one quantization block (4L <= blocksize / 2), so an MMA's sums belong to one
+ * block per row and are scaled by its absmax in f32 afterwards (DQ: decoded from the
+ * double-quant byte, as msbnb_double_dequant_absmax rounds it).
+ *
+ * Precision: bitsandbytes' own 4-bit kernels use the code table in the compute dtype
+ * (kgemm_4bit_inference_naive: quant_map in T = bf16), and every bf16 matmul path rounds
+ * the weight to bf16. LO = true adds a second MMA with the bf16 residual code - bf16(code),
+ * which brings each code to ~2^-17 relative (the f32 result within 1e-5 Σ|w x|); LO = false
+ * is bnb's precision (code rounded to bf16: ≤ 2^-9 Σ|w x|) at half the shared-memory reads.
+ *
+ * Work split: a block (8 warps) owns 16 RT rows; its warps take the K steps (8 L weights
+ * per row) round-robin and add their partial sums in shared memory at the end. */
+#define MMA_WARPS 8
+
+__device__ __forceinline__ void mma_bf16_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                               uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+template <int L>
+struct wbytes {
+    uint32_t w[L / 4];
+};
+
+template <int L>
+__device__ __forceinline__ void ld_wbytes(wbytes<L> &b, const uint8_t *p) {
+    if (L == 16) {
+        uint4 v = ld_stream(p);
+        b.w[0] = v.x, b.w[1] = v.y, b.w[2] = v.z, b.w[3] = v.w;
+    } else {
+        uint32_t x0, x1;
+        asm("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(x0), "=r"(x1) : "l"(p));
+        b.w[0] = x0, b.w[1 % (L / 4)] = x1;
+    }
+}
+
+/* Shared-memory byte offset of table entry `byte j of word q` for this lane: entry e of lane
+ * l lives at 128 e + 4 l (lane4 = 4 l). */
+__device__ __forceinline__ uint32_t tab_off(uint32_t q, int j, uint32_t lane4) {
+    const uint32_t e7 = (j == 0 ? (q << 7) : (q >> (8 * j - 7))) & 0x7f80u;
+    return e7 | lane4;
+}
+
+/* Round to bf16 (RNE) as 16 bits. */
+__device__ __forceinline__ uint32_t bf16_bits(float f) { return (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(f)); }
+
+template <int L, int RT, int NT, bool DQ, bool LO>
+__global__ void __launch_bounds__(32 * MMA_WARPS) gemv4_mma(gemv_args a, msbnb__code16 code, msbnb__code256 dyn) {
+    extern __shared__ __align__(16) uint32_t smem[];
+    uint32_t *thi = smem;                            /* [256][32] code pairs, bf16x2 */
+    uint32_t *tlo = smem + 256 * 32;                 /* LO: residual pairs */
+    float *sdyn = (float *)(smem + (LO ? 2 : 1) * 256 * 32);
+    float *red = sdyn + 256;                         /* [MMA_WARPS][RT * 16][NT * 8] partial sums */
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t = lane & 3;
+
+    /* Table: entry e = byte (high nibble = element 2i, the low half of the bf16x2 = lower k). */
+    for (int i = tid; i < 256 * 32 / 4; i += 32 * MMA_WARPS) {
+        const int e = i >> 3;
+        const float c0 = code.v[e >> 4], c1 = code.v[e & 15];
+        const uint32_t h0 = bf16_bits(c0), h1 = bf16_bits(c1);
+        const uint32_t hi = h0 | (h1 << 16);
+        ((uint4 *)thi)[i] = make_uint4(hi, hi, hi, hi);
+        if (LO) {
+            const uint32_t l0 = bf16_bits(c0 - __uint_as_float(h0 << 16)), l1 = bf16_bits(c1 - __uint_as_float(h1 << 16));
+            const uint32_t lo = l0 | (l1 << 16);
+            ((uint4 *)tlo)[i] = make_uint4(lo, lo, lo, lo);
+        }
+    }
+    if (DQ)
+        for (int i = tid; i < 256; i += 32 * MMA_WARPS) sdyn[i] = dyn.v[i];
+    __syncthreads();
+
+    const int K = a.K, M = a.M;
+    const int nsteps = K / (8 * L);
+    const int row_base = blockIdx.x * 16 * RT;
+    const uint32_t lane4 = 4u * lane;
+    const char *th = (const char *)thi;
+    const float off = DQ ? *a.offset : 0.0f;
+    const uint8_t *wp[RT][2];
+    int64_t e0[RT][2]; /* flat element index of row start */
+#pragma unroll
+    for (int rt = 0; rt < RT; rt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int r = min(row_base + rt * 16 + g + 8 * h, a.N - 1);
+            e0[rt][h] = (int64_t)r * K;
+            wp[rt][h] = a.w + (e0[rt][h] >> 1) + t * L;
+        }
+    /* x rows this lane feeds into B: m = g (+ 8 for the second n-tile); others give zeros */
+    const uint16_t *xp[NT];
+    bool xon[NT];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        const int m = g + 8 * nt;
+        xon[nt] = m < M;
+        xp[nt] = (const uint16_t *)a.x + (int64_t)(xon[nt] ? m : 0) * K + 2 * t * L;
+    }
+    float acc[RT][NT][4];
+#pragma unroll
+    for (int rt = 0; rt < RT; rt++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) acc[rt][nt][j] = 0.0f;
+
+    wbytes<L> cur[RT][2], nxt[RT][2];
+    float cam[RT][2], nam[RT][2];
+    uint32_t cqa[RT][2], nqa[RT][2];
+    auto load = [&](wbytes<L>(&wb)[RT][2], float(&am)[RT][2], uint32_t(&qa)[RT][2], int s) {
+#pragma unroll
+        for (int rt = 0; rt < RT; rt++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                ld_wbytes<L>(wb[rt][h], wp[rt][h] + (int64_t)s * 4 * L);
+                const int64_t blk = (e0[rt][h] + (int64_t)s * 8 * L) >> a.bs_log2;
+                if (DQ) {
+                    qa[rt][h] = __ldg(a.qabsmax + blk);
+                    am[rt][h] = __ldg(a.nested + (blk >> 8));
+                } else {
+                    am[rt][h] = __ldg(a.absmax + blk);
+                }
+            }
+    };
+    int s = warp;
+    if (s < nsteps) load(cur, cam, cqa, s);
+    for (; s < nsteps; s += MMA_WARPS) {
+        if (s + MMA_WARPS < nsteps) load(nxt, nam, nqa, s + MMA_WARPS);
+        /* B fragments: L words of x per n-tile (k-pairs s 4L + t L + j) */
+        uint32_t xb[NT][L];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+#pragma unroll
+            for (int v = 0; v < L / 4; v++) {
+                uint4 xv = xon[nt] ? __ldg((const uint4 *)(xp[nt] + (int64_t)s * 8 * L) + v) : make_uint4(0, 0, 0, 0);
+                xb[nt][4 * v] = xv.x, xb[nt][4 * v + 1] = xv.y, xb[nt][4 * v + 2] = xv.z, xb[nt][4 * v + 3] = xv.w;
+            }
+        }
+#pragma unroll
+        for (int rt = 0; rt < RT; rt++) {
+            float cs[NT][4];
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) cs[nt][j] = 0.0f;
+#pragma unroll
+            for (int i = 0; i < L / 2; i++) {
+                /* bytes 2i, 2i + 1 of this lane's L bytes of rows g and g + 8 */
+                const int j0 = 2 * i, j1 = 2 * i + 1;
+                const uint32_t o0 = tab_off(cur[rt][0].w[j0 >> 2], j0 & 3, lane4);
+                const uint32_t o1 = tab_off(cur[rt][1].w[j0 >> 2], j0 & 3, lane4);
+                const uint32_t o2 = tab_off(cur[rt][0].w[j1 >> 2], j1 & 3, lane4);
+                const uint32_t o3 = tab_off(cur[rt][1].w[j1 >> 2], j1 & 3, lane4);
+                const uint32_t a0 = *(const uint32_t *)(th + o0), a1 = *(const uint32_t *)(th + o1);
+                const uint32_t a2 = *(const uint32_t *)(th + o2), a3 = *(const uint32_t *)(th + o3);
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) mma_bf16_16816(cs[nt], a0, a1, a2, a3, xb[nt][j0], xb[nt][j1]);
+                if (LO) {
+                    const char *tl = (const char *)tlo;
+                    const uint32_t l0 = *(const uint32_t *)(tl + o0), l1 = *(const uint32_t *)(tl + o1);
+                    const uint32_t l2 = *(const uint32_t *)(tl + o2), l3 = *(const uint32_t *)(tl + o3);
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++) mma_bf16_16816(cs[nt], l0, l1, l2, l3, xb[nt][j0], xb[nt][j1]);
+                }
+            }
+            /* C fragment: cs[nt][0..1] row g, cs[nt][2..3] row g + 8 (columns 2t, 2t + 1) */
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                /* QLoRA double quant: dynamic_map[q] * nested + offset, as msbnb_double_dequant_absmax */
+                const float am = DQ ? __fadd_rn(__fmul_rn(sdyn[cqa[rt][h]], cam[rt][h]), off) : cam[rt][h];
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) {
+                    acc[rt][nt][2 * h] = fmaf(am, cs[nt][2 * h], acc[rt][nt][2 * h]);
+                    acc[rt][nt][2 * h + 1] = fmaf(am, cs[nt][2 * h + 1], acc[rt][nt][2 * h + 1]);
+                }
+            }
+        }
+#pragma unroll
+        for (int rt = 0; rt < RT; rt++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                cur[rt][h] = nxt[rt][h];
+                cam[rt][h] = nam[rt][h];
+                if (DQ) cqa[rt][h] = nqa[rt][h];
+            }
+    }
+    /* partial sums of the warps -> red[warp][row][col], then one thread per output sums them */
+    const int RC = NT * 8;
+#pragma unroll
+    for (int rt = 0; rt < RT; rt++)
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int row = rt * 16 + g + 8 * (j >> 1), col = nt * 8 + 2 * t + (j & 1);
+                red[(warp * RT * 16 + row) * RC + col] = acc[rt][nt][j];
+            }
+    __syncthreads();
+    for (int o = tid; o < RT * 16 * RC; o += 32 * MMA_WARPS) {
+        const int row = o / RC, col = o % RC, n = row_base + row;
+        if (col >= M || n >= a.N) continue;
+        float v = 0.0f;
+#pragma unroll
+        for (int w = 0; w < MMA_WARPS; w++) v += red[(w * RT * 16 + row) * RC + col];
+        store_y(a.y, true, (int64_t)col * a.N + n, v, a.bias, n);
+    }
+}
+
+template <int L, int RT, int NT, bool DQ, bool LO>
+static msbnb_status launch_mma_t(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn) {
+    const size_t smem = (size_t)(LO ? 2 : 1) * 256 * 32 * 4 + 256 * 4 + (size_t)MMA_WARPS * RT * 16 * NT * 8 * 4;
+    static int raised; /* per instance; a repeated raise is harmless, so the race is benign */
+    if (!raised) {
+        MSBNB_CUDA_TRY(cudaFuncSetAttribute(gemv4_mma<L, RT, NT, DQ, LO>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        raised = 1;
+    }
+    const unsigned grid = (unsigned)((a.N + 16 * RT - 1) / (16 * RT));
+    gemv4_mma<L, RT, NT, DQ, LO><<<grid, 32 * MMA_WARPS, smem>>>(a, code, dyn);
+    return MSBNB_OK;
+}
+
+/* MSBNB_CUDA_MMA_LO = 1: the residual MMA (f32-grade codes); MSBNB_CUDA_MMA_RT = 1 | 2:
+ * row tiles per block (default: 2 when that still gives two blocks per SM). */
+static msbnb_status launch_mma(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn, bool dq,
+                               int L, bool lo, int rt) {
+#define MMA_NT(Lv, RTv, DQv, LOv)                                                          \
+    return a.M <= 8 ? launch_mma_t<Lv, RTv, 1, DQv, LOv>(a, code, dyn) : launch_mma_t<Lv, RTv, 2, DQv, LOv>(a, code, dyn)
+#define MMA_LO(Lv, RTv, DQv)                                                               \
+    do {                                                                                   \
+        if (lo) MMA_NT(Lv, RTv, DQv, true);                                                \
+        MMA_NT(Lv, RTv, DQv, false);                                                       \
+    } while (0)
+#define MMA_DQ(Lv, RTv)                                                                    \
+    do {                                                                                   \
+        if (dq) MMA_LO(Lv, RTv, true);                                                     \
+        MMA_LO(Lv, RTv, false);                                                            \
+    } while (0)
+#define MMA_RT(Lv)                                                                         \
+    do {                                                                                   \
+        if (rt == 2) MMA_DQ(Lv, 2);                                                        \
+        MMA_DQ(Lv, 1);                                                                     \
+    } while (0)
+    if (L == 16) MMA_RT(16);
+    MMA_RT(8);
+#undef MMA_RT
+#undef MMA_DQ
+#undef MMA_LO
+#undef MMA_NT
+}
+
 /* ---------------------------------------------------------------- host side */
 
 static msbnb_status check_gemv_dims(int64_t M, int64_t N, int64_t K, msbnb_dtype xt, const char *fn) {
@@ -556,7 +847,14 @@ msbnb_status msbnb__cuda_gemv_4bit_bias(void *y, const void *x, msbnb_dtype x_ty
     memcpy(dyn.v, msbnb__dynamic_map, sizeof dyn.v);
     unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
     int bf = x_type == MSBNB_DTYPE_BF16, dq = w->double_quant != 0;
-    if (M == 1 && K % 32 == 0 && aligned16(w->packed) && aligned16(x) && use_m1_kernel(dq, N, K)) {
+    const int mma_l = bs >= 128 ? 16 : 8;
+    if (bf && bs >= 64 && K % bs == 0 && K % (8 * mma_l) == 0 && aligned16(w->packed) && aligned16(x) &&
+        use_mma_kernel(M)) {
+        int dev = 0, sms = 0;
+        MSBNB_CUDA_TRY(cudaGetDevice(&dev));
+        MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        MSBNB_TRY(launch_mma(a, code, dyn, dq, mma_l, mma_lo(), mma_rt(N, sms)));
+    } else if (M == 1 && K % 32 == 0 && aligned16(w->packed) && aligned16(x) && use_m1_kernel(dq, N, K)) {
         int dev = 0, sms = 0;
         MSBNB_CUDA_TRY(cudaGetDevice(&dev));
         MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));

@@ -78,6 +78,25 @@ static void test_usage_errors(void) {
           contains(g_err, "error"));
 }
 
+/* With stderr on a terminal, progress is one bar redrawn in place (tensors, bytes, rate,
+ * ETA). util-linux script(1) provides the pseudo-terminal; without it the test says so. */
+static void test_progress_bar_on_a_terminal(void) {
+    if (access("/usr/bin/script", X_OK) != 0) {
+        printf("  (no /usr/bin/script: progress bar not checked)\n");
+        return;
+    }
+    char *o = io_join(g_dir, "tty"), cmd[4096];
+    snprintf(cmd, sizeof cmd, "script -qec './msbnb quantize %s %s --threads 1' /dev/null >%s 2>&1",
+             tu_data_path("tiny-llama/fp32"), o, g_out);
+    int r = system(cmd);
+    CHECK(WIFEXITED(r) && WEXITSTATUS(r) == 0);
+    CHECK(contains(g_out, "\r[") && contains(g_out, "] 100% 21/21 tensors") && contains(g_out, "/s ETA "));
+    CHECK(!contains(g_out, "[1/21] ")); /* not the plain lines */
+    CHECK(io_exists(o));
+    io_rm_rf(o);
+    free(o);
+}
+
 /* Loads module m of checkpoint dir and returns its format (F32 for a plain weight). */
 static msbnb_qtype module_type(const char *dir, const char *m, int64_t *block) {
     msbnb_st_file_t *f = NULL;
@@ -281,6 +300,7 @@ int main(void) {
     RUN_TEST(test_usage_errors);
     RUN_TEST(test_quantize_inspect_dequantize);
     RUN_TEST(test_quantize_flags_take_effect);
+    RUN_TEST(test_progress_bar_on_a_terminal);
     RUN_TEST(test_dequantize_writes_float_checkpoint);
     io_rm_rf(g_dir);
     free(g_dir);

@@ -29,9 +29,21 @@ static input_t get_input(const char *which) {
     return in;
 }
 
+/* Every reference key the tests compared, so that main can check none was left out. */
+enum { MAX_SEEN = 1024 };
+static char g_seen[MAX_SEEN][160];
+static int g_nseen;
+
+static void mark_seen(const char *key) {
+    for (int i = 0; i < g_nseen; i++)
+        if (strcmp(g_seen[i], key) == 0) return;
+    if (g_nseen < MAX_SEEN) snprintf(g_seen[g_nseen++], sizeof g_seen[0], "%s", key);
+}
+
 static const void *ref(const char *prefix, const char *suffix, size_t *nbytes) {
     char key[160];
     snprintf(key, sizeof key, "%s.%s", prefix, suffix);
+    mark_seen(key);
     const void *p = tu_st_get(g_ref, key, NULL, NULL, NULL, nbytes);
     CHECKF(p != NULL, "missing %s", key);
     return p;
@@ -182,6 +194,32 @@ static void test_int8_vectorwise_matches_bnb(void) {
     }
 }
 
+/* The loops above name the entries they expect; this checks the file holds no q4.*,
+ * q8b.* or int8row.* entry they did not compare (a new key in the reference data would
+ * otherwise go untested). */
+static void test_every_reference_entry_compared(void) {
+    msbnb_st_file_t *f = NULL;
+    CHECK_OK(msbnb_st_open(&f, tu_data_path("formats.safetensors")));
+    if (!f) return;
+    int total = 0, missed = 0;
+    for (size_t i = 0; i < msbnb_st_count(f); i++) {
+        msbnb_st_tensor_info ti;
+        CHECK_OK(msbnb_st_get(f, i, &ti));
+        if (strncmp(ti.name, "q4.", 3) && strncmp(ti.name, "q8b.", 4) && strncmp(ti.name, "int8row.thr", 11))
+            continue;
+        total++;
+        int seen = 0;
+        for (int k = 0; k < g_nseen && !seen; k++) seen = strcmp(g_seen[k], ti.name) == 0;
+        if (!seen) {
+            missed++;
+            CHECKF(0, "reference entry %s was not compared", ti.name);
+        }
+    }
+    printf("  %d reference entries compared, %d missed\n", total - missed, missed);
+    CHECK(total == 482 && missed == 0); /* 80 q4 cases (440 keys), 12 q8b (36), 2 int8row (6) */
+    msbnb_st_close(f);
+}
+
 int main(void) {
     g_ref = tu_st_open("formats.safetensors");
     if (!g_ref) {
@@ -191,6 +229,7 @@ int main(void) {
     RUN_TEST(test_q4_matches_bnb);
     RUN_TEST(test_q8_blockwise_matches_bnb);
     RUN_TEST(test_int8_vectorwise_matches_bnb);
+    RUN_TEST(test_every_reference_entry_compared);
     tu_st_close(g_ref);
     return tu_finish();
 }

@@ -139,6 +139,116 @@ static void test_buffer_too_small(void) {
     CHECK(i8[1] == 0 && i8[4] == 0 && i8[8 + 6] == 0);
 }
 
+/* The classes above, for the arguments and functions the first tests leave out: every
+ * pointer argument of the blockwise and integer formats, overflow of each size, the
+ * block/group checks of every dequantizer, and negative capacities. */
+static void test_every_argument_checked(void) {
+    float off = 0;
+    /* NULL in each position */
+    CHECK_STATUS(msbnb_dequantize_4bit(f, MSBNB_DTYPE_F32, u8, NULL, 64, 64, MSBNB_QTYPE_NF4, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_quantize_blockwise_8bit(NULL, f, g, MSBNB_DTYPE_F32, 64, 64, NULL, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_quantize_blockwise_8bit(u8, NULL, g, MSBNB_DTYPE_F32, 64, 64, NULL, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_dequantize_blockwise_8bit(NULL, MSBNB_DTYPE_F32, u8, f, 64, 64, NULL, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_dequantize_blockwise_8bit(f, MSBNB_DTYPE_F32, u8, NULL, 64, 64, NULL, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_double_quant_absmax(NULL, f, &off, g, 4), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_double_quant_absmax(u8, NULL, &off, g, 4), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_double_quant_absmax(u8, f, &off, NULL, 4), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_double_dequant_absmax(NULL, u8, g, 0, 4), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_double_dequant_absmax(f, u8, NULL, 0, 4), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_quantize_8bit(i8, NULL, f, g, 2, 2, 1, 0), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_quantize_8bit(i8, f, f, NULL, 2, 2, 1, 0), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_dequantize_8bit(NULL, i8, f, f, 2, 2, 1, 0), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_dequantize_8bit(f, NULL, f, f, 2, 2, 1, 0), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_dequantize_8bit(f, i8, f, NULL, 2, 2, 0, 0), MSBNB_ERR_INVALID_ARGUMENT); /* asym needs offset */
+    int64_t no, oc[4];
+    CHECK_STATUS(msbnb_int8_vectorwise_quant(NULL, f, NULL, 0, &no, g, MSBNB_DTYPE_F32, 2, 2, 0), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_int8_vectorwise_quant(i8, f, NULL, 0, &no, NULL, MSBNB_DTYPE_F32, 2, 2, 0), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_int8_vectorwise_quant(i8, f, NULL, 4, &no, g, MSBNB_DTYPE_F32, 2, 2, 6), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_int8_vectorwise_dequant(NULL, i8, g, 2, 2), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_int8_vectorwise_dequant(f, i8, NULL, 2, 2), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_quantize_int4(NULL, f, g, g, 2, 64, 32, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_quantize_int4(u8, NULL, g, g, 2, 64, 32, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_quantize_int4(u8, f, g, NULL, 2, 64, 32, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_dequantize_int4(f, NULL, f, g, 2, 64, 32, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_dequantize_int4(f, u8, NULL, g, 2, 64, 32, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_dequantize_int4(f, u8, f, NULL, 2, 64, 32, 0), MSBNB_ERR_INVALID_ARGUMENT); /* asym needs mins */
+    CHECK_STATUS(msbnb_pack_4bit(u8, NULL, 4), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_unpack_4bit(NULL, u8, 4), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_convert(f, MSBNB_DTYPE_F16, NULL, MSBNB_DTYPE_F32, 4), MSBNB_ERR_INVALID_ARGUMENT);
+    msbnb_error_stats st;
+    CHECK_STATUS(msbnb_estimate_quantization_error(&st, f, NULL, 4), MSBNB_ERR_INVALID_ARGUMENT);
+    msbnb_quant_info info;
+    CHECK_STATUS(msbnb_get_quantization_info(&info, NULL, 2, 2, 3), MSBNB_ERR_INVALID_ARGUMENT);
+    int64_t by;
+    CHECK_STATUS(msbnb_qparams_storage(NULL, 2, 2, &by, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    msbnb_dtype dt;
+    CHECK_STATUS(msbnb_dtype_from_name("F32", NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_dtype_from_name(NULL, &dt), MSBNB_ERR_INVALID_ARGUMENT);
+    msbnb_qtype qt;
+    CHECK_STATUS(msbnb_qtype_from_name(NULL, &qt), MSBNB_ERR_INVALID_ARGUMENT);
+    /* zero / negative sizes of the dequantizers and the other helpers */
+    static const int64_t bad[] = {0, -1, INT64_MIN};
+    for (int i = 0; i < 3; i++) {
+        int64_t n = bad[i];
+        CHECK_STATUS(msbnb_dequantize_blockwise_8bit(f, MSBNB_DTYPE_F32, u8, g, n, 64, NULL, 1), MSBNB_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(msbnb_double_dequant_absmax(f, u8, g, 0, n), MSBNB_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(msbnb_dequantize_8bit(f, i8, f, f, n, 2, 1, 0), MSBNB_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(msbnb_dequantize_8bit(f, i8, f, f, 2, n, 1, 1), MSBNB_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(msbnb_int8_vectorwise_quant(i8, f, NULL, 0, &no, g, MSBNB_DTYPE_F32, 4, n, 0), MSBNB_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(msbnb_int8_vectorwise_dequant(f, i8, g, n, 2), MSBNB_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(msbnb_quantize_int4(u8, f, g, g, n, 64, 32, 1), MSBNB_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(msbnb_dequantize_int4(f, u8, f, g, 2, n, 32, 1), MSBNB_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(msbnb_int4_sizes(4, n, 32, NULL, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(msbnb_unpack_4bit(u8, u8, n), MSBNB_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(msbnb_get_quantization_info(&info, f, 3, n, 3), MSBNB_ERR_INVALID_ARGUMENT);
+        msbnb_qparams p = msbnb_qparams_default(MSBNB_QTYPE_INT8);
+        CHECK_STATUS(msbnb_qparams_storage(&p, n, 3, &by, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+        CHECK(msbnb_nblocks(64, n) == 0);
+    }
+    /* size arithmetic that would overflow, for every function taking a size */
+    CHECK_STATUS(msbnb_dequantize_4bit(f, MSBNB_DTYPE_F32, u8, g, BIG, 64, MSBNB_QTYPE_NF4, 1), MSBNB_ERR_OVERFLOW);
+    CHECK_STATUS(msbnb_dequantize_blockwise_8bit(f, MSBNB_DTYPE_F32, u8, g, BIG, 64, NULL, 1), MSBNB_ERR_OVERFLOW);
+    CHECK_STATUS(msbnb_double_quant_absmax(u8, f, &off, g, BIG), MSBNB_ERR_OVERFLOW);
+    CHECK_STATUS(msbnb_double_dequant_absmax(f, u8, g, 0, BIG), MSBNB_ERR_OVERFLOW);
+    CHECK_STATUS(msbnb_quantize_8bit(i8, f, f, g, 1LL << 40, 1LL << 40, 0, 1), MSBNB_ERR_OVERFLOW);
+    CHECK_STATUS(msbnb_int8_vectorwise_dequant(f, i8, g, 1LL << 32, 1LL << 32), MSBNB_ERR_OVERFLOW);
+    CHECK_STATUS(msbnb_quantize_int4(u8, f, g, g, 1LL << 40, 1LL << 40, 32, 1), MSBNB_ERR_OVERFLOW);
+    CHECK_STATUS(msbnb_dequantize_int4(f, u8, f, g, 1LL << 40, 1LL << 40, 32, 1), MSBNB_ERR_OVERFLOW);
+    CHECK_STATUS(msbnb_int4_sizes(INT64_MAX, 2, 2, NULL, NULL), MSBNB_ERR_OVERFLOW);
+    CHECK_STATUS(msbnb_estimate_quantization_error(&st, f, g, BIG), MSBNB_ERR_OVERFLOW);
+    CHECK_STATUS(msbnb_convert(f, MSBNB_DTYPE_BF16, g, MSBNB_DTYPE_F16, INT64_MAX / 2), MSBNB_ERR_OVERFLOW);
+    msbnb_qparams p4 = msbnb_qparams_default(MSBNB_QTYPE_NF4);
+    p4.double_quant = 1;
+    CHECK_STATUS(msbnb_qparams_storage(&p4, INT64_MAX, 2, &by, NULL), MSBNB_ERR_OVERFLOW);
+    /* block and group sizes the dequantizers and the size queries refuse */
+    static const int64_t bad_bs[] = {0, 16, 96, 8192};
+    for (int i = 0; i < 4; i++) {
+        CHECK_STATUS(msbnb_dequantize_blockwise_8bit(f, MSBNB_DTYPE_F32, u8, g, 64, bad_bs[i], NULL, 1), MSBNB_ERR_UNSUPPORTED);
+        CHECK_STATUS(msbnb_quantize_4bit(u8, f, g, MSBNB_DTYPE_F32, 64, bad_bs[i], MSBNB_QTYPE_FP4, 1), MSBNB_ERR_UNSUPPORTED);
+        msbnb_qparams p = msbnb_qparams_default(MSBNB_QTYPE_Q8_DYNAMIC);
+        p.block = bad_bs[i];
+        CHECK_STATUS(msbnb_qparams_validate(&p), MSBNB_ERR_UNSUPPORTED);
+        CHECK_STATUS(msbnb_qparams_storage(&p, 2, 64, &by, NULL), MSBNB_ERR_UNSUPPORTED);
+    }
+    static const int64_t bad_g[] = {0, 1, 5, -64};
+    for (int i = 0; i < 4; i++) {
+        CHECK_STATUS(msbnb_dequantize_int4(f, u8, f, g, 2, 64, bad_g[i], 1), MSBNB_ERR_UNSUPPORTED);
+        CHECK_STATUS(msbnb_int4_sizes(2, 64, bad_g[i], NULL, NULL), MSBNB_ERR_UNSUPPORTED);
+    }
+    CHECK_STATUS(msbnb_dequantize_4bit(f, MSBNB_DTYPE_F32, u8, g, 64, 64, MSBNB_QTYPE_Q8_DYNAMIC, 1), MSBNB_ERR_UNSUPPORTED);
+    CHECK_STATUS(msbnb_quantize_blockwise_8bit(u8, f, g, MSBNB_DTYPE_U8, 64, 64, NULL, 1), MSBNB_ERR_UNSUPPORTED);
+    CHECK_STATUS(msbnb_dequantize_blockwise_8bit(f, MSBNB_DTYPE_I32, u8, g, 64, 64, NULL, 1), MSBNB_ERR_UNSUPPORTED);
+    CHECK_STATUS(msbnb_int8_vectorwise_quant(i8, f, NULL, 0, &no, g, MSBNB_DTYPE_F64, 2, 2, 0), MSBNB_ERR_UNSUPPORTED);
+    CHECK_STATUS(msbnb_convert(f, MSBNB_DTYPE_F32, g, (msbnb_dtype)-1, 4), MSBNB_ERR_UNSUPPORTED);
+    /* capacities: a negative one is refused; zero is a full buffer when outliers exist */
+    float a[4] = {0, 9, 0, 1};
+    CHECK_STATUS(msbnb_int8_vectorwise_quant(i8, f, oc, -1, &no, a, MSBNB_DTYPE_F32, 2, 2, 6.0f), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_int8_vectorwise_quant(i8, f, NULL, 0, &no, a, MSBNB_DTYPE_F32, 2, 2, 6.0f), MSBNB_ERR_BUFFER_TOO_SMALL);
+    CHECK(no == 1);
+    CHECK_STATUS(msbnb_int8_vectorwise_quant(i8, f, oc, 1, &no, a, MSBNB_DTYPE_F32, 2, 2, 6.0f), MSBNB_OK);
+    CHECK(no == 1 && oc[0] == 1);
+}
+
 static void test_cpu_env_override(void) {
     msbnb_cpu_tier t;
     setenv("MSBNB_CPU", "avx9000", 1);
@@ -163,6 +273,7 @@ int main(void) {
     RUN_TEST(test_size_overflow);
     RUN_TEST(test_unsupported_block_and_group_sizes);
     RUN_TEST(test_buffer_too_small);
+    RUN_TEST(test_every_argument_checked);
     RUN_TEST(test_cpu_env_override);
     return tu_finish();
 }

@@ -127,6 +127,81 @@ static void test_requantize_gives_same_codes(void) {
     }
 }
 
+/* The same property for 8-bit blockwise dynamic codes and for the largest 4-bit block
+ * (4096: size 4097 has a one-element tail block), at the odd sizes. */
+static void test_requantize_blockwise_and_large_blocks(void) {
+    static const int64_t sizes[] = {1, 3, 63, 65, 4097};
+    for (int s = 0; s < 5; s++) {
+        int64_t n = sizes[s];
+        float *x = malloc((size_t)n * 4), *y = malloc((size_t)n * 4);
+        tu_fill_normal(&g_rng, x, (size_t)n, 3.0f);
+        static const int64_t bss[2] = {64, 4096};
+        for (int b = 0; b < 2; b++) {
+            int64_t bs = bss[b], nb = msbnb_nblocks(n, bs);
+            uint8_t *q1 = malloc((size_t)n), *q2 = malloc((size_t)n);
+            float *a1 = malloc((size_t)nb * 4), *a2 = malloc((size_t)nb * 4);
+            /* bnb's signed dynamic map ends at -0.99297 and +1: a block whose largest value
+             * is negative comes back 0.7 % smaller and changes its absmax (not its codes),
+             * so every block's largest-magnitude value is made positive here. */
+            for (int64_t b0 = 0; b0 < n; b0 += bs) {
+                int64_t e = b0 + bs < n ? b0 + bs : n, im = b0;
+                for (int64_t i = b0; i < e; i++) im = fabsf(x[i]) > fabsf(x[im]) ? i : im;
+                if (x[im] < 0)
+                    for (int64_t i = b0; i < e; i++) x[i] = -x[i];
+            }
+            CHECK_OK(msbnb_quantize_blockwise_8bit(q1, a1, x, MSBNB_DTYPE_F32, n, bs, NULL, 1));
+            CHECK_OK(msbnb_dequantize_blockwise_8bit(y, MSBNB_DTYPE_F32, q1, a1, n, bs, NULL, 1));
+            CHECK_OK(msbnb_quantize_blockwise_8bit(q2, a2, y, MSBNB_DTYPE_F32, n, bs, NULL, 1));
+            CHECKF(memcmp(q1, q2, (size_t)n) == 0 && memcmp(a1, a2, (size_t)nb * 4) == 0,
+                   "q8 dynamic n=%lld bs=%lld", (long long)n, (long long)bs);
+            CHECK_OK(msbnb_quantize_4bit(q1, a1, x, MSBNB_DTYPE_F32, n, bs, MSBNB_QTYPE_NF4, 2));
+            CHECK_OK(msbnb_dequantize_4bit(y, MSBNB_DTYPE_F32, q1, a1, n, bs, MSBNB_QTYPE_NF4, 2));
+            CHECK_OK(msbnb_quantize_4bit(q2, a2, y, MSBNB_DTYPE_F32, n, bs, MSBNB_QTYPE_NF4, 2));
+            CHECKF(memcmp(q1, q2, (size_t)(n + 1) / 2) == 0 && memcmp(a1, a2, (size_t)nb * 4) == 0,
+                   "nf4 n=%lld bs=%lld", (long long)n, (long long)bs);
+            free(q1), free(q2), free(a1), free(a2);
+        }
+        free(x), free(y);
+    }
+}
+
+/* Quantization info of a tensor small enough to work out by hand. */
+static void test_info_by_hand(void) {
+    const float w[6] = {1.0f, -2.0f, 3.0f, 0.5f, 0.0f, -4.0f}; /* [2, 3] */
+    msbnb_quant_info info;
+    CHECK_OK(msbnb_get_quantization_info(&info, w, 2, 3, 1.0));
+    double mean = -1.5 / 6, std = sqrt(30.25 / 6 - mean * mean);
+    CHECK(info.rows == 2 && info.cols == 3);
+    CHECK(info.min == -4.0 && info.max == 3.0 && info.absmax == 4.0);
+    CHECKF(fabs(info.mean - mean) < 1e-12 && fabs(info.std - std) < 1e-12, "mean %g std %g", info.mean, info.std);
+    CHECK(info.row_absmax_min == 3.0 && info.row_absmax_max == 4.0 && info.row_absmax_mean == 3.5);
+    /* |w - mean| > 1 * std (2.23): 3.0 and -4.0 */
+    CHECKF(fabs(info.outlier_fraction - 2.0 / 6) < 1e-12, "outlier fraction %g", info.outlier_fraction);
+    CHECK(info.outlier_sigma == 1.0 && info.bytes_f32 == 24);
+    /* every format row costs what the registry says, and the main formats are listed */
+    CHECK(info.n_formats > 10 && info.n_formats <= MSBNB_INFO_MAX_FORMATS);
+    static const char *want[] = {"f32", "bf16", "int8-row-sym", "int8-row-asym", "int4-g32-sym", "int4-g128-asym",
+                                 "nf4-b64", "nf4-b64-dq", "fp4-b64", "fp4-b64-dq", "q8dyn-b256"};
+    for (size_t k = 0; k < sizeof want / sizeof *want; k++) {
+        int found = 0;
+        for (int i = 0; i < info.n_formats; i++) found += strcmp(info.formats[i].name, want[k]) == 0;
+        CHECKF(found == 1, "format %s listed %d times", want[k], found);
+    }
+    for (int i = 0; i < info.n_formats; i++) {
+        int64_t bytes = 0;
+        double bits = 0;
+        CHECK_OK(msbnb_qparams_storage(&info.formats[i].params, 2, 3, &bytes, &bits));
+        CHECKF(info.formats[i].bytes == bytes && info.formats[i].bits_per_weight == bits &&
+                   fabs(bits - 8.0 * (double)bytes / 6) < 1e-12,
+               "%s: %lld bytes, %g bits", info.formats[i].name, (long long)info.formats[i].bytes,
+               info.formats[i].bits_per_weight);
+    }
+    CHECK(info.formats[0].bytes == 24); /* f32: bytes after = bytes before */
+    /* outlier_sigma <= 0 means 3 */
+    CHECK_OK(msbnb_get_quantization_info(&info, w, 2, 3, 0));
+    CHECK(info.outlier_sigma == 3.0 && info.outlier_fraction == 0.0);
+}
+
 static void test_zero_blocks_and_odd_sizes(void) {
     static const int64_t sizes[] = {1, 3, 63, 65, 4097};
     for (int s = 0; s < 5; s++) {
@@ -152,25 +227,124 @@ static void test_zero_blocks_and_odd_sizes(void) {
     }
 }
 
-static void test_nonfinite_input_is_an_error(void) {
-    float x[100];
-    tu_fill_normal(&g_rng, x, 100, 1.0f);
-    uint8_t p[100];
-    float am[4], s[100], o[100];
-    int8_t q8[100];
-    for (int k = 0; k < 2; k++) {
-        x[77] = k == 0 ? NAN : INFINITY;
-        CHECK_STATUS(msbnb_quantize_4bit(p, am, x, MSBNB_DTYPE_F32, 100, 32, MSBNB_QTYPE_NF4, 1), MSBNB_ERR_NON_FINITE);
-        CHECK_STATUS(msbnb_quantize_blockwise_8bit(p, am, x, MSBNB_DTYPE_F32, 100, 32, NULL, 1), MSBNB_ERR_NON_FINITE);
-        CHECK_STATUS(msbnb_quantize_8bit(q8, s, o, x, 1, 100, 1, 0), MSBNB_ERR_NON_FINITE);
-        CHECK_STATUS(msbnb_quantize_int4(p, s, o, x, 1, 100, 32, 1), MSBNB_ERR_NON_FINITE);
-        int64_t no;
-        CHECK_STATUS(msbnb_int8_vectorwise_quant(q8, s, NULL, 0, &no, x, MSBNB_DTYPE_F32, 1, 100, 0), MSBNB_ERR_NON_FINITE);
-        msbnb_error_stats st;
-        CHECK_STATUS(msbnb_estimate_quantization_error(&st, x, x, 100), MSBNB_ERR_NON_FINITE);
-        msbnb_quant_info info;
-        CHECK_STATUS(msbnb_get_quantization_info(&info, x, 1, 100, 3), MSBNB_ERR_NON_FINITE);
+/* Two codes per byte, element 2i in the high nibble (bitsandbytes' order), an odd count
+ * padding the last low nibble with 0; unpack inverts pack; quantize_4bit's bytes follow
+ * the same order (each unpacked code times its block's absmax is the dequantized value). */
+static void test_pack_unpack_nibble_order(void) {
+    static const int64_t sizes[] = {1, 3, 63, 65, 4097};
+    for (int s = 0; s < 5; s++) {
+        int64_t n = sizes[s], nbytes = (n + 1) / 2;
+        uint8_t *codes = malloc((size_t)n), *back = malloc((size_t)n), *packed = malloc((size_t)nbytes);
+        for (int64_t i = 0; i < n; i++) codes[i] = (uint8_t)(tu_rng_u64(&g_rng) & 0xff); /* high bits ignored */
+        memset(packed, 0xee, (size_t)nbytes);
+        CHECK_OK(msbnb_pack_4bit(packed, codes, n));
+        int bad = 0;
+        for (int64_t i = 0; i < n; i++) {
+            uint8_t want = codes[i] & 15, got = (i & 1) ? packed[i / 2] & 15 : packed[i / 2] >> 4;
+            bad += want != got;
+        }
+        CHECKF(bad == 0, "n=%lld: %d nibbles out of place", (long long)n, bad);
+        if (n & 1) CHECKF((packed[nbytes - 1] & 15) == 0, "n=%lld: pad nibble %d", (long long)n, packed[nbytes - 1] & 15);
+        memset(back, 0xee, (size_t)n);
+        CHECK_OK(msbnb_unpack_4bit(back, packed, n));
+        bad = 0;
+        for (int64_t i = 0; i < n; i++) bad += back[i] != (codes[i] & 15);
+        CHECKF(bad == 0, "n=%lld: unpack differs in %d places", (long long)n, bad);
+        /* the quantizer's layout */
+        float *x = malloc((size_t)n * 4), *y = malloc((size_t)n * 4), *am = malloc((size_t)msbnb_nblocks(n, 32) * 4);
+        tu_fill_normal(&g_rng, x, (size_t)n, 1.0f);
+        CHECK_OK(msbnb_quantize_4bit(packed, am, x, MSBNB_DTYPE_F32, n, 32, MSBNB_QTYPE_NF4, 1));
+        CHECK_OK(msbnb_dequantize_4bit(y, MSBNB_DTYPE_F32, packed, am, n, 32, MSBNB_QTYPE_NF4, 1));
+        CHECK_OK(msbnb_unpack_4bit(back, packed, n));
+        bad = 0;
+        for (int64_t i = 0; i < n; i++) bad += y[i] != msbnb_nf4_code()[back[i]] * am[i / 32];
+        CHECKF(bad == 0, "n=%lld: %d quantized nibbles decode to other values", (long long)n, bad);
+        free(x), free(y), free(am);
+        free(codes), free(back), free(packed);
     }
+}
+
+/* Bulk conversion equals the scalar RNE conversions element by element at odd sizes
+ * (vector bodies and tails), NaN staying NaN and +-Inf staying +-Inf. */
+static void test_bulk_conversion_odd_sizes(void) {
+    static const int64_t sizes[] = {1, 3, 63, 65, 4097};
+    for (int s = 0; s < 5; s++) {
+        int64_t n = sizes[s];
+        float *x = malloc((size_t)n * 4), *y = malloc((size_t)n * 4);
+        uint16_t *h = malloc((size_t)n * 2), *b = malloc((size_t)n * 2);
+        tu_fill_normal(&g_rng, x, (size_t)n, 100.0f);
+        x[n - 1] = NAN; /* the last element sits in the scalar tail for every vector width */
+        if (n > 2) x[n / 2] = -INFINITY, x[0] = INFINITY;
+        CHECK_OK(msbnb_convert(h, MSBNB_DTYPE_F16, x, MSBNB_DTYPE_F32, n));
+        CHECK_OK(msbnb_convert(b, MSBNB_DTYPE_BF16, x, MSBNB_DTYPE_F32, n));
+        int bad = 0;
+        for (int64_t i = 0; i < n; i++) {
+            if (isnan(x[i])) {
+                bad += !isnan(msbnb_f16_to_f32(h[i])) || !isnan(msbnb_bf16_to_f32(b[i]));
+                continue;
+            }
+            bad += h[i] != msbnb_f32_to_f16(x[i]) || b[i] != msbnb_f32_to_bf16(x[i]);
+        }
+        CHECKF(bad == 0, "n=%lld: %d bulk conversions differ from the scalar ones", (long long)n, bad);
+        CHECK_OK(msbnb_convert(y, MSBNB_DTYPE_F32, b, MSBNB_DTYPE_BF16, n));
+        CHECK(isnan(y[n - 1]));
+        if (n > 2) CHECK(y[0] == INFINITY && y[n / 2] == -INFINITY);
+        bad = 0;
+        for (int64_t i = 0; i < n; i++) bad += !isnan(x[i]) && memcmp(&y[i], &(float){msbnb_bf16_to_f32(b[i])}, 4) != 0;
+        CHECK(bad == 0);
+        CHECK_OK(msbnb_convert(y, MSBNB_DTYPE_F32, h, MSBNB_DTYPE_F16, n));
+        CHECK(isnan(y[n - 1]));
+        if (n > 2) CHECK(y[0] == INFINITY && y[n / 2] == -INFINITY);
+        free(x), free(y), free(h), free(b);
+    }
+}
+
+static void test_nonfinite_input_is_an_error(void) {
+    /* NaN, +Inf and -Inf, inside a block and in the tail element, in every input dtype and
+     * every format variant: an error status with a message, never codes. */
+    enum { N = 100 };
+    float x[N], s[N], o[N];
+    uint16_t xh[N], xb[N];
+    uint8_t p[N];
+    float am[4];
+    int8_t q8[N];
+    static const float bad_vals[3] = {NAN, INFINITY, -INFINITY};
+    static const int at[2] = {77, N - 1};
+    for (int k = 0; k < 3; k++)
+        for (int a = 0; a < 2; a++) {
+            tu_fill_normal(&g_rng, x, N, 1.0f);
+            x[at[a]] = bad_vals[k];
+            msbnb_convert(xh, MSBNB_DTYPE_F16, x, MSBNB_DTYPE_F32, N);
+            msbnb_convert(xb, MSBNB_DTYPE_BF16, x, MSBNB_DTYPE_F32, N);
+            const void *src[3] = {x, xh, xb};
+            static const msbnb_dtype dts[3] = {MSBNB_DTYPE_F32, MSBNB_DTYPE_F16, MSBNB_DTYPE_BF16};
+            for (int d = 0; d < 3; d++) {
+                CHECK_STATUS(msbnb_quantize_4bit(p, am, src[d], dts[d], N, 32, MSBNB_QTYPE_NF4, 1), MSBNB_ERR_NON_FINITE);
+                CHECK_STATUS(msbnb_quantize_4bit(p, am, src[d], dts[d], N, 64, MSBNB_QTYPE_FP4, 2), MSBNB_ERR_NON_FINITE);
+                CHECK_STATUS(msbnb_quantize_blockwise_8bit(p, am, src[d], dts[d], N, 32, NULL, 1), MSBNB_ERR_NON_FINITE);
+                int64_t no, oc[N];
+                CHECK_STATUS(msbnb_int8_vectorwise_quant(q8, s, NULL, 0, &no, src[d], dts[d], 1, N, 0), MSBNB_ERR_NON_FINITE);
+                CHECK_STATUS(msbnb_int8_vectorwise_quant(q8, s, oc, N, &no, src[d], dts[d], 4, N / 4, 6.0f), MSBNB_ERR_NON_FINITE);
+            }
+            for (int sym = 0; sym <= 1; sym++) {
+                CHECK_STATUS(msbnb_quantize_8bit(q8, s, o, x, 1, N, sym, 0), MSBNB_ERR_NON_FINITE);
+                CHECK_STATUS(msbnb_quantize_8bit(q8, s, o, x, 4, N / 4, sym, 1), MSBNB_ERR_NON_FINITE);
+                CHECK_STATUS(msbnb_quantize_int4(p, s, o, x, 1, N, 32, sym), MSBNB_ERR_NON_FINITE);
+                CHECK_STATUS(msbnb_quantize_int4(p, s, o, x, 5, N / 5, 4, sym), MSBNB_ERR_NON_FINITE);
+            }
+            msbnb_error_stats st;
+            CHECK_STATUS(msbnb_estimate_quantization_error(&st, x, x, N), MSBNB_ERR_NON_FINITE);
+            float ok[N];
+            tu_fill_normal(&g_rng, ok, N, 1.0f);
+            CHECK_STATUS(msbnb_estimate_quantization_error(&st, ok, x, N), MSBNB_ERR_NON_FINITE);
+            msbnb_quant_info info;
+            CHECK_STATUS(msbnb_get_quantization_info(&info, x, 1, N, 3), MSBNB_ERR_NON_FINITE);
+            /* double quantization of a non-finite absmax, and a non-finite offset */
+            uint8_t qa[N] = {0};
+            float nested[1] = {1.0f}, off;
+            CHECK_STATUS(msbnb_double_quant_absmax(qa, nested, &off, x, N), MSBNB_ERR_NON_FINITE);
+            CHECK_STATUS(msbnb_double_dequant_absmax(s, qa, nested, bad_vals[k], N), MSBNB_ERR_NON_FINITE);
+        }
 }
 
 static void test_f16_bf16_conversion(void) {
@@ -238,9 +412,13 @@ int main(void) {
     tu_rng_init(&g_rng, tu_seed());
     RUN_TEST(test_roundtrip_error_bounds);
     RUN_TEST(test_requantize_gives_same_codes);
+    RUN_TEST(test_requantize_blockwise_and_large_blocks);
     RUN_TEST(test_zero_blocks_and_odd_sizes);
+    RUN_TEST(test_pack_unpack_nibble_order);
+    RUN_TEST(test_bulk_conversion_odd_sizes);
     RUN_TEST(test_nonfinite_input_is_an_error);
     RUN_TEST(test_f16_bf16_conversion);
     RUN_TEST(test_info_and_stats);
+    RUN_TEST(test_info_by_hand);
     return tu_finish();
 }

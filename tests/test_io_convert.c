@@ -306,6 +306,25 @@ static void round_trip_all(const char *in, int expect_shards) {
             msbnb_error_stats es;
             CHECK_OK(msbnb_estimate_quantization_error(&es, w, got, n));
             CHECKF(es.rel_frobenius < fc->max_rel, "%s %s: rel error %g", fc->name, g->name, es.rel_frobenius);
+            /* our checkpoints load into layers too (msbnb's asymmetric/per-tensor int8 has no
+             * layer constructor: documented as MSBNB_ERR_UNSUPPORTED), holding the same weight */
+            msbnb_linear_t *l = NULL;
+            st = msbnb_checkpoint_load_linear(&l, q, g->name);
+            if (fc->cfg.format.type == MSBNB_QTYPE_INT8 && !fc->cfg.format.symmetric) {
+                CHECKF(st == MSBNB_ERR_UNSUPPORTED, "%s %s: load_linear %s", fc->name, g->name, msbnb_status_str(st));
+            } else {
+                CHECKF(st == MSBNB_OK, "%s %s: load_linear: %s", fc->name, g->name, msbnb_last_error());
+                if (l) {
+                    float *lw = malloc((size_t)n * 4);
+                    CHECK(msbnb_linear_in_features(l) == g->c && msbnb_linear_out_features(l) == g->r);
+                    CHECK_OK(msbnb_linear_dequantize_weight(l, lw));
+                    int64_t nd = 0;
+                    for (int64_t k = 0; k < n; k++) nd += lw[k] != got[k]; /* ==: FP4's -0 may come back +0 */
+                    CHECKF(nd == 0, "%s %s: layer weight differs in %lld places", fc->name, g->name, (long long)nd);
+                    free(lw);
+                }
+                msbnb_linear_free(l);
+            }
             /* the dequantized checkpoint holds the same values, in the original dtype */
             CHECK_OK(msbnb_st_find(d, g->name, &ti));
             msbnb_dtype want_dt = (fc->cfg.format.type == MSBNB_QTYPE_INT8 && fc->cfg.format.symmetric)

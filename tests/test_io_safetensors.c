@@ -258,6 +258,36 @@ static void test_rejects_malformed_files(void) {
     img = io_image("{\"w.a\":{\"dtype\":\"I8\",\"shape\":[4],\"data_offsets\":[0.5,4]}}", 4, &len);
     expect_malformed("float offset", img, len, "w.a");
     free(img);
+    /* header shorter than its 8-byte length field, or a header length of zero */
+    static const uint8_t tiny[5] = {1, 0, 0, 0, 0};
+    expect_malformed("shorter than the length field", tiny, sizeof tiny, NULL);
+    img = io_image("", 0, &len);
+    expect_malformed("empty header", img, len, NULL);
+    free(img);
+    /* malformed metadata, trailing bytes after the JSON, unknown fields, empty names,
+     * non-UTF-8 header, shape/offset fields of the wrong JSON type, too many dims */
+    static const struct { const char *what, *hdr, *needle; size_t data; } more[] = {
+        {"metadata not an object", "{\"__metadata__\":[1],\"w.a\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[0,1]}}", "__metadata__", 1},
+        {"metadata value not a string", "{\"__metadata__\":{\"format\":3}}", "format", 0},
+        {"trailing bytes", "{\"w.a\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[0,1]}}xx", NULL, 1},
+        {"unknown field", "{\"w.a\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[0,1],\"extra\":1}}", "w.a", 1},
+        {"empty name", "{\"\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[0,1]}}", NULL, 1},
+        {"entry not an object", "{\"w.a\":[0,1]}", "w.a", 1},
+        {"missing offsets", "{\"w.a\":{\"dtype\":\"I8\",\"shape\":[1]}}", "w.a", 1},
+        {"shape not an array", "{\"w.a\":{\"dtype\":\"I8\",\"shape\":4,\"data_offsets\":[0,4]}}", "w.a", 4},
+        {"three offsets", "{\"w.a\":{\"dtype\":\"I8\",\"shape\":[4],\"data_offsets\":[0,2,4]}}", "w.a", 4},
+        {"dtype not a string", "{\"w.a\":{\"dtype\":8,\"shape\":[4],\"data_offsets\":[0,4]}}", "w.a", 4},
+        {"nine dims", "{\"w.a\":{\"dtype\":\"I8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}", "w.a", 1},
+        {"negative offset", "{\"w.a\":{\"dtype\":\"I8\",\"shape\":[0],\"data_offsets\":[-1,-1]}}", "w.a", 0},
+        {"huge offset", "{\"w.a\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[18446744073709551615,0]}}", "w.a", 1},
+        {"data left over after the last tensor", "{\"w.a\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[0,1]}}", NULL, 5},
+        {"non-UTF-8 header", "{\"w.\xff\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[0,1]}}", NULL, 1},
+    };
+    for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) {
+        img = io_image(more[i].hdr, more[i].data, &len);
+        expect_malformed(more[i].what, img, len, more[i].needle);
+        free(img);
+    }
     /* random byte flips of the good image never crash; they either parse or fail cleanly */
     img = io_image(good, 29, &len);
     for (int it = 0; it < 2000; it++) {
@@ -324,6 +354,90 @@ static void test_sharded_index_checks(void) {
     free(p1), free(p2), free(ix), free(d);
 }
 
+/* Bad arguments and calls out of order on the writer and the reader: a status and a
+ * message each, no file left behind. */
+static void test_bad_arguments_and_order(void) {
+    char *sub = io_join(g_dir, "args");
+    mkdir(sub, 0755);
+    char *path = io_join(sub, "w.safetensors");
+    int64_t shape[2] = {2, 3};
+    float data[6] = {0};
+    msbnb_st_writer_t *w = NULL;
+    CHECK_STATUS(msbnb_st_writer_create(NULL, path), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_st_writer_create(&w, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_st_writer_create(&w, ""), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_st_writer_set_metadata(NULL, "k", "v"), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_st_writer_add(NULL, "a", MSBNB_DTYPE_F32, shape, 2), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_st_writer_begin(NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_st_writer_write(NULL, "a", 0, data, 4), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_st_writer_finish(NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK(msbnb_st_writer_file_size(NULL) == 0);
+    CHECK_OK(msbnb_st_writer_create(&w, path));
+    CHECK(msbnb_st_writer_file_size(w) == 0);
+    CHECK_STATUS(msbnb_st_writer_set_metadata(w, NULL, "v"), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_st_writer_set_metadata(w, "k", NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_OK(msbnb_st_writer_set_metadata(w, "k", "v"));
+    CHECK_STATUS(msbnb_st_writer_set_metadata(w, "k", "v2"), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_st_writer_add(w, NULL, MSBNB_DTYPE_F32, shape, 2), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_st_writer_add(w, "", MSBNB_DTYPE_F32, shape, 2), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_st_writer_add(w, "a", MSBNB_DTYPE_F32, NULL, 2), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_st_writer_add(w, "a", MSBNB_DTYPE_F32, shape, -1), MSBNB_ERR_INVALID_ARGUMENT);
+    int64_t nine[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+    CHECK_STATUS(msbnb_st_writer_add(w, "a", MSBNB_DTYPE_F32, nine, 9), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_st_writer_add(w, "a", (msbnb_dtype)-3, shape, 2), MSBNB_ERR_INVALID_ARGUMENT);
+    int64_t big[3] = {1LL << 31, 1LL << 31, 4};
+    CHECK_STATUS(msbnb_st_writer_add(w, "a", MSBNB_DTYPE_F32, big, 3), MSBNB_ERR_OVERFLOW);
+    /* writing before begin is out of order */
+    CHECK_OK(msbnb_st_writer_add(w, "a", MSBNB_DTYPE_F32, shape, 2));
+    CHECK_STATUS(msbnb_st_writer_write(w, "a", 0, data, sizeof data), MSBNB_ERR_STATE);
+    CHECK_STATUS(msbnb_st_writer_finish(w), MSBNB_ERR_STATE);
+    CHECK_OK(msbnb_st_writer_begin(w));
+    CHECK(msbnb_st_writer_file_size(w) > sizeof data);
+    /* declaring after begin, beginning twice, writing NULL data or past the end */
+    CHECK_STATUS(msbnb_st_writer_add(w, "b", MSBNB_DTYPE_F32, shape, 2), MSBNB_ERR_STATE);
+    CHECK_STATUS(msbnb_st_writer_set_metadata(w, "k2", "v"), MSBNB_ERR_STATE);
+    CHECK(msbnb_st_writer_begin(w) != MSBNB_OK);
+    CHECK_STATUS(msbnb_st_writer_write(w, NULL, 0, data, 4), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_st_writer_write(w, "a", 0, NULL, 4), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_st_writer_write(w, "a", UINT64_MAX - 2, data, 4), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_st_writer_write(w, "a", 0, data, sizeof data + 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK(!io_exists(path));
+    CHECK_OK(msbnb_st_writer_write(w, "a", 0, data, sizeof data));
+    CHECK_OK(msbnb_st_writer_finish(w));
+    CHECK(io_exists(path));
+    /* after finish only free is accepted */
+    CHECK_STATUS(msbnb_st_writer_finish(w), MSBNB_ERR_STATE);
+    CHECK_STATUS(msbnb_st_writer_write(w, "a", 0, data, 4), MSBNB_ERR_STATE);
+    msbnb_st_writer_free(w);
+    CHECK(io_exists(path) && io_count_entries(sub) == 1); /* the finished file stays, no temporary */
+    /* the reader's accessors */
+    msbnb_st_file_t *f = NULL;
+    CHECK_OK(msbnb_st_open(&f, path));
+    msbnb_st_tensor_info ti;
+    CHECK_STATUS(msbnb_st_get(NULL, 0, &ti), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_st_get(f, 0, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_st_get(f, (size_t)-1, &ti), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_st_find(NULL, "a", &ti), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_st_find(f, NULL, &ti), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_st_find(f, "a", NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK(msbnb_st_metadata(f, NULL) == NULL && msbnb_st_metadata(NULL, "k") == NULL);
+    CHECK(msbnb_st_metadata(f, "k") && strcmp(msbnb_st_metadata(f, "k"), "v") == 0);
+    CHECK(msbnb_st_shard_path(f, -1) == NULL && msbnb_st_shard_path(f, 1) == NULL && msbnb_st_shard_path(f, 0));
+    CHECK(msbnb_st_shard_count(NULL) == 0 && msbnb_st_shard_path(NULL, 0) == NULL);
+    msbnb_st_release(f, 99); /* out of range: a no-op */
+    msbnb_st_release(NULL, 0);
+    msbnb_st_close(f);
+    /* a writer whose destination folder does not exist fails at begin and creates nothing */
+    char *nodir = io_join(sub, "missing/w.safetensors");
+    CHECK_OK(msbnb_st_writer_create(&w, nodir));
+    CHECK_OK(msbnb_st_writer_add(w, "a", MSBNB_DTYPE_F32, shape, 2));
+    CHECK_STATUS(msbnb_st_writer_begin(w), MSBNB_ERR_IO);
+    msbnb_st_writer_free(w);
+    CHECK(io_count_entries(sub) == 1);
+    io_rm_rf(sub);
+    free(nodir), free(path), free(sub);
+}
+
 static void test_open_errors(void) {
     msbnb_st_file_t *f = NULL;
     CHECK_STATUS(msbnb_st_open(&f, NULL), MSBNB_ERR_INVALID_ARGUMENT);
@@ -345,6 +459,7 @@ int main(void) {
     RUN_TEST(test_writer_is_atomic);
     RUN_TEST(test_rejects_malformed_files);
     RUN_TEST(test_sharded_index_checks);
+    RUN_TEST(test_bad_arguments_and_order);
     RUN_TEST(test_open_errors);
     io_rm_rf(g_dir);
     free(g_dir);

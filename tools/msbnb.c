@@ -25,7 +25,7 @@ static int fail(msbnb_status st) {
 static int usage_error(const char *cmd, const char *fmt, const char *arg) {
     fprintf(stderr, "%s%s%s: ", prog, cmd ? " " : "", cmd ? cmd : "");
     fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry '%s %s--help'.\n", prog, cmd ? cmd : "");
+    fprintf(stderr, "\nTry '%s%s%s --help'.\n", prog, cmd ? " " : "", cmd ? cmd : "");
     return 2;
 }
 
@@ -101,10 +101,15 @@ static void print_report(const msbnb_convert_report *r, int with_error) {
     printf("total: %lld tensors in, %lld quantized, %lld copied, %lld tensors out\n",
            (long long)r->n_tensors_in, (long long)r->n_quantized, (long long)r->n_copied,
            (long long)r->n_tensors_out);
-    printf("size: %s -> %s (%.2fx smaller, %.1f%% reduction) in %.2f s (%.2f GB/s of input)\n", a, b,
-           r->file_bytes_out ? (double)r->file_bytes_in / (double)r->file_bytes_out : 0.0,
-           r->file_bytes_in ? 100.0 * (1.0 - (double)r->file_bytes_out / (double)r->file_bytes_in) : 0.0,
-           r->seconds, r->seconds > 0 ? (double)r->bytes_in / r->seconds / 1e9 : 0.0);
+    if (r->file_bytes_out > r->file_bytes_in) /* dequantize: the float checkpoint is the larger one */
+        printf("size: %s -> %s (%.2fx larger) in %.2f s (%.2f GB/s of input)\n", a, b,
+               r->file_bytes_in ? (double)r->file_bytes_out / (double)r->file_bytes_in : 0.0, r->seconds,
+               r->seconds > 0 ? (double)r->bytes_in / r->seconds / 1e9 : 0.0);
+    else
+        printf("size: %s -> %s (%.2fx smaller, %.1f%% reduction) in %.2f s (%.2f GB/s of input)\n", a, b,
+               r->file_bytes_out ? (double)r->file_bytes_in / (double)r->file_bytes_out : 0.0,
+               r->file_bytes_in ? 100.0 * (1.0 - (double)r->file_bytes_out / (double)r->file_bytes_in) : 0.0,
+               r->seconds, r->seconds > 0 ? (double)r->bytes_in / r->seconds / 1e9 : 0.0);
     if (with_error && r->n_quantized)
         printf("relative error ||w - deq(q(w))|| / ||w||: mean %.5f, max %.5f\n", r->mean_rel_error,
                r->max_rel_error);
@@ -123,6 +128,8 @@ static const char *QUANTIZE_HELP =
     "  --double-quant    quantize the 4-bit absmax again (QLoRA double quantization)\n"
     "  --asymmetric      int8/int4: zero-point (msbnb layout) instead of symmetric\n"
     "  --threshold X     int8: LLM.int8 outlier threshold recorded for inference (6.0)\n"
+    "  --compute-dtype D 4-bit: compute dtype recorded in the config: f32 | f16 | bf16\n"
+    "                    (default f32, as BitsAndBytesConfig)\n"
     "  --skip PAT        do not quantize modules matching PAT (repeatable; lm_head is\n"
     "                    always skipped, embeddings and norms are never quantized)\n"
     "  --target PAT      only quantize modules matching PAT (repeatable)\n"
@@ -138,7 +145,7 @@ static int cmd_quantize(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *type = NULL, *config = NULL;
     long long block = -1, threads = 0;
     int dq = 0, asym = 0, noerr = 0, quiet = 0;
-    const char *threshold = NULL;
+    const char *threshold = NULL, *compute = NULL;
     const char *skips[MSBNB_QCONFIG_MAX_PATTERNS + 1], *targets[MSBNB_QCONFIG_MAX_PATTERNS + 1];
     int ns = 0, nt = 0;
     for (int i = 0; i < argc; i++) {
@@ -167,6 +174,9 @@ static int cmd_quantize(int argc, char **argv) {
         } else if (!strcmp(a, "--threshold")) {
             if (!has) return usage_error("quantize", "%s needs a value", a);
             threshold = argv[++i];
+        } else if (!strcmp(a, "--compute-dtype")) {
+            if (!has) return usage_error("quantize", "%s needs a value", a);
+            compute = argv[++i];
         } else if (!strcmp(a, "--config")) {
             if (!has) return usage_error("quantize", "%s needs a path", a);
             config = argv[++i];
@@ -233,6 +243,13 @@ static int cmd_quantize(int argc, char **argv) {
         if (!end || *end || end == threshold || !(v >= 0 && v < 1e30))
             return usage_error("quantize", "--threshold needs a number >= 0 (got '%s')", threshold);
         cfg.llm_int8_threshold = (float)v;
+    }
+    if (compute) {
+        if (t == MSBNB_QTYPE_INT8) return usage_error("quantize", "%s", "--compute-dtype applies to 4-bit types only");
+        if (!strcmp(compute, "f32") || !strcmp(compute, "float32")) cfg.compute_dtype = MSBNB_DTYPE_F32;
+        else if (!strcmp(compute, "f16") || !strcmp(compute, "float16")) cfg.compute_dtype = MSBNB_DTYPE_F16;
+        else if (!strcmp(compute, "bf16") || !strcmp(compute, "bfloat16")) cfg.compute_dtype = MSBNB_DTYPE_BF16;
+        else return usage_error("quantize", "--compute-dtype must be f32, f16 or bf16 (got '%s')", compute);
     }
     if (block > 0) {
         if (t == MSBNB_QTYPE_INT8) return usage_error("quantize", "%s", "--block does not apply to int8 (per-row scales)");
@@ -575,7 +592,8 @@ static const char *MAIN_HELP =
     "bitsandbytes-class weight quantization for safetensors checkpoints.\n"
     "commands:\n"
     "  quantize IN OUT [--type int8|int4|nf4|fp4] [--block N] [--double-quant]\n"
-    "                  [--skip PAT]... [--target PAT]... [--threads N]\n"
+    "                  [--asymmetric] [--threshold X] [--compute-dtype D]\n"
+    "                  [--skip PAT]... [--target PAT]... [--config JSON] [--threads N]\n"
     "  inspect PATH [--against ORIG]\n"
     "  dequantize IN OUT [--dtype f32|f16|bf16]\n"
     "  bench [ARGS]\n"

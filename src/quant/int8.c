@@ -216,6 +216,10 @@ msbnb_status msbnb_int8_vectorwise_quant(int8_t *q, float *row_absmax, int64_t *
                            __func__);
     if (threshold > 0) {
         MSBNB_CHECK_NULL(n_outlier_cols);
+        /* a negative capacity is a caller bug, not a buffer that happens to be full */
+        if (outlier_cap < 0)
+            return msbnb__fail(MSBNB_ERR_INVALID_ARGUMENT, "%s: outlier_cap must be >= 0 (got %lld)",
+                               __func__, (long long)outlier_cap);
         if (outlier_cap > 0) MSBNB_CHECK_NULL(outlier_cols);
     }
     int nt = msbnb__resolve_threads(0);

@@ -13,6 +13,9 @@ msbnb_status msbnb_estimate_quantization_error(msbnb_error_stats *out, const flo
     MSBNB_CHECK_NULL(x);
     MSBNB_CHECK_NULL(y);
     MSBNB_CHECK_POS(n);
+    /* the two buffers hold n floats each: n * 4 bytes must be addressable */
+    if (n > INT64_MAX / 8)
+        return msbnb__fail(MSBNB_ERR_OVERFLOW, "%s: n = %lld is too large", __func__, (long long)n);
     double maxd = 0, sumd = 0, sumd2 = 0, xx = 0, yy = 0, xy = 0;
     for (int64_t i = 0; i < n; i++) {
         double a = x[i], b = y[i];

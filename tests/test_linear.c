@@ -724,6 +724,7 @@ int main(void) {
     init_kinds();
     for (int t = MSBNB_CPU_SCALAR; t <= MSBNB_CPU_AVX512; t++)
         if (msbnb_cpu_tier_supported((msbnb_cpu_tier)t)) tiers[n_tiers++] = (msbnb_cpu_tier)t;
+    tu_report_tier_skips();
     RUN_TEST(test_bad_input);
     RUN_TEST(test_threads_and_tier_selection);
     RUN_TEST(test_forward_all_kinds_tiers_shapes);

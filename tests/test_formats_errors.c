@@ -249,18 +249,54 @@ static void test_every_argument_checked(void) {
     CHECK(no == 1 && oc[0] == 1);
 }
 
+/* The format functions with a forced tier: a valid one computes, an unknown or
+ * unsupported one is the call's error (never a silent fallback to another tier). */
+static void check_format_calls(msbnb_status want) {
+    float x[70], back[70];
+    uint8_t packed[35], q8[70];
+    float absmax[2], scale[8], off[8];
+    int8_t c8[70];
+    uint16_t h[70];
+    for (int i = 0; i < 70; i++) x[i] = (float)(i % 7) - 3.0f;
+    CHECK_STATUS(msbnb_quantize_4bit(packed, absmax, x, MSBNB_DTYPE_F32, 70, 64, MSBNB_QTYPE_NF4, 1), want);
+    if (want == MSBNB_OK) {
+        CHECK_OK(msbnb_dequantize_4bit(back, MSBNB_DTYPE_F32, packed, absmax, 70, 64, MSBNB_QTYPE_NF4, 1));
+        CHECK(back[3] == 0.0f && back[6] == 3.0f); /* 0 and the block's absmax are exact in NF4 */
+    } else {
+        CHECK_STATUS(msbnb_dequantize_4bit(back, MSBNB_DTYPE_F32, packed, absmax, 70, 64,
+                                           MSBNB_QTYPE_NF4, 1), want);
+    }
+    CHECK_STATUS(msbnb_quantize_blockwise_8bit(q8, absmax, x, MSBNB_DTYPE_F32, 70, 64, NULL, 1), want);
+    CHECK_STATUS(msbnb_convert(h, MSBNB_DTYPE_BF16, x, MSBNB_DTYPE_F32, 70), want);
+    CHECK_STATUS(msbnb_quantize_8bit(c8, scale, off, x, 2, 35, 1, 0), want);
+    CHECK_STATUS(msbnb_quantize_int4(packed, scale, off, x, 5, 14, 14, 0), want);
+    CHECK_STATUS(msbnb_int8_vectorwise_quant(c8, scale, NULL, 0, NULL, x, MSBNB_DTYPE_F32, 2, 35, 0.0f),
+                 want);
+}
+
 static void test_cpu_env_override(void) {
     msbnb_cpu_tier t;
     setenv("MSBNB_CPU", "avx9000", 1);
     CHECK_STATUS(msbnb_cpu_check_env(&t), MSBNB_ERR_INVALID_ARGUMENT);
+    check_format_calls(MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(msbnb_last_error(), "avx9000") != NULL);
     setenv("MSBNB_CPU", "scalar", 1);
     CHECK_OK(msbnb_cpu_check_env(&t));
     CHECK(t == MSBNB_CPU_SCALAR);
-    if (!msbnb_cpu_tier_supported(MSBNB_CPU_AVX512)) {
-        setenv("MSBNB_CPU", "avx512", 1);
-        CHECK_STATUS(msbnb_cpu_check_env(&t), MSBNB_ERR_UNSUPPORTED);
+    check_format_calls(MSBNB_OK);
+    for (int tier = MSBNB_CPU_AVX2; tier <= MSBNB_CPU_AVX512; tier++) {
+        setenv("MSBNB_CPU", msbnb_cpu_tier_name((msbnb_cpu_tier)tier), 1);
+        if (msbnb_cpu_tier_supported((msbnb_cpu_tier)tier)) {
+            CHECK_OK(msbnb_cpu_check_env(&t));
+            check_format_calls(MSBNB_OK);
+        } else { /* e.g. avx512 on an AVX2-only CPU */
+            CHECK_STATUS(msbnb_cpu_check_env(&t), MSBNB_ERR_UNSUPPORTED);
+            check_format_calls(MSBNB_ERR_UNSUPPORTED);
+            CHECK(strstr(msbnb_last_error(), msbnb_cpu_tier_name((msbnb_cpu_tier)tier)) != NULL);
+        }
     }
     unsetenv("MSBNB_CPU");
+    check_format_calls(MSBNB_OK);
     CHECK_OK(msbnb_cpu_check_env(&t));
     CHECK(t == msbnb_cpu_tier_best());
     CHECK(strcmp(msbnb_status_str(MSBNB_ERR_OVERFLOW), "MSBNB_ERR_OVERFLOW") == 0);

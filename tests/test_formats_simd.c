@@ -355,6 +355,7 @@ static void test_convert_tiers_bit_identical(void) {
 
 int main(void) {
     printf("tiers available: %d\n", tiers_available());
+    tu_report_tier_skips();
     RUN_TEST(test_quant4_tiers_bit_identical);
     RUN_TEST(test_q8_tiers_bit_identical);
     RUN_TEST(test_convert_tiers_bit_identical);

@@ -371,9 +371,10 @@ static void test_quantize_weights_in_place(void) {
     free(w2);
 }
 
-/* bf16 activations: same as converting to f32 first. */
+/* bf16 activations, every kind, fused (m <= 8) and panel (m > 8) paths: the same as
+ * converting to f32 first; bf16 output is the f32 output rounded to nearest even. */
 static void test_forward_bf16_activations(void) {
-    int64_t K = 257, N = 33, m = 5;
+    int64_t K = 257, N = 33, m = 9;
     float *w = malloc((size_t)(N * K) * 4), *xf = malloc((size_t)(m * K) * 4);
     float *y = malloc((size_t)(m * N) * 4), *y2 = malloc((size_t)(m * N) * 4);
     uint16_t *xb = malloc((size_t)(m * K) * 2), *yb = malloc((size_t)(m * N) * 2);
@@ -383,18 +384,25 @@ static void test_forward_bf16_activations(void) {
         xb[i] = msbnb_f32_to_bf16(xf[i]);
         xf[i] = msbnb_bf16_to_f32(xb[i]);
     }
-    msbnb_qparams p = msbnb_qparams_default(MSBNB_QTYPE_NF4);
-    msbnb_linear_t *l = NULL;
-    CHECK_OK(msbnb_linear_create(&l, K, N, w, NULL, &p));
-    CHECK_OK(msbnb_linear_forward(l, y, xf, m));
-    CHECK_OK(msbnb_linear_forward_bf16(l, y2, MSBNB_DTYPE_F32, xb, m));
-    CHECK(memcmp(y, y2, (size_t)(m * N) * 4) == 0);
-    CHECK_OK(msbnb_linear_forward_bf16(l, yb, MSBNB_DTYPE_BF16, xb, m));
-    int bad = 0;
-    for (int64_t i = 0; i < m * N; i++) bad += yb[i] != msbnb_f32_to_bf16(y[i]);
-    CHECK(bad == 0);
-    CHECK_STATUS(msbnb_linear_forward_bf16(l, yb, MSBNB_DTYPE_I8, xb, m), MSBNB_ERR_INVALID_ARGUMENT);
-    msbnb_linear_free(l);
+    for (int k = 0; k < n_kinds; k++)
+        for (int64_t mm = 1; mm <= m; mm += 8) {
+            msbnb_linear_t *l = NULL;
+            CHECK_OK(msbnb_linear_create(&l, K, N, w, NULL, &kinds[k].p));
+            if (!l) continue;
+            if (kinds[k].threshold > 0) CHECK_OK(msbnb_linear_set_int8_threshold(l, kinds[k].threshold));
+            CHECK_OK(msbnb_linear_forward(l, y, xf, mm));
+            CHECK_OK(msbnb_linear_forward_bf16(l, y2, MSBNB_DTYPE_F32, xb, mm));
+            CHECKF(memcmp(y, y2, (size_t)(mm * N) * 4) == 0, "%s m=%lld", kinds[k].name, (long long)mm);
+            CHECK_OK(msbnb_linear_forward_bf16(l, yb, MSBNB_DTYPE_BF16, xb, mm));
+            int bad = 0;
+            for (int64_t i = 0; i < mm * N; i++) bad += yb[i] != msbnb_f32_to_bf16(y[i]);
+            CHECKF(bad == 0, "%s m=%lld: %d bf16 outputs off", kinds[k].name, (long long)mm, bad);
+            CHECK_STATUS(msbnb_linear_forward_bf16(l, yb, MSBNB_DTYPE_I8, xb, mm),
+                         MSBNB_ERR_INVALID_ARGUMENT);
+            CHECK_STATUS(msbnb_linear_forward_bf16(l, yb, MSBNB_DTYPE_BF16, xb, 0),
+                         MSBNB_ERR_INVALID_ARGUMENT);
+            msbnb_linear_free(l);
+        }
     free(w);
     free(xf);
     free(y);
@@ -724,6 +732,7 @@ int main(void) {
     init_kinds();
     for (int t = MSBNB_CPU_SCALAR; t <= MSBNB_CPU_AVX512; t++)
         if (msbnb_cpu_tier_supported((msbnb_cpu_tier)t)) tiers[n_tiers++] = (msbnb_cpu_tier)t;
+    tu_report_tier_skips();
     RUN_TEST(test_bad_input);
     RUN_TEST(test_threads_and_tier_selection);
     RUN_TEST(test_forward_all_kinds_tiers_shapes);

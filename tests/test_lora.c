@@ -64,17 +64,23 @@ static double loss_of(msbnb_lora_linear_t *l, const float *x, const float *R, in
     return s;
 }
 
+static int64_t rnd(int64_t lo, int64_t hi) {
+    return lo + (int64_t)(tu_rng_u64(&g_rng) % (uint64_t)(hi - lo + 1));
+}
+
 /* Central differences. L is linear in each single entry of A, B and (for linear bases) x,
- * so a large step is exact up to rounding; the tolerance covers f32 accumulation. */
+ * so a large step is exact up to rounding; the tolerance covers f32 accumulation. Fresh
+ * shapes per case: odd K, m = 1 for the rsLoRA variant; rsLoRA with r = 3, where its
+ * alpha / sqrt(r) differs from alpha / r. */
 static void test_lora_gradients_every_kind(void) {
     kind_t ks[16];
     int nk = kinds(ks);
-    const int64_t K = 37, N = 29, m = 5;
     for (int ki = 0; ki < nk; ki++)
         for (int variant = 0; variant < 2; variant++) {
             const kind_t *k = &ks[ki];
+            const int64_t K = 2 * rnd(1, 30) + 1, N = rnd(3, 41), m = variant ? 1 : rnd(2, 9);
             msbnb_lora_config cfg = msbnb_lora_config_default();
-            cfg.rank = variant ? 1 : 4;
+            cfg.rank = variant ? 3 : (K < N ? K : N) < 4 ? 3 : 4;
             cfg.alpha = variant ? 3.0f : 8.0f;
             cfg.use_rslora = variant;
             cfg.dropout = variant ? 0.0f : 0.3f; /* dropout in training mode */
@@ -91,8 +97,9 @@ static void test_lora_gradients_every_kind(void) {
             CHECK_OK(msbnb_lora_linear_backward(l, dx, R, x, m));
             msbnb_lora_adapter a;
             CHECK_OK(msbnb_lora_linear_adapter(l, NULL, &a));
-            float want_s = variant ? (float)(3.0 / sqrt(1.0)) : 8.0f / 4;
-            CHECK(fabsf(a.scaling - want_s) < 1e-6f);
+            float want_s = variant ? (float)(3.0 / sqrt(3.0)) : 8.0f / (float)r;
+            CHECKF(fabsf(a.scaling - want_s) < 1e-6f, "%s: scaling %g, want %g", k->name,
+                   a.scaling, want_s);
             int bad = 0, checked = 0;
             for (int which = 0; which < 3; which++) {
                 if (which == 2 && !k->fd_x) continue;
@@ -615,9 +622,197 @@ static void test_from_layer(void) {
     free(yb);
 }
 
+/* Dropout as PEFT's nn.Dropout on the adapter input: with K = N = r, A = B = I and
+ * s = alpha / r = 1 over a zero f32 base, y = dropout(x) is seen directly. Training:
+ * every output is 0 or x / (1 - p), about p of them 0, a fresh mask per forward; backward
+ * replays the forward's mask (dx = dy ⊙ mask / (1 - p), dA = dyᵀ · dropout(x)).
+ * Evaluation mode, or p = 0: no dropout. */
+static void test_dropout_mask(void) {
+    const int64_t r = 16, m = 256;
+    const float p = 0.3f, keep = 1.0f / (1.0f - p);
+    float *w = fvec((size_t)(r * r), 0), *I = fvec((size_t)(r * r), 0);
+    for (int64_t i = 0; i < r; i++) I[i * r + i] = 1.0f;
+    float *x = fvec((size_t)(m * r), 1.0f), *dy = fvec((size_t)(m * r), 1.0f);
+    float *y1 = fvec((size_t)(m * r), 0), *y2 = fvec((size_t)(m * r), 0), *dx = fvec((size_t)(m * r), 0);
+    msbnb_qparams f32 = msbnb_qparams_default(MSBNB_QTYPE_F32);
+    msbnb_lora_config c = msbnb_lora_config_default();
+    c.rank = r;
+    c.alpha = (float)r;
+    c.dropout = p;
+    c.seed = tu_rng_u64(&g_rng);
+    msbnb_lora_linear_t *l = NULL;
+    CHECK_OK(msbnb_lora_linear_from_linear(&l, r, r, w, NULL, &f32, &c));
+    if (!l) return;
+    int64_t sh[2] = {r, r};
+    CHECK_OK(msbnb_lora_linear_set_adapter_weights(l, "default", I, sh, I, sh));
+    /* evaluation mode (the default): no dropout */
+    CHECK_OK(msbnb_lora_linear_forward(l, y1, x, m));
+    CHECK(memcmp(y1, x, (size_t)(m * r) * 4) == 0);
+    CHECK_OK(msbnb_lora_linear_set_training(l, 1));
+    CHECK_OK(msbnb_lora_linear_forward(l, y2, x, m)); /* an earlier draw, compared below */
+    CHECK_OK(msbnb_lora_linear_forward(l, y1, x, m));
+    int64_t zeros = 0, bad = 0, differ = 0;
+    for (int64_t i = 0; i < m * r; i++) {
+        if (y1[i] == 0.0f) zeros++;
+        else bad += fabsf(y1[i] - x[i] * keep) > 1e-6f * fabsf(x[i] * keep);
+        differ += (y1[i] == 0.0f) != (y2[i] == 0.0f);
+    }
+    double frac = (double)zeros / (double)(m * r);
+    /* 4096 Bernoulli(0.3) draws: sd 0.0072, so 0.035 is ~5 sd */
+    CHECKF(fabs(frac - p) < 0.035, "dropped fraction %.4f, want %.2f", frac, p);
+    CHECKF(bad == 0, "%lld kept outputs are not x / (1 - p)", (long long)bad);
+    CHECKF(differ > (m * r) / 10, "two training forwards share their mask (%lld differ)", (long long)differ);
+    msbnb_lora_adapter a;
+    CHECK_OK(msbnb_lora_linear_adapter(l, NULL, &a));
+    memset(a.dA, 0, (size_t)(r * r) * 4);
+    CHECK_OK(msbnb_lora_linear_backward(l, dx, dy, x, m));
+    int64_t bad_dx = 0, bad_da = 0;
+    for (int64_t i = 0; i < m * r; i++) {
+        float want = y1[i] == 0.0f ? 0.0f : dy[i] * keep;
+        bad_dx += fabsf(dx[i] - want) > 1e-5f * (1 + fabsf(want));
+    }
+    for (int64_t j = 0; j < r; j++)
+        for (int64_t k = 0; k < r; k++) {
+            double s = 0, mag = 0;
+            for (int64_t i = 0; i < m; i++) {
+                s += (double)dy[i * r + j] * y1[i * r + k];
+                mag += fabs((double)dy[i * r + j] * y1[i * r + k]);
+            }
+            bad_da += fabs(a.dA[j * r + k] - s) > 1e-5 * mag + 1e-6;
+        }
+    CHECKF(bad_dx == 0 && bad_da == 0, "backward does not replay the forward's mask: dx %lld, dA %lld bad",
+           (long long)bad_dx, (long long)bad_da);
+    /* back in evaluation mode: no dropout again */
+    CHECK_OK(msbnb_lora_linear_set_training(l, 0));
+    CHECK_OK(msbnb_lora_linear_forward(l, y1, x, m));
+    CHECK(memcmp(y1, x, (size_t)(m * r) * 4) == 0);
+    msbnb_lora_linear_free(l);
+    /* p = 0 in training mode: no dropout either */
+    c.dropout = 0.0f;
+    CHECK_OK(msbnb_lora_linear_from_linear(&l, r, r, w, NULL, &f32, &c));
+    CHECK_OK(msbnb_lora_linear_set_adapter_weights(l, "default", I, sh, I, sh));
+    CHECK_OK(msbnb_lora_linear_set_training(l, 1));
+    CHECK_OK(msbnb_lora_linear_forward(l, y1, x, m));
+    CHECK(memcmp(y1, x, (size_t)(m * r) * 4) == 0);
+    msbnb_lora_linear_free(l);
+    free(w);
+    free(I);
+    free(x);
+    free(dy);
+    free(y1);
+    free(y2);
+    free(dx);
+}
+
+/* Edge shapes: K = 1 (rank 1), a single output, K = 4097 with rank = min(K, N) = N,
+ * m = 1 and 3: forward and dA, dB, dx against a float64 reference on the dequantized
+ * base. */
+static void test_edge_shapes(void) {
+    static const int64_t shapes[][4] = {{1, 5, 1, 1}, {7, 1, 1, 3}, {4097, 3, 3, 3}, {4097, 3, 3, 1}};
+    kind_t ks[16];
+    int nk = kinds(ks);
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int ki = 0; ki < nk; ki++) {
+            const kind_t *k = &ks[ki];
+            if (!k->fd_x) continue; /* LLM.int8's activation rounding: covered above */
+            const int64_t K = shapes[si][0], N = shapes[si][1], r = shapes[si][2], m = shapes[si][3];
+            msbnb_lora_config c = msbnb_lora_config_default();
+            c.rank = r;
+            c.alpha = 5.0f;
+            c.use_rslora = (int)(si & 1);
+            c.seed = tu_rng_u64(&g_rng);
+            float *w = fvec((size_t)(N * K), 0.2f), *bias = fvec((size_t)N, 0.1f);
+            float *A = fvec((size_t)(r * K), 0.3f), *B = fvec((size_t)(N * r), 0.3f);
+            float *x = fvec((size_t)(m * K), 1.0f), *dy = fvec((size_t)(m * N), 1.0f);
+            float *y = fvec((size_t)(m * N), 0), *dx = fvec((size_t)(m * K), 0), *wd = fvec((size_t)(N * K), 0);
+            msbnb_lora_linear_t *l = make_layer(k, K, N, w, bias, &c, A, B, 0);
+            if (!l) continue;
+            msbnb_lora_adapter a;
+            CHECK_OK(msbnb_lora_linear_adapter(l, NULL, &a));
+            const double s = c.use_rslora ? 5.0 / sqrt((double)r) : 5.0 / (double)r;
+            CHECK(fabs(a.scaling - s) < 1e-6);
+            CHECK_OK(msbnb_linear_dequantize_weight(msbnb_lora_linear_base(l), wd));
+            CHECK_OK(msbnb_lora_linear_forward(l, y, x, m));
+            CHECK_OK(msbnb_lora_linear_backward(l, dx, dy, x, m));
+            int bad = 0;
+            /* h = x Aᵀ and hm = |x| |A|ᵀ, the scale of h's f32 rounding (over K terms) */
+            double *h = calloc((size_t)(m * r), sizeof(double)), *dh = calloc((size_t)(m * r), sizeof(double));
+            double *hm = calloc((size_t)(m * r), sizeof(double));
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t j = 0; j < r; j++) {
+                    for (int64_t kk = 0; kk < K; kk++) {
+                        h[i * r + j] += (double)x[i * K + kk] * A[j * K + kk];
+                        hm[i * r + j] += fabs((double)x[i * K + kk] * A[j * K + kk]);
+                    }
+                    for (int64_t n = 0; n < N; n++) dh[i * r + j] += s * dy[i * N + n] * B[n * r + j];
+                }
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t n = 0; n < N; n++) { /* y = x Wdᵀ + b + s h Bᵀ */
+                    double v = bias[n], mag = fabs(bias[n]);
+                    for (int64_t kk = 0; kk < K; kk++) {
+                        v += (double)x[i * K + kk] * wd[n * K + kk];
+                        mag += fabs((double)x[i * K + kk] * wd[n * K + kk]);
+                    }
+                    for (int64_t j = 0; j < r; j++) {
+                        v += s * h[i * r + j] * B[n * r + j];
+                        mag += fabs(s * hm[i * r + j] * B[n * r + j]);
+                    }
+                    bad += fabs(y[i * N + n] - v) > 2e-5 * mag + 1e-6;
+                }
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t kk = 0; kk < K; kk++) { /* dx = dy Wd + dh A */
+                    double v = 0, mag = 0;
+                    for (int64_t n = 0; n < N; n++) {
+                        v += (double)dy[i * N + n] * wd[n * K + kk];
+                        mag += fabs((double)dy[i * N + n] * wd[n * K + kk]);
+                    }
+                    for (int64_t j = 0; j < r; j++) {
+                        v += dh[i * r + j] * A[j * K + kk];
+                        mag += fabs(dh[i * r + j] * A[j * K + kk]);
+                    }
+                    bad += fabs(dx[i * K + kk] - v) > 2e-5 * mag + 1e-6;
+                }
+            for (int64_t j = 0; j < r; j++) { /* dA = dhᵀ x, dB = s dyᵀ h */
+                for (int64_t kk = 0; kk < K; kk++) {
+                    double v = 0, mag = 0;
+                    for (int64_t i = 0; i < m; i++) {
+                        v += dh[i * r + j] * x[i * K + kk];
+                        mag += fabs(dh[i * r + j] * x[i * K + kk]);
+                    }
+                    bad += fabs(a.dA[j * K + kk] - v) > 2e-5 * mag + 1e-6;
+                }
+                for (int64_t n = 0; n < N; n++) {
+                    double v = 0, mag = 0;
+                    for (int64_t i = 0; i < m; i++) {
+                        v += s * dy[i * N + n] * h[i * r + j];
+                        mag += fabs(s * dy[i * N + n] * hm[i * r + j]);
+                    }
+                    bad += fabs(a.dB[n * r + j] - v) > 2e-5 * mag + 1e-6;
+                }
+            }
+            CHECKF(bad == 0, "%s K=%lld N=%lld r=%lld m=%lld: %d values off the f64 reference", k->name,
+                   (long long)K, (long long)N, (long long)r, (long long)m, bad);
+            msbnb_lora_linear_free(l);
+            free(h);
+            free(dh);
+            free(hm);
+            free(w);
+            free(bias);
+            free(A);
+            free(B);
+            free(x);
+            free(dy);
+            free(y);
+            free(dx);
+            free(wd);
+        }
+}
+
 int main(void) {
     tu_rng_init(&g_rng, tu_seed());
     RUN_TEST(test_lora_gradients_every_kind);
+    RUN_TEST(test_dropout_mask);
+    RUN_TEST(test_edge_shapes);
     RUN_TEST(test_lora_init_and_noop);
     RUN_TEST(test_from_layer);
     RUN_TEST(test_multiple_adapters);

@@ -471,7 +471,23 @@ static void test_bad_config(void) {
     b = c; b.accum_steps = 0; CHECK_STATUS(msbnb_optim_create(&o, ps, &b), MSBNB_ERR_INVALID_ARGUMENT);
     b = c; b.max_grad_norm = -1; CHECK_STATUS(msbnb_optim_create(&o, ps, &b), MSBNB_ERR_INVALID_ARGUMENT);
     b = c; b.kind = (msbnb_optim_kind)7; CHECK_STATUS(msbnb_optim_create(&o, ps, &b), MSBNB_ERR_INVALID_ARGUMENT);
+    /* MSBNB_CPU: a supported tier is the default, an unknown or unsupported one an error */
+    for (int t = MSBNB_CPU_SCALAR; t <= MSBNB_CPU_AVX512; t++) {
+        setenv("MSBNB_CPU", msbnb_cpu_tier_name((msbnb_cpu_tier)t), 1);
+        if (msbnb_cpu_tier_supported((msbnb_cpu_tier)t)) {
+            CHECK_OK(msbnb_optim_create(&o, ps, &c));
+            CHECK(msbnb_optim_cpu_tier(o) == (msbnb_cpu_tier)t);
+            msbnb_optim_free(o);
+        } else {
+            CHECK_STATUS(msbnb_optim_create(&o, ps, &c), MSBNB_ERR_UNSUPPORTED);
+            CHECK(o == NULL && strstr(msbnb_last_error(), msbnb_cpu_tier_name((msbnb_cpu_tier)t)));
+        }
+    }
+    setenv("MSBNB_CPU", "avx9", 1);
+    CHECK_STATUS(msbnb_optim_create(&o, ps, &c), MSBNB_ERR_INVALID_ARGUMENT);
+    unsetenv("MSBNB_CPU");
     CHECK_OK(msbnb_optim_create(&o, ps, &c));
+    CHECK(msbnb_optim_cpu_tier(o) == msbnb_cpu_tier_best());
     CHECK_STATUS(msbnb_optim_set_lr(o, -1), MSBNB_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(msbnb_optim_set_lr(o, INFINITY), MSBNB_ERR_INVALID_ARGUMENT);
     CHECK_OK(msbnb_optim_set_lr(o, 0.5f));
@@ -944,6 +960,7 @@ static void test_adamw_threads_match_one(void) {
 
 int main(void) {
     tu_rng_init(&g_rng, tu_seed());
+    tu_report_tier_skips();
     RUN_TEST(test_dynamic_maps);
     RUN_TEST(test_adamw_closed_form);
     RUN_TEST(test_adamw_tiers_match_scalar);

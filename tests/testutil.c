@@ -20,6 +20,19 @@ void tu_run(const char *name, void (*fn)(void)) {
     fflush(stdout);
 }
 
+int tu_report_tier_skips(void) {
+    int n = 0;
+    for (int t = MSBNB_CPU_SCALAR; t <= MSBNB_CPU_AVX512; t++)
+        if (!msbnb_cpu_tier_supported((msbnb_cpu_tier)t)) {
+            printf("SKIPPED: %s tier: this CPU does not support it, so its kernels are not "
+                   "checked against the scalar tier in this run\n",
+                   msbnb_cpu_tier_name((msbnb_cpu_tier)t));
+            n++;
+        }
+    fflush(stdout);
+    return n;
+}
+
 int tu_finish(void) {
     printf("%d passed, %d failed\n", tu_tests_passed, tu_tests_failed);
     return tu_tests_failed == 0 ? 0 : 1;

@@ -46,6 +46,10 @@ extern int tu_tests_passed, tu_tests_failed;
 
 #define RUN_TEST(fn) tu_run(#fn, fn)
 void tu_run(const char *name, void (*fn)(void));
+/* Prints one "SKIPPED: <tier> ..." line per CPU tier this machine lacks, so that a run on
+ * (say) an AVX2-only CPU says visibly that the AVX-512 kernels went unchecked; returns
+ * how many tiers were skipped. */
+int tu_report_tier_skips(void);
 /* Prints the summary line and returns the process exit code. */
 int tu_finish(void);
 

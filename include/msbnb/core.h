@@ -78,10 +78,13 @@ MSBNB_API const char *msbnb_dtype_name(msbnb_dtype t);
 /* Parses a safetensors dtype name; MSBNB_ERR_UNSUPPORTED for unknown names. */
 MSBNB_API msbnb_status msbnb_dtype_from_name(const char *name, msbnb_dtype *out);
 
-/* CPU kernel tiers. The best supported tier is chosen once at first use from cpuid +
- * XGETBV; the environment variable MSBNB_CPU=scalar|avx2|avx512 forces one (an
- * unsupported or unknown value makes msbnb_cpu_tier_active() fall back to the best tier
- * and msbnb_cpu_check_env() report the error). */
+/* CPU kernel tiers. The best supported tier is found once at first use from cpuid +
+ * XGETBV; the environment variable MSBNB_CPU=scalar|avx2|avx512 forces one. An unknown
+ * or unsupported MSBNB_CPU is an error, never a silent fallback: every call that picks
+ * kernels from the environment (the format functions of quant.h, msbnb_linear_create and
+ * the other layer constructors, msbnb_optim_create) fails with msbnb_cpu_check_env()'s
+ * status (INVALID_ARGUMENT for an unknown name, UNSUPPORTED for a tier this CPU lacks)
+ * and message. */
 typedef enum msbnb_cpu_tier {
     MSBNB_CPU_SCALAR = 0,
     MSBNB_CPU_AVX2 = 1,   /* AVX2 + FMA + F16C */

@@ -46,7 +46,8 @@ typedef struct msbnb_linear msbnb_linear_t; /* opaque */
  * and optional bias [out_features] (copied; NULL = no bias), stored in format `fmt`
  * (NULL = f32; else validated with msbnb_qparams_validate). *out receives the layer, to be
  * released with msbnb_linear_free. Errors: INVALID_ARGUMENT (NULL, sizes <= 0), OVERFLOW,
- * UNSUPPORTED (bad block/group, per_tensor int8), NON_FINITE (NaN/Inf weight), OUT_OF_MEMORY.
+ * UNSUPPORTED (bad block/group, per_tensor int8, a MSBNB_CPU tier this CPU lacks),
+ * NON_FINITE (NaN/Inf weight), OUT_OF_MEMORY.
  * The seed's Linear8bit(768, 3072) is create(.., 768, 3072, w, b, &int8 params). */
 MSBNB_API msbnb_status msbnb_linear_create(msbnb_linear_t **out, int64_t in_features,
                                            int64_t out_features, const float *weight,
@@ -121,7 +122,8 @@ MSBNB_API msbnb_status msbnb_linear_dequantize_weight(const msbnb_linear_t *l, f
 MSBNB_API msbnb_status msbnb_linear_set_threads(msbnb_linear_t *l, int nthreads);
 MSBNB_API int msbnb_linear_threads(const msbnb_linear_t *l); /* resolved count; 0 for NULL */
 
-/* Kernel tier (default: msbnb__cpu_tier_default(), i.e. MSBNB_CPU or the best one).
+/* Kernel tier (default: MSBNB_CPU or the best one, fixed at create; a MSBNB_CPU this CPU
+ * lacks makes create fail, see msbnb_cpu_check_env).
  * UNSUPPORTED if this CPU lacks it, INVALID_ARGUMENT for an unknown value. */
 MSBNB_API msbnb_status msbnb_linear_set_cpu_tier(msbnb_linear_t *l, msbnb_cpu_tier t);
 MSBNB_API msbnb_cpu_tier msbnb_linear_cpu_tier(const msbnb_linear_t *l);

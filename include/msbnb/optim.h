@@ -65,7 +65,9 @@ MSBNB_API void msbnb_optim_free(msbnb_optim_t *o);
 MSBNB_API msbnb_status msbnb_optim_set_lr(msbnb_optim_t *o, float lr);
 MSBNB_API float msbnb_optim_get_lr(const msbnb_optim_t *o);
 
-/* Kernel tier of the AdamW update (default: MSBNB_CPU or the best this CPU has). Every
+/* Kernel tier of the AdamW update (default: MSBNB_CPU or the best this CPU has, fixed at
+ * create; msbnb_optim_create fails with msbnb_cpu_check_env's error for a MSBNB_CPU that
+ * is unknown or that this CPU lacks). Every
  * tier computes the same bits. UNSUPPORTED if this CPU lacks it, INVALID_ARGUMENT for an
  * unknown value. The getter returns MSBNB_CPU_SCALAR for NULL. */
 MSBNB_API msbnb_status msbnb_optim_set_cpu_tier(msbnb_optim_t *o, msbnb_cpu_tier t);

@@ -107,12 +107,6 @@ msbnb_status msbnb_cpu_check_env(msbnb_cpu_tier *tier) {
     return MSBNB_OK;
 }
 
-msbnb_cpu_tier msbnb__cpu_tier_default(void) {
-    msbnb_cpu_tier t;
-    if (msbnb_cpu_check_env(&t) != MSBNB_OK) return msbnb_cpu_tier_best();
-    return t;
-}
-
 int msbnb_default_threads(void) {
     const char *env = getenv("MSBNB_THREADS");
     if (env && *env) {

@@ -79,7 +79,7 @@ typedef struct msbnb__cpu_features {
         avxvnni;
 } msbnb__cpu_features;
 const msbnb__cpu_features *msbnb__cpu(void);
-/* Tier kernels should use: the MSBNB_CPU override if valid, else the best tier. */
-msbnb_cpu_tier msbnb__cpu_tier_default(void);
+/* (Kernels take their tier from msbnb_cpu_check_env: MSBNB_CPU if set, else the best
+ * tier; an unknown or unsupported MSBNB_CPU fails the call rather than falling back.) */
 
 #endif

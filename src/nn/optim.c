@@ -183,12 +183,15 @@ msbnb_status msbnb_optim_create(msbnb_optim_t **out, msbnb_params_t *params,
     MSBNB_CHECK_NULL(params);
     MSBNB_CHECK_NULL(cfg);
     MSBNB_TRY(check_config(cfg));
+    /* MSBNB_CPU forces a tier; naming one this CPU lacks is an error, as for layers */
+    msbnb_cpu_tier tier;
+    MSBNB_TRY(msbnb_cpu_check_env(&tier));
     msbnb_optim_t *o = calloc(1, sizeof *o);
     if (!o) return msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "msbnb_optim_create: out of memory");
     o->params = params;
     o->cfg = *cfg;
     msbnb_create_dynamic_map(o->ucode, 0);
-    o->tier = msbnb__cpu_tier_default();
+    o->tier = tier;
     if (cfg->kind == MSBNB_OPTIM_ADAMW_8BIT) { /* ~3 ms: thresholds and buckets of both maps */
         float scode[256];
         msbnb_create_dynamic_map(scode, 1);

@@ -90,7 +90,9 @@ msbnb_status msbnb_quantize_4bit(uint8_t *packed, float *absmax, const void *x,
     MSBNB_TRY(check_blocksize(blocksize, __func__));
     MSBNB_TRY(check_q4type(type, __func__));
     MSBNB_TRY(msbnb__check_float_type(x_type, __func__, "x_type"));
-    quant_job j = {msbnb__kernels(msbnb__cpu_tier_default()), packed, absmax, x, x_type, n,
+    msbnb_cpu_tier tier;
+    MSBNB_TRY(msbnb_cpu_check_env(&tier)); /* MSBNB_CPU naming a tier this CPU lacks: an error */
+    quant_job j = {msbnb__kernels(tier), packed, absmax, x, x_type, n,
                    blocksize, (int)type, NULL, 0, 0};
     return quant_common(&j, nthreads, __func__);
 }
@@ -142,7 +144,9 @@ msbnb_status msbnb_dequantize_4bit(void *out, msbnb_dtype out_type, const uint8_
     MSBNB_TRY(check_blocksize(blocksize, __func__));
     MSBNB_TRY(check_q4type(type, __func__));
     MSBNB_TRY(msbnb__check_float_type(out_type, __func__, "out_type"));
-    dequant_job j = {msbnb__kernels(msbnb__cpu_tier_default()), out, out_type, packed, absmax,
+    msbnb_cpu_tier tier;
+    MSBNB_TRY(msbnb_cpu_check_env(&tier)); /* MSBNB_CPU naming a tier this CPU lacks: an error */
+    dequant_job j = {msbnb__kernels(tier), out, out_type, packed, absmax,
                      type == MSBNB_QTYPE_NF4 ? msbnb__nf4_code : msbnb__fp4_dequant, n, blocksize, 1};
     dequant_common(&j, nthreads);
     return MSBNB_OK;
@@ -157,7 +161,9 @@ msbnb_status msbnb_quantize_blockwise_8bit(uint8_t *q, float *absmax, const void
     MSBNB_TRY(check_n(n, __func__));
     MSBNB_TRY(check_blocksize(blocksize, __func__));
     MSBNB_TRY(msbnb__check_float_type(x_type, __func__, "x_type"));
-    quant_job j = {msbnb__kernels(msbnb__cpu_tier_default()), q, absmax, x, x_type, n, blocksize,
+    msbnb_cpu_tier tier;
+    MSBNB_TRY(msbnb_cpu_check_env(&tier)); /* MSBNB_CPU naming a tier this CPU lacks: an error */
+    quant_job j = {msbnb__kernels(tier), q, absmax, x, x_type, n, blocksize,
                    -1, code ? code : msbnb__dynamic_map, 0, 0};
     return quant_common(&j, nthreads, __func__);
 }
@@ -171,7 +177,9 @@ msbnb_status msbnb_dequantize_blockwise_8bit(void *out, msbnb_dtype out_type, co
     MSBNB_TRY(check_n(n, __func__));
     MSBNB_TRY(check_blocksize(blocksize, __func__));
     MSBNB_TRY(msbnb__check_float_type(out_type, __func__, "out_type"));
-    dequant_job j = {msbnb__kernels(msbnb__cpu_tier_default()), out, out_type, q, absmax,
+    msbnb_cpu_tier tier;
+    MSBNB_TRY(msbnb_cpu_check_env(&tier)); /* MSBNB_CPU naming a tier this CPU lacks: an error */
+    dequant_job j = {msbnb__kernels(tier), out, out_type, q, absmax,
                      code ? code : msbnb__dynamic_map, n, blocksize, 0};
     dequant_common(&j, nthreads);
     return MSBNB_OK;
@@ -228,13 +236,15 @@ msbnb_status msbnb_double_quant_absmax(uint8_t *qabsmax, float *nested_absmax, f
     MSBNB_CHECK_NULL(offset);
     MSBNB_CHECK_NULL(absmax);
     MSBNB_TRY(check_n(nblocks, __func__));
+    msbnb_cpu_tier tier;
+    MSBNB_TRY(msbnb_cpu_check_env(&tier)); /* MSBNB_CPU naming a tier this CPU lacks: an error */
     for (int64_t i = 0; i < nblocks; i++)
         if (!isfinite(absmax[i]))
             return msbnb__fail(MSBNB_ERR_NON_FINITE, "%s: absmax[%lld] is not finite", __func__,
                                (long long)i);
     float off = torch_mean_f32(absmax, nblocks);
     float tmp[MSBNB_NESTED_BLOCKSIZE];
-    const msbnb__kernel_table *k = msbnb__kernels(msbnb__cpu_tier_default());
+    const msbnb__kernel_table *k = msbnb__kernels(tier);
     for (int64_t b = 0; b * MSBNB_NESTED_BLOCKSIZE < nblocks; b++) {
         int64_t start = b * MSBNB_NESTED_BLOCKSIZE;
         int64_t len = nblocks - start < MSBNB_NESTED_BLOCKSIZE ? nblocks - start : MSBNB_NESTED_BLOCKSIZE;

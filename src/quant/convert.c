@@ -101,7 +101,9 @@ msbnb_status msbnb_convert(void *dst, msbnb_dtype dst_type, const void *src,
     MSBNB_TRY(msbnb__check_float_type(src_type, __func__, "src_type"));
     int64_t bytes;
     MSBNB_TRY(msbnb__mul_checked(n, 4, &bytes, __func__));
-    msbnb__kernels(msbnb__cpu_tier_default())->convert(dst, dst_type, src, src_type, n);
+    msbnb_cpu_tier tier;
+    MSBNB_TRY(msbnb_cpu_check_env(&tier)); /* MSBNB_CPU naming a tier this CPU lacks: an error */
+    msbnb__kernels(tier)->convert(dst, dst_type, src, src_type, n);
     return MSBNB_OK;
 }
 

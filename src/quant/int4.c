@@ -110,7 +110,9 @@ msbnb_status msbnb_quantize_int4(uint8_t *packed, float *scales, float *mins, co
     if (!symmetric) MSBNB_CHECK_NULL(mins);
     int64_t gpr, nbytes;
     MSBNB_TRY(msbnb_int4_sizes(rows, cols, group_size, &gpr, &nbytes));
-    const msbnb__kernel_table *k = msbnb__kernels(msbnb__cpu_tier_default());
+    msbnb_cpu_tier tier;
+    MSBNB_TRY(msbnb_cpu_check_env(&tier)); /* MSBNB_CPU naming a tier this CPU lacks: an error */
+    const msbnb__kernel_table *k = msbnb__kernels(tier);
     if (isnan(k->absmax(w, rows * cols)))
         for (int64_t i = 0; i < rows * cols; i++)
             if (!isfinite(w[i]))

@@ -92,7 +92,9 @@ msbnb_status msbnb_quantize_8bit(int8_t *q, float *scale, float *offset, const f
     MSBNB_CHECK_NULL(w);
     if (!symmetric) MSBNB_CHECK_NULL(offset);
     MSBNB_TRY(check_dims(rows, cols, __func__));
-    const msbnb__kernel_table *k = msbnb__kernels(msbnb__cpu_tier_default());
+    msbnb_cpu_tier tier;
+    MSBNB_TRY(msbnb_cpu_check_env(&tier)); /* MSBNB_CPU naming a tier this CPU lacks: an error */
+    const msbnb__kernel_table *k = msbnb__kernels(tier);
     int64_t bad = first_non_finite(k, w, rows * cols);
     if (bad >= 0)
         return msbnb__fail(MSBNB_ERR_NON_FINITE, "%s: row %lld contains NaN or Inf", __func__,
@@ -222,10 +224,12 @@ msbnb_status msbnb_int8_vectorwise_quant(int8_t *q, float *row_absmax, int64_t *
                                __func__, (long long)outlier_cap);
         if (outlier_cap > 0) MSBNB_CHECK_NULL(outlier_cols);
     }
+    msbnb_cpu_tier tier;
+    MSBNB_TRY(msbnb_cpu_check_env(&tier)); /* MSBNB_CPU naming a tier this CPU lacks: an error */
     int nt = msbnb__resolve_threads(0);
     if (nt > rows) nt = (int)rows;
     int64_t grain = (1 << 15) / cols + 1;
-    vq_job j = {msbnb__kernels(msbnb__cpu_tier_default()), a, a_type, cols, threshold,
+    vq_job j = {msbnb__kernels(tier), a, a_type, cols, threshold,
                 NULL, NULL, NULL, q, row_absmax};
     msbnb_status st = MSBNB_OK;
     if (a_type != MSBNB_DTYPE_F32) {

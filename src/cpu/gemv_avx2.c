@@ -7,8 +7,9 @@
  * low 3 bits) and a blend on the code's bit 3 (shifted into the sign bit, which is all
  * vblendvps reads). The activation is permuted once per call into the matching order, so
  * the weight is streamed once, never reordered.
- * Int8 · int8: sign-extension to 16 bits and vpmaddwd, exact (no vpmaddubsw: it saturates).
- * bf16 / f16 / asymmetric int8: widen to f32 and FMA. */
+ * Int8 · int8: vpmaddubsw on |q| and sign(q)·x, exact for activation codes in [-127, 127].
+ * bf16: even / odd halves by a shift and a mask against a split activation; f16 /
+ * asymmetric int8: widen to f32 and FMA. */
 #include "cpu/gemv.h"
 #include "internal.h"
 
@@ -168,10 +169,119 @@ static inline __attribute__((always_inline)) void lut4_rows(const msbnb__wview *
     }
 }
 
+/* ---------------------------------------------------------------- byte-table 4-bit decode
+ *
+ * The lane-crossing vpermps of the kernel above is slow on AMD Zen (measured on a Zen 3
+ * EPYC: ~3 GB/s of packed weight per core, a quarter of the memory stream). Here every
+ * lookup stays inside a 128-bit lane: the 16-entry f32 table is split into its 4 bytes,
+ * vpshufb (a 16-entry byte table, 4-bit index) looks up each byte of 32 codes at once, and
+ * two rounds of in-lane unpacks reassemble the bytes into 32 exact f32 weights (12 in-lane
+ * shuffles per 32 weights, no lane crossing). The unpacks leave the weights of each
+ * 128-bit lane in the order (byte b, code hi/lo) -> vector 4 L + q, position 4 (b / 16) +
+ * b % 4 with q = (b % 16) / 4; the activation is permuted to match once per call. Each
+ * 128-bit lane holds 32 consecutive weights, so scale units must be >= 32 elements. */
+
+/* x'[c*64 + s*8 + j] = x[c*64 + 2b + L], s = 4L + q, b = 16 (j / 4) + 4q + j % 4. */
+static void permute_x_b(float *xp, float *xs, const float *x, int64_t K) {
+    for (int64_t c = 0; c < K / 64; c++) {
+        const float *xc = x + c * 64;
+        float *o = xp + c * 64;
+        for (int sv = 0; sv < 8; sv++)
+            for (int j = 0; j < 8; j++) {
+                const int L = sv >> 2, q = sv & 3, b = 16 * (j >> 2) + 4 * q + (j & 3);
+                o[sv * 8 + j] = xc[2 * b + L];
+            }
+        if (xs)
+            for (int j = 0; j < 8; j++) {
+                float t = 0;
+                for (int sv = 0; sv < 8; sv++) t += o[sv * 8 + j];
+                xs[c * 8 + j] = t;
+            }
+    }
+}
+
+/* The 32 weights of the codes in the bytes of idx (values 0..15) as 4 vectors of f32. */
+static inline void decode32(__m256 out[4], __m256i idx, const __m256i tb[4]) {
+    const __m256i t0 = _mm256_shuffle_epi8(tb[0], idx), t1 = _mm256_shuffle_epi8(tb[1], idx);
+    const __m256i t2 = _mm256_shuffle_epi8(tb[2], idx), t3 = _mm256_shuffle_epi8(tb[3], idx);
+    const __m256i l01 = _mm256_unpacklo_epi8(t0, t1), h01 = _mm256_unpackhi_epi8(t0, t1);
+    const __m256i l23 = _mm256_unpacklo_epi8(t2, t3), h23 = _mm256_unpackhi_epi8(t2, t3);
+    out[0] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(l01, l23));
+    out[1] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(l01, l23));
+    out[2] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(h01, h23));
+    out[3] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(h01, h23));
+}
+
+static inline __attribute__((always_inline)) void lut4b_rows(const msbnb__wview *w, float *y,
+                                                              int64_t ldy, const float *xp,
+                                                              const float *xs, int64_t r0,
+                                                              int64_t r1, const int M,
+                                                              const int has_min,
+                                                              const float *lutf) {
+    const int64_t K = w->k, nc = K / 64;
+    __m256i tb[4];
+    {
+        uint8_t bytes[4][16];
+        for (int i = 0; i < 16; i++) {
+            uint32_t u;
+            memcpy(&u, &lutf[i], 4);
+            for (int j = 0; j < 4; j++) bytes[j][i] = (uint8_t)(u >> (8 * j));
+        }
+        for (int j = 0; j < 4; j++)
+            tb[j] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)bytes[j]));
+    }
+    const __m256i m4 = _mm256_set1_epi8(15);
+    for (int64_t r = r0; r < r1; r++) {
+        __m256 acc[8], accm[8];
+        for (int i = 0; i < M; i++) acc[i] = accm[i] = _mm256_setzero_ps();
+        const uint8_t *p = w->packed + r * K / 2;
+        units_t un = units_start(w, r);
+        for (int64_t c = 0; c < nc; c++, units_next(&un)) {
+            /* ~100 ns of DRAM latency ahead at ~8 GB/s per core */
+            _mm_prefetch((const char *)(p + c * 32 + 1024), _MM_HINT_T0);
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(p + c * 32));
+            const __m256 S = unit_vec(&un, w->absmax);
+            __m256 wv[8];
+            decode32(wv, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), tb); /* elements 2b */
+            decode32(wv + 4, _mm256_and_si256(v, m4), tb);                  /* elements 2b + 1 */
+            for (int i = 0; i < M; i++) {
+                const float *xc = xp + (int64_t)i * K + c * 64;
+                __m256 ta = _mm256_mul_ps(wv[0], _mm256_loadu_ps(xc));
+                __m256 tc = _mm256_mul_ps(wv[1], _mm256_loadu_ps(xc + 8));
+                ta = _mm256_fmadd_ps(wv[2], _mm256_loadu_ps(xc + 16), ta);
+                tc = _mm256_fmadd_ps(wv[3], _mm256_loadu_ps(xc + 24), tc);
+                ta = _mm256_fmadd_ps(wv[4], _mm256_loadu_ps(xc + 32), ta);
+                tc = _mm256_fmadd_ps(wv[5], _mm256_loadu_ps(xc + 40), tc);
+                ta = _mm256_fmadd_ps(wv[6], _mm256_loadu_ps(xc + 48), ta);
+                tc = _mm256_fmadd_ps(wv[7], _mm256_loadu_ps(xc + 56), tc);
+                acc[i] = _mm256_fmadd_ps(_mm256_add_ps(ta, tc), S, acc[i]);
+            }
+            if (has_min) {
+                const __m256 Mn = unit_vec(&un, w->mins);
+                for (int i = 0; i < M; i++)
+                    accm[i] = _mm256_fmadd_ps(Mn, _mm256_loadu_ps(xs + (int64_t)i * (K / 8) + c * 8),
+                                              accm[i]);
+            }
+        }
+        for (int i = 0; i < M; i++) y[i * ldy + r] = hsum8(_mm256_add_ps(acc[i], accm[i]));
+    }
+}
+
+/* Scale units of at least 32 elements (one per 128-bit lane of a 64-chunk). */
+static int lut4b_ok(const msbnb__wview *w) {
+    return lut4_fast(w) && (w->type != MSBNB_QTYPE_INT4 || w->block >= 32);
+}
+
 #define LUT4_CASE(MM)                                                                      \
     case MM:                                                                               \
         if (has_min) lut4_rows(w, y, ldy, xp, xs, r0, r1, MM, 1, lutf);                    \
         else lut4_rows(w, y, ldy, xp, xs, r0, r1, MM, 0, lutf);                            \
+        break;
+
+#define LUT4B_CASE(MM)                                                                     \
+    case MM:                                                                               \
+        if (has_min) lut4b_rows(w, y, ldy, xp, xs, r0, r1, MM, 1, lutf);                   \
+        else lut4b_rows(w, y, ldy, xp, xs, r0, r1, MM, 0, lutf);                           \
         break;
 
 static void gemv_lut4(const msbnb__wview *w, float *y, int64_t ldy, const float *x, int64_t m,
@@ -181,9 +291,27 @@ static void gemv_lut4(const msbnb__wview *w, float *y, int64_t ldy, const float 
     float *xp = scratch, *xs = scratch + m * K;
     float lutf[16];
     lut_of(w, lutf);
+    const int bytes = lut4b_ok(w);
     if (!x_ready)
-        for (int64_t i = 0; i < m; i++)
-            permute_x(xp + i * K, has_min ? xs + i * (K / 8) : NULL, x + i * K, K);
+        for (int64_t i = 0; i < m; i++) {
+            float *xsi = has_min ? xs + i * (K / 8) : NULL;
+            if (bytes) permute_x_b(xp + i * K, xsi, x + i * K, K);
+            else permute_x(xp + i * K, xsi, x + i * K, K);
+        }
+    if (bytes) {
+        switch (m) {
+            LUT4B_CASE(1)
+            LUT4B_CASE(2)
+            LUT4B_CASE(3)
+            LUT4B_CASE(4)
+            LUT4B_CASE(5)
+            LUT4B_CASE(6)
+            LUT4B_CASE(7)
+            LUT4B_CASE(8)
+        default: msbnb__gemv_ref(w, y, ldy, x, m, r0, r1, scratch, 0); break;
+        }
+        return;
+    }
     switch (m) {
         LUT4_CASE(1)
         LUT4_CASE(2)
@@ -279,6 +407,104 @@ static void gemv_dense(const msbnb__wview *w, float *y, int64_t ldy, const float
     }
 }
 
+/* bf16 weights without lane-crossing widening (vpmovzxwd is slow on AMD Zen): of each
+ * 16 weights the even ones are the 32-bit lanes shifted left by 16, the odd ones the lanes
+ * with the low half masked off; the activation is split into even / odd halves of each
+ * 16 once per call (x'[c*16 + j] = x[c*16 + 2j], x'[c*16 + 8 + j] = x[c*16 + 2j + 1]). */
+static void permute_x_eo(float *xp, const float *x, int64_t K) {
+    for (int64_t c = 0; c < K / 16; c++)
+        for (int j = 0; j < 8; j++) {
+            xp[c * 16 + j] = x[c * 16 + 2 * j];
+            xp[c * 16 + 8 + j] = x[c * 16 + 2 * j + 1];
+        }
+}
+
+static inline __attribute__((always_inline)) void bf16_rows(const msbnb__wview *w, float *y,
+                                                             int64_t ldy, const float *x,
+                                                             const float *xp, int64_t r0,
+                                                             int64_t r1, const int M) {
+    const int64_t K = w->k, kv = K / 16 * 16;
+    const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint16_t *wr = w->u16 + r * K;
+        __m256 a0[8], a1[8];
+        for (int i = 0; i < M; i++) a0[i] = a1[i] = _mm256_setzero_ps();
+        for (int64_t k = 0; k < kv; k += 16) {
+            _mm_prefetch((const char *)(wr + k) + 2048, _MM_HINT_T0);
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(wr + k));
+            const __m256 we = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+            const __m256 wo = _mm256_castsi256_ps(_mm256_and_si256(v, hi));
+            for (int i = 0; i < M; i++) {
+                a0[i] = _mm256_fmadd_ps(we, _mm256_loadu_ps(xp + i * K + k), a0[i]);
+                a1[i] = _mm256_fmadd_ps(wo, _mm256_loadu_ps(xp + i * K + k + 8), a1[i]);
+            }
+        }
+        float tail[8] = {0};
+        for (int64_t k = kv; k < K; k++) {
+            const float wk = load1(w, r * K + k);
+            for (int i = 0; i < M; i++) tail[i] += wk * x[i * K + k];
+        }
+        for (int i = 0; i < M; i++) y[i * ldy + r] = hsum8(_mm256_add_ps(a0[i], a1[i])) + tail[i];
+    }
+}
+
+/* M = 1, four rows at a time: four concurrent weight streams (one sequential stream per
+ * core reads well under the memory bandwidth here: one row at a time streamed ~74 % of
+ * what OpenBLAS's sgemv, which interleaves rows, reads), the activation loads shared. */
+static void bf16_rows4_m1(const msbnb__wview *w, float *y, const float *x, const float *xp,
+                          int64_t r0, int64_t r1) {
+    const int64_t K = w->k, kv = K / 16 * 16;
+    const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        __m256 a0[4], a1[4];
+        const uint16_t *wr[4];
+        for (int j = 0; j < 4; j++) {
+            a0[j] = a1[j] = _mm256_setzero_ps();
+            wr[j] = w->u16 + (r + j) * K;
+        }
+        for (int64_t k = 0; k < kv; k += 16) {
+            const __m256 xe = _mm256_loadu_ps(xp + k), xo = _mm256_loadu_ps(xp + k + 8);
+            /* 2 KiB ahead in each stream; past a row's end, into the next group's row */
+            const int64_t pf = k + 1024 < K ? 1024 : 1024 + 3 * K;
+            for (int j = 0; j < 4; j++) {
+                _mm_prefetch((const char *)(wr[j] + k + pf), _MM_HINT_T0);
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(wr[j] + k));
+                a0[j] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), xe, a0[j]);
+                a1[j] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, hi)), xo, a1[j]);
+            }
+        }
+        for (int j = 0; j < 4; j++) {
+            float t = 0;
+            for (int64_t k = kv; k < K; k++) t += load1(w, (r + j) * K + k) * x[k];
+            y[r + j] = hsum8(_mm256_add_ps(a0[j], a1[j])) + t;
+        }
+    }
+    if (r < r1) bf16_rows(w, y, 1, x, xp, r, r1, 1);
+}
+
+#define BF16_CASE(MM)                                                                      \
+    case MM: bf16_rows(w, y, ldy, x, xp, r0, r1, MM); break;
+
+static void gemv_bf16(const msbnb__wview *w, float *y, int64_t ldy, const float *x, int64_t m,
+                      int64_t r0, int64_t r1, float *scratch, int x_ready) {
+    const int64_t K = w->k;
+    float *xp = scratch;
+    if (!x_ready)
+        for (int64_t i = 0; i < m; i++) permute_x_eo(xp + i * K, x + i * K, K);
+    switch (m) {
+    case 1: bf16_rows4_m1(w, y, x, xp, r0, r1); break;
+        BF16_CASE(2)
+        BF16_CASE(3)
+        BF16_CASE(4)
+        BF16_CASE(5)
+        BF16_CASE(6)
+        BF16_CASE(7)
+        BF16_CASE(8)
+    default: break;
+    }
+}
+
 static void gemv_avx2(const msbnb__wview *w, float *y, int64_t ldy, const float *x, int64_t m,
                       int64_t r0, int64_t r1, float *scratch, int x_ready) {
     if (m > 8) {
@@ -286,8 +512,8 @@ static void gemv_avx2(const msbnb__wview *w, float *y, int64_t ldy, const float 
         return;
     }
     switch (w->type) {
+    case MSBNB_QTYPE_BF16: gemv_bf16(w, y, ldy, x, m, r0, r1, scratch, x_ready); return;
     case MSBNB_QTYPE_F32:
-    case MSBNB_QTYPE_BF16:
     case MSBNB_QTYPE_F16: gemv_dense(w, y, ldy, x, m, r0, r1); return;
     case MSBNB_QTYPE_INT8:
         if (!w->symmetric) {
@@ -310,8 +536,9 @@ static void gemv_avx2(const msbnb__wview *w, float *y, int64_t ldy, const float 
 
 /* ---------------------------------------------------------------- int8 · int8 */
 
-/* acc = Σ xq · q exactly: 16 codes widened to int16, vpmaddwd sums pairs into int32
- * (|pair| <= 2·127·128), flushed to 64 bits every 2^16 columns (4096 steps per lane). */
+/* acc = Σ xq · q exactly: 32 codes a step, pairs summed to int16 by vpmaddubsw, then to
+ * int32 by vpmaddwd (<= 4·128·127 per lane a step), flushed to 64 bits every 2^16 columns
+ * (2048 steps per lane). */
 static inline __attribute__((always_inline)) void i8_rows(const msbnb__wview *w, int64_t *acc,
                                                            int64_t lda, const int8_t *xq,
                                                            int64_t r0, int64_t r1, const int M) {
@@ -319,16 +546,25 @@ static inline __attribute__((always_inline)) void i8_rows(const msbnb__wview *w,
     for (int64_t r = r0; r < r1; r++) {
         const int8_t *q = w->q8 + r * K;
         int64_t tot[8] = {0};
-        const int64_t kv = K / 16 * 16;
+        const int64_t kv = K / 32 * 32;
+        const __m256i ones = _mm256_set1_epi16(1);
         for (int64_t k0 = 0; k0 < kv; k0 += 65536) {
             const int64_t k1 = kv - k0 < 65536 ? kv : k0 + 65536;
             __m256i a[8];
             for (int i = 0; i < M; i++) a[i] = _mm256_setzero_si256();
-            for (int64_t k = k0; k < k1; k += 16) {
-                const __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(q + k)));
+            for (int64_t k = k0; k < k1; k += 32) {
+                /* llama.cpp's AVX2 int8 dot: |q| (unsigned) x sign(q)·x (signed) with
+                 * vpmaddubsw, all in-lane (sign extension to 16 bits crosses lanes, slow on
+                 * AMD Zen). Exact: |q| <= 128 and the activation codes are in [-127, 127]
+                 * (int8_vectorwise_quant), so a pair sum is <= 2·128·127 < 2^15 and never
+                 * saturates. */
+                _mm_prefetch((const char *)(q + k) + 2048, _MM_HINT_T0);
+                const __m256i wv = _mm256_loadu_si256((const __m256i *)(q + k));
+                const __m256i wa = _mm256_abs_epi8(wv);
                 for (int i = 0; i < M; i++) {
-                    __m256i xv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(xq + i * K + k)));
-                    a[i] = _mm256_add_epi32(a[i], _mm256_madd_epi16(wv, xv));
+                    const __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + i * K + k));
+                    const __m256i pr = _mm256_maddubs_epi16(wa, _mm256_sign_epi8(xv, wv));
+                    a[i] = _mm256_add_epi32(a[i], _mm256_madd_epi16(pr, ones));
                 }
             }
             for (int i = 0; i < M; i++) tot[i] += hsum8_i32(a[i]);
@@ -339,13 +575,48 @@ static inline __attribute__((always_inline)) void i8_rows(const msbnb__wview *w,
     }
 }
 
+/* M = 1, four rows at a time (four weight streams, as bf16_rows4_m1). */
+static void i8_rows4_m1(const msbnb__wview *w, int64_t *acc, const int8_t *xq, int64_t r0,
+                        int64_t r1) {
+    const int64_t K = w->k, kv = K / 32 * 32;
+    const __m256i ones = _mm256_set1_epi16(1);
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const int8_t *q[4];
+        int64_t tot[4] = {0, 0, 0, 0};
+        for (int j = 0; j < 4; j++) q[j] = w->q8 + (r + j) * K;
+        for (int64_t k0 = 0; k0 < kv; k0 += 65536) {
+            const int64_t k1 = kv - k0 < 65536 ? kv : k0 + 65536;
+            __m256i a[4];
+            for (int j = 0; j < 4; j++) a[j] = _mm256_setzero_si256();
+            for (int64_t k = k0; k < k1; k += 32) {
+                const __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + k));
+                /* 2 KiB ahead in each stream; past a row's end, into the next group's row */
+                const int64_t pf = k + 2048 < K ? 2048 : 2048 + 3 * K;
+                for (int j = 0; j < 4; j++) {
+                    _mm_prefetch((const char *)(q[j] + k + pf), _MM_HINT_T0);
+                    const __m256i wv = _mm256_loadu_si256((const __m256i *)(q[j] + k));
+                    const __m256i pr = _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv));
+                    a[j] = _mm256_add_epi32(a[j], _mm256_madd_epi16(pr, ones));
+                }
+            }
+            for (int j = 0; j < 4; j++) tot[j] += hsum8_i32(a[j]);
+        }
+        for (int j = 0; j < 4; j++) {
+            for (int64_t k = kv; k < K; k++) tot[j] += (int32_t)q[j][k] * (int32_t)xq[k];
+            acc[r + j] = tot[j];
+        }
+    }
+    if (r < r1) i8_rows(w, acc, 1, xq, r, r1, 1);
+}
+
 #define I8_CASE(MM)                                                                        \
     case MM: i8_rows(w, acc, lda, xq, r0, r1, MM); break;
 
 static void gemv_i8_avx2(const msbnb__wview *w, int64_t *acc, int64_t lda, const int8_t *xq,
                          int64_t m, int64_t r0, int64_t r1) {
     switch (m) {
-        I8_CASE(1)
+    case 1: i8_rows4_m1(w, acc, xq, r0, r1); break;
         I8_CASE(2)
         I8_CASE(3)
         I8_CASE(4)

@@ -167,7 +167,7 @@ int main(int argc, char **argv) {
     if (!probe) return 1;
     for (size_t i = 0; i < probe_bytes / 4; i++) probe[i] = (float)(i & 7);
     printf("# bench_linear — %s\n", bu_machine());
-    printf("threads %d, tier %s, OPENBLAS_THREAD_TIMEOUT=%s; read bandwidth: AVX-512 probe "
+    printf("threads %d, tier %s, OPENBLAS_THREAD_TIMEOUT=%s; read bandwidth: probe (widest vector loads) "
            "streaming 1 GiB, one pass per repetition, interleaved with the kernels; reference "
            "(column \"read BW\") = max(probe, f32 sgemv stream)\n",
            nt, msbnb_cpu_tier_name(tier), getenv("OPENBLAS_THREAD_TIMEOUT") ? getenv("OPENBLAS_THREAD_TIMEOUT") : "unset");

@@ -27,6 +27,24 @@ static inline __m256i nf4_codes8(__m256 x) {
     return c;
 }
 
+/* The same count by binary search over the sorted pivots (x > p[7] ? 8 : 0, then p[c + 3],
+ * p[c + 1], p[c]): 4 compares instead of 15, the pivots of the lower levels picked in-lane
+ * by vpermilps (lane-crossing permutes are slow on AMD Zen). Same strict compares, so the
+ * same code for every x (NaN: 0, as the count). */
+static inline __m256i nf4_codes8_bs(__m256 x, const __m256 t3, const __m256 t4a, const __m256 t4b) {
+    const __m256 m1 = _mm256_cmp_ps(x, _mm256_set1_ps(k_nf4_pivots[7]), _CMP_GT_OQ);
+    __m256i c = _mm256_and_si256(_mm256_castps_si256(m1), _mm256_set1_epi32(8));
+    const __m256 p2 = _mm256_blendv_ps(_mm256_set1_ps(k_nf4_pivots[3]), _mm256_set1_ps(k_nf4_pivots[11]), m1);
+    c = _mm256_or_si256(c, _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(x, p2, _CMP_GT_OQ)),
+                                            _mm256_set1_epi32(4)));
+    const __m256 p3 = _mm256_permutevar_ps(t3, _mm256_srli_epi32(c, 2));
+    c = _mm256_or_si256(c, _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(x, p3, _CMP_GT_OQ)),
+                                            _mm256_set1_epi32(2)));
+    const __m256i j = _mm256_srli_epi32(c, 1);
+    const __m256 p4 = _mm256_blendv_ps(_mm256_permutevar_ps(t4a, j), _mm256_permutevar_ps(t4b, j), m1);
+    return _mm256_sub_epi32(c, _mm256_castps_si256(_mm256_cmp_ps(x, p4, _CMP_GT_OQ)));
+}
+
 static inline __m256i fp4_codes8(__m256 x) {
     __m256i neg = _mm256_castps_si256(_mm256_cmp_ps(x, _mm256_set1_ps(-1.17549435e-38f), _CMP_LE_OQ));
     __m256 a = abs8(x);
@@ -69,11 +87,15 @@ static int quant4_block_avx2(uint8_t *packed, float *absmax, const float *x, int
     *absmax = mx;
     float inv_s = msbnb__bnb_rcp(mx);
     __m256 inv = _mm256_set1_ps(inv_s);
+    const float *pv = k_nf4_pivots;
+    const __m256 t3 = _mm256_setr_ps(pv[1], pv[5], pv[9], pv[13], pv[1], pv[5], pv[9], pv[13]);
+    const __m256 t4a = _mm256_setr_ps(pv[0], pv[2], pv[4], pv[6], pv[0], pv[2], pv[4], pv[6]);
+    const __m256 t4b = _mm256_setr_ps(pv[8], pv[10], pv[12], pv[14], pv[8], pv[10], pv[12], pv[14]);
     i = 0;
     for (; i + 16 <= len; i += 16) {
         __m256 a = mul_ftz8(_mm256_loadu_ps(x + i), inv), b = mul_ftz8(_mm256_loadu_ps(x + i + 8), inv);
-        __m256i ca = qtype == MSBNB_QTYPE_NF4 ? nf4_codes8(a) : fp4_codes8(a);
-        __m256i cb = qtype == MSBNB_QTYPE_NF4 ? nf4_codes8(b) : fp4_codes8(b);
+        __m256i ca = qtype == MSBNB_QTYPE_NF4 ? nf4_codes8_bs(a, t3, t4a, t4b) : fp4_codes8(a);
+        __m256i cb = qtype == MSBNB_QTYPE_NF4 ? nf4_codes8_bs(b, t3, t4a, t4b) : fp4_codes8(b);
         /* pair lanes (2j, 2j+1) of each 64-bit element: (even << 4) | odd */
         __m256i wa = _mm256_or_si256(_mm256_slli_epi64(ca, 4), _mm256_srli_epi64(ca, 32));
         __m256i wb = _mm256_or_si256(_mm256_slli_epi64(cb, 4), _mm256_srli_epi64(cb, 32));
@@ -244,7 +266,56 @@ static void minmax_avx2(const float *x, int64_t n, float *mn, float *mx) {
     *mx = h;
 }
 
+/* bitsandbytes' dQuantize<0> binary search (msbnb__code8_of, the scalar spec) on 8 lanes:
+ * the same pivots, compares and midpoint rounding per lane, the map read by gathers.
+ * Branch-free, so 8 random codes cost 8 gathers instead of ~8 mispredicted branches each
+ * (the double-quant pass of a conversion spent a quarter of its time in the scalar search). */
+static inline __m256i code8_of8(const float *code, __m256 x) {
+    __m256i pivot = _mm256_set1_epi32(127), up = _mm256_set1_epi32(255), lp = _mm256_setzero_si256();
+    __m256 lower = _mm256_set1_ps(-1.0f), upper = _mm256_set1_ps(1.0f);
+    __m256 val = _mm256_set1_ps(code[127]);
+    for (int i = 64; i > 0; i >>= 1) {
+        const __m256 gtf = _mm256_cmp_ps(x, val, _CMP_GT_OQ);
+        const __m256i gt = _mm256_castps_si256(gtf);
+        lp = _mm256_blendv_epi8(lp, pivot, gt);     /* x > val: lower_pivot = pivot */
+        lower = _mm256_blendv_ps(lower, val, gtf);  /*          lower = val */
+        up = _mm256_blendv_epi8(pivot, up, gt);     /* else:    upper_pivot = pivot */
+        upper = _mm256_blendv_ps(val, upper, gtf);  /*          upper = val */
+        pivot = _mm256_add_epi32(pivot, _mm256_blendv_epi8(_mm256_set1_epi32(-i), _mm256_set1_epi32(i), gt));
+        val = _mm256_i32gather_ps(code, pivot, 4);
+    }
+    upper = _mm256_blendv_ps(upper, _mm256_set1_ps(code[255]),
+                             _mm256_castsi256_ps(_mm256_cmpeq_epi32(up, _mm256_set1_epi32(255))));
+    lower = _mm256_blendv_ps(lower, _mm256_set1_ps(code[0]),
+                             _mm256_castsi256_ps(_mm256_cmpeq_epi32(lp, _mm256_setzero_si256())));
+    const __m256 gt = _mm256_cmp_ps(x, val, _CMP_GT_OQ);
+    const __m256 half = _mm256_set1_ps(0.5f);
+    const __m256 mid_up = _mm256_mul_ps(_mm256_add_ps(upper, val), half);
+    const __m256 mid_lo = _mm256_mul_ps(_mm256_add_ps(lower, val), half);
+    const __m256 take_up = _mm256_and_ps(gt, _mm256_cmp_ps(x, mid_up, _CMP_GT_OQ));
+    const __m256 take_lo = _mm256_andnot_ps(gt, _mm256_cmp_ps(x, mid_lo, _CMP_LT_OQ));
+    const __m256i r = _mm256_blendv_epi8(pivot, up, _mm256_castps_si256(take_up));
+    return _mm256_blendv_epi8(r, lp, _mm256_castps_si256(take_lo));
+}
+
+static int quant8_block_avx2(uint8_t *q, float *absmax, const float *x, int64_t len, const float *code256) {
+    const float m = absmax_avx2(x, len);
+    if (!isfinite(m)) return -1;
+    *absmax = m;
+    const float inv_s = msbnb__bnb_rcp(m);
+    const __m256 inv = _mm256_set1_ps(inv_s);
+    int64_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        const __m256i c = code8_of8(code256, mul_ftz8(_mm256_loadu_ps(x + i), inv));
+        const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+        _mm_storel_epi64((__m128i *)(q + i), _mm_packus_epi16(w, w));
+    }
+    for (; i < len; i++) q[i] = msbnb__code8_of(code256, msbnb__mul_ftz(x[i], inv_s));
+    return 0;
+}
+
 const msbnb__kernel_table msbnb__kernels_avx2 = {
+    .quant8_block = quant8_block_avx2,
     .tier = MSBNB_CPU_AVX2,
     .q8_row = q8_row_avx2,
     .q4_int_codes = q4_int_codes_avx2,

@@ -19,16 +19,9 @@ static const float k_fp4_pivots[7] = {0.00260417f, 0.0859375f, 0.20833333f, 0.29
 
 static inline __m256 abs8(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
 
-/* code = number of pivots exceeded (compare masks are -1, so subtract them). */
-static inline __m256i nf4_codes8(__m256 x) {
-    __m256i c = _mm256_setzero_si256();
-    for (int k = 0; k < 15; k++)
-        c = _mm256_sub_epi32(c, _mm256_castps_si256(_mm256_cmp_ps(x, _mm256_set1_ps(k_nf4_pivots[k]), _CMP_GT_OQ)));
-    return c;
-}
-
-/* The same count by binary search over the sorted pivots (x > p[7] ? 8 : 0, then p[c + 3],
- * p[c + 1], p[c]): 4 compares instead of 15, the pivots of the lower levels picked in-lane
+/* NF4 code = number of pivots x exceeds (bnb's decision tree, msbnb__nf4_code_of), found by
+ * binary search over the sorted pivots (x > p[7] ? 8 : 0, then p[c + 3], p[c + 1], p[c]):
+ * 4 compares instead of 15, the pivots of the lower levels picked in-lane
  * by vpermilps (lane-crossing permutes are slow on AMD Zen). Same strict compares, so the
  * same code for every x (NaN: 0, as the count). */
 static inline __m256i nf4_codes8_bs(__m256 x, const __m256 t3, const __m256 t4a, const __m256 t4b) {

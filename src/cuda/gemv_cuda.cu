@@ -735,12 +735,9 @@ __global__ void __launch_bounds__(32 * MMA_WARPS) gemv4_mma(gemv_args a, msbnb__
 template <int L, int RT, int NT, bool DQ, bool LO>
 static msbnb_status launch_mma_t(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn) {
     const size_t smem = (size_t)(LO ? 2 : 1) * 256 * 32 * 4 + 256 * 4 + (size_t)MMA_WARPS * RT * 16 * NT * 8 * 4;
-    static int raised; /* per instance; a repeated raise is harmless, so the race is benign */
-    if (!raised) {
-        MSBNB_CUDA_TRY(cudaFuncSetAttribute(gemv4_mma<L, RT, NT, DQ, LO>,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        raised = 1;
-    }
+    /* per call: the limit belongs to the current device, and several may be in use */
+    MSBNB_CUDA_TRY(cudaFuncSetAttribute(gemv4_mma<L, RT, NT, DQ, LO>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)smem));
     const unsigned grid = (unsigned)((a.N + 16 * RT - 1) / (16 * RT));
     gemv4_mma<L, RT, NT, DQ, LO><<<grid, 32 * MMA_WARPS, smem>>>(a, code, dyn);
     return MSBNB_OK;

@@ -306,13 +306,11 @@ static void round_trip_all(const char *in, int expect_shards) {
             msbnb_error_stats es;
             CHECK_OK(msbnb_estimate_quantization_error(&es, w, got, n));
             CHECKF(es.rel_frobenius < fc->max_rel, "%s %s: rel error %g", fc->name, g->name, es.rel_frobenius);
-            /* our checkpoints load into layers too (msbnb's asymmetric/per-tensor int8 has no
-             * layer constructor: documented as MSBNB_ERR_UNSUPPORTED), holding the same weight */
+            /* our checkpoints load into layers too (every format, msbnb's asymmetric and
+             * per-tensor int8 included), holding the same weight */
             msbnb_linear_t *l = NULL;
             st = msbnb_checkpoint_load_linear(&l, q, g->name);
-            if (fc->cfg.format.type == MSBNB_QTYPE_INT8 && !fc->cfg.format.symmetric) {
-                CHECKF(st == MSBNB_ERR_UNSUPPORTED, "%s %s: load_linear %s", fc->name, g->name, msbnb_status_str(st));
-            } else {
+            {
                 CHECKF(st == MSBNB_OK, "%s %s: load_linear: %s", fc->name, g->name, msbnb_last_error());
                 if (l) {
                     float *lw = malloc((size_t)n * 4);

@@ -610,6 +610,57 @@ static void test_bad_input(void) {
 
 /* MSBNB_THREADS and MSBNB_CPU select the defaults; the API overrides them; an unknown or
  * unsupported tier is an error (at create for the environment, at set_cpu_tier). */
+/* msbnb's row-scaled int8 parts (asymmetric, per-tensor, symmetric) make a layer holding
+ * exactly msbnb_dequantize_8bit's weight, whose forward matches a float64 product on every
+ * tier; bad parts are refused. */
+static void test_int8_scaled_from_parts(void) {
+    const int64_t K = 67, N = 5, m = 3;
+    float *w = malloc((size_t)(N * K) * 4), *deq = malloc((size_t)(N * K) * 4), *lw = malloc((size_t)(N * K) * 4);
+    float *x = malloc((size_t)(m * K) * 4), *y = malloc((size_t)(m * N) * 4), s[5], z[5], b[5];
+    int8_t *q = malloc((size_t)(N * K));
+    tu_fill_normal(&g_rng, w, (size_t)(N * K), 0.05f);
+    tu_fill_normal(&g_rng, x, (size_t)(m * K), 1.0f);
+    tu_fill_normal(&g_rng, b, 5, 0.1f);
+    for (int c = 0; c < 3; c++) {
+        const int sym = c == 2, pt = c == 1;
+        CHECK_OK(msbnb_quantize_8bit(q, s, z, w, N, K, sym, pt));
+        CHECK_OK(msbnb_dequantize_8bit(deq, q, s, z, N, K, sym, pt));
+        msbnb_linear_t *l = NULL;
+        CHECK_OK(msbnb_linear_create_int8_scaled_from_parts(&l, K, N, q, s, sym ? NULL : z, pt, b));
+        if (!l) continue;
+        CHECK_OK(msbnb_linear_dequantize_weight(l, lw));
+        CHECKF(memcmp(lw, deq, (size_t)(N * K) * 4) == 0, "int8 parts case %d: weight differs", c);
+        for (int t = 0; t <= (int)msbnb_cpu_tier_best(); t++) {
+            CHECK_OK(msbnb_linear_set_cpu_tier(l, (msbnb_cpu_tier)t));
+            CHECK_OK(msbnb_linear_forward(l, y, x, m));
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t r = 0; r < N; r++) {
+                    double acc = b[r], mag = fabs(b[r]);
+                    for (int64_t k = 0; k < K; k++) {
+                        acc += (double)deq[r * K + k] * x[i * K + k];
+                        mag += fabs((double)deq[r * K + k] * x[i * K + k]);
+                    }
+                    CHECKF(fabs(y[i * N + r] - acc) <= 2e-5 * mag + 1e-6, "int8 parts case %d tier %d: y[%lld, %lld]",
+                           c, t, (long long)i, (long long)r);
+                }
+        }
+        msbnb_linear_free(l);
+    }
+    msbnb_linear_t *l = NULL;
+    CHECK_STATUS(msbnb_linear_create_int8_scaled_from_parts(NULL, K, N, q, s, z, 0, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_create_int8_scaled_from_parts(&l, K, N, NULL, s, z, 0, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_create_int8_scaled_from_parts(&l, K, N, q, NULL, z, 0, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_create_int8_scaled_from_parts(&l, 0, N, q, s, z, 0, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_create_int8_scaled_from_parts(&l, K, -1, q, s, z, 0, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    s[3] = NAN;
+    CHECK_STATUS(msbnb_linear_create_int8_scaled_from_parts(&l, K, N, q, s, z, 0, NULL), MSBNB_ERR_NON_FINITE);
+    s[3] = 1.0f;
+    z[0] = INFINITY;
+    CHECK_STATUS(msbnb_linear_create_int8_scaled_from_parts(&l, K, N, q, s, z, 1, NULL), MSBNB_ERR_NON_FINITE);
+    CHECK(l == NULL);
+    free(w), free(deq), free(lw), free(x), free(y), free(q);
+}
+
 static void test_threads_and_tier_selection(void) {
     int64_t K = 256, N = 40, m = 3;
     float *w = malloc((size_t)(N * K) * 4), *x = malloc((size_t)(m * K) * 4);
@@ -735,6 +786,7 @@ int main(void) {
     tu_report_tier_skips();
     RUN_TEST(test_bad_input);
     RUN_TEST(test_threads_and_tier_selection);
+    RUN_TEST(test_int8_scaled_from_parts);
     RUN_TEST(test_forward_all_kinds_tiers_shapes);
     RUN_TEST(test_forward_many_chunks);
     RUN_TEST(test_backward_all_kinds);

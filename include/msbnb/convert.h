@@ -132,10 +132,10 @@ MSBNB_API msbnb_status msbnb_qtensor_dequantize(const msbnb_qtensor *t, float *o
 
 /* Creates a linear layer (msbnb/linear.h) holding t's weight in its stored format, without
  * requantizing: NF4/FP4 (± double quant, from the stored 8-bit absmax codes), LLM.int8
- * (CB + SCB), per-group INT4, or a float weight (F32 layer; F16/BF16 layers keep their
- * dtype). bias [rows] f32 or NULL. *out is freed with msbnb_linear_free. Errors:
- * MSBNB_ERR_UNSUPPORTED for msbnb's asymmetric/per-tensor INT8 (the layer API has no
- * constructor from those parts), the layer constructors' errors. */
+ * (CB + SCB), msbnb's row-scaled INT8 (asymmetric or per-tensor: a layer computing with
+ * (q - zero) * scale), per-group INT4, or a float weight (F32 layer; F16/BF16 layers keep
+ * their dtype). bias [rows] f32 or NULL. *out is freed with msbnb_linear_free. Errors: the
+ * layer constructors' errors. */
 MSBNB_API msbnb_status msbnb_qtensor_to_linear(msbnb_linear_t **out, const msbnb_qtensor *t,
                                                const float *bias);
 

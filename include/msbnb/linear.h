@@ -69,6 +69,18 @@ MSBNB_API msbnb_status msbnb_linear_create_int8_from_parts(msbnb_linear_t **out,
                                                            int64_t out_features,
                                                            const int8_t *cb, const float *scb,
                                                            const float *bias);
+/* Row-scaled INT8 in msbnb's layout (msbnb_quantize_8bit): W[r, k] = (q[r, k] - zero[r]) *
+ * scale[r], codes [N, K]; scale and zero [N], or [1] for every row with per_tensor; zero
+ * NULL means symmetric (0). The layer computes with these weights exactly (float products,
+ * not LLM.int8's int8 activations). */
+MSBNB_API msbnb_status msbnb_linear_create_int8_scaled_from_parts(msbnb_linear_t **out,
+                                                                  int64_t in_features,
+                                                                  int64_t out_features,
+                                                                  const int8_t *q,
+                                                                  const float *scale,
+                                                                  const float *zero,
+                                                                  int per_tensor,
+                                                                  const float *bias);
 /* Per-group INT4 (msbnb_quantize_int4's layout): packed [ceil(N*K/2)], scales and (for
  * asymmetric) mins [N * ceil(K/group)]; fmt->type INT4, fmt->block = group size. */
 MSBNB_API msbnb_status msbnb_linear_create_int4_from_parts(msbnb_linear_t **out,

@@ -23,14 +23,12 @@ msbnb_status msbnb_qtensor_to_linear(msbnb_linear_t **out, const msbnb_qtensor *
         return msbnb_linear_create_4bit_from_parts(out, K, N, p, t->packed, t->absmax, t->qabsmax,
                                                    t->nested_absmax, t->nested_offset, bias);
     case MSBNB_QTYPE_INT8:
-        if (!p->symmetric || p->per_tensor)
-            return msbnb__fail(MSBNB_ERR_UNSUPPORTED, "module '%s': %s int8 cannot be loaded into a "
-                               "layer without requantization (dequantize it instead)", t->module,
-                               p->per_tensor ? "per-tensor" : "asymmetric");
-        if (!t->bnb_layout) /* msbnb symmetric int8 = scale per row: SCB = 127 * scale */
-            return msbnb__fail(MSBNB_ERR_UNSUPPORTED, "module '%s': symmetric int8 in msbnb's layout "
-                               "is not produced by msbnb; expected bitsandbytes' SCB layout", t->module);
-        return msbnb_linear_create_int8_from_parts(out, K, N, t->q8, t->scales, bias);
+        if (t->bnb_layout) /* LLM.int8: CB + SCB */
+            return msbnb_linear_create_int8_from_parts(out, K, N, t->q8, t->scales, bias);
+        /* msbnb's layout (asymmetric, per-tensor, or symmetric with a scale per row):
+         * (q - zero) * scale, exactly as msbnb_qtensor_dequantize computes it */
+        return msbnb_linear_create_int8_scaled_from_parts(out, K, N, t->q8, t->scales,
+                                                         p->symmetric ? NULL : t->mins, p->per_tensor, bias);
     case MSBNB_QTYPE_INT4:
         return msbnb_linear_create_int4_from_parts(out, K, N, p, t->packed, t->scales, t->mins, bias);
     case MSBNB_QTYPE_F32:

@@ -325,6 +325,34 @@ msbnb_status msbnb_linear_create_int8_from_parts(msbnb_linear_t **out, int64_t i
     return finish_parts(out, l, st, &p);
 }
 
+msbnb_status msbnb_linear_create_int8_scaled_from_parts(msbnb_linear_t **out, int64_t in_features,
+                                                        int64_t out_features, const int8_t *q,
+                                                        const float *scale, const float *zero,
+                                                        int per_tensor, const float *bias) {
+    MSBNB_CHECK_NULL(out);
+    *out = NULL;
+    MSBNB_CHECK_NULL(q);
+    MSBNB_CHECK_NULL(scale);
+    MSBNB_TRY(check_dims(in_features, out_features, __func__));
+    const int64_t n = out_features, ns = per_tensor ? 1 : n;
+    MSBNB_TRY(finite_arr(scale, ns, "scale"));
+    if (zero) MSBNB_TRY(finite_arr(zero, ns, "zero point"));
+    msbnb_linear_t *l;
+    MSBNB_TRY(new_layer(&l, in_features, out_features, bias));
+    /* the layer's asymmetric int8 kind: (q - z) * s per row, as msbnb_dequantize_8bit */
+    msbnb_status st = copy_in((void **)&l->q8, q, n * in_features, 1, "int8 codes");
+    if (st == MSBNB_OK) st = alloc_arr((void **)&l->rscale, n, sizeof(float), "int8 scales");
+    if (st == MSBNB_OK) st = alloc_arr((void **)&l->rzero, n, sizeof(float), "int8 zero points");
+    if (st == MSBNB_OK)
+        for (int64_t r = 0; r < n; r++) {
+            l->rscale[r] = scale[per_tensor ? 0 : r];
+            l->rzero[r] = zero ? zero[per_tensor ? 0 : r] : 0.0f;
+        }
+    msbnb_qparams p = msbnb_qparams_default(MSBNB_QTYPE_INT8);
+    p.symmetric = 0;
+    return finish_parts(out, l, st, &p);
+}
+
 msbnb_status msbnb_linear_create_int4_from_parts(msbnb_linear_t **out, int64_t in_features,
                                                  int64_t out_features, const msbnb_qparams *fmt,
                                                  const uint8_t *packed, const float *scales,

@@ -21,7 +21,8 @@
  * which does not count time the thread waits for a core). Weight bytes per CPU-second per
  * core, times the thread count, is what the kernel could stream if memory kept up.
  *
- * Usage: bench_linear [--quick] [--hot] [--tier scalar|avx2|avx512] [--shape i] [--kind i] [--m M]
+ * Usage: bench_linear [--quick] [--hot] [--pool] [--tier scalar|avx2|avx512] [--shape i] [--kind i] [--m M]
+ *   (--pool: the layers share one msbnb_threadpool instead of creating threads per call)
  *   (--shape 0..2, --kind 1..5 (f32 always runs), --m: run only those; --quick: shape 2,
  *   fewer repetitions; threads: MSBNB_THREADS) */
 #include "benchutil.h"
@@ -145,32 +146,39 @@ int main(int argc, char **argv) {
         execv("/proc/self/exe", argv);
         /* exec failed: go on with spinning workers */
     }
-    int quick = 0, hot_only = 0, only_shape = -1, only_kind = -1;
+    int quick = 0, hot_only = 0, only_shape = -1, only_kind = -1, use_pool = 0;
     int64_t only_m = 0;
     msbnb_cpu_tier tier = msbnb_cpu_tier_best();
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) quick = 1;
         else if (strcmp(argv[i], "--hot") == 0) hot_only = 1;
+        else if (strcmp(argv[i], "--pool") == 0) use_pool = 1;
         else if (strcmp(argv[i], "--tier") == 0 && i + 1 < argc) {
             if (msbnb_cpu_tier_from_name(argv[++i], &tier) != MSBNB_OK) return 2;
         } else if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc) only_shape = atoi(argv[++i]);
         else if (strcmp(argv[i], "--kind") == 0 && i + 1 < argc) only_kind = atoi(argv[++i]);
         else if (strcmp(argv[i], "--m") == 0 && i + 1 < argc) only_m = atoll(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--quick] [--tier T] [--shape i] [--kind i] [--m M]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--hot] [--pool] [--tier T] [--shape i] [--kind i] [--m M]\n", argv[0]);
             return 2;
         }
     }
     const int nt = msbnb_default_threads();
+    /* --pool: the layers run on one persistent thread pool instead of threads per call */
+    msbnb_threadpool_t *pool = NULL;
+    if (use_pool && msbnb_threadpool_create(&pool, nt) != MSBNB_OK) {
+        fprintf(stderr, "threadpool: %s\n", msbnb_last_error());
+        return 1;
+    }
     const size_t probe_bytes = hot_only ? 4096 : (size_t)1 << 30;
     float *probe = aligned_alloc(64, probe_bytes);
     if (!probe) return 1;
     for (size_t i = 0; i < probe_bytes / 4; i++) probe[i] = (float)(i & 7);
     printf("# bench_linear — %s\n", bu_machine());
-    printf("threads %d, tier %s, OPENBLAS_THREAD_TIMEOUT=%s; read bandwidth: probe (widest vector loads) "
+    printf("threads %d%s, tier %s, OPENBLAS_THREAD_TIMEOUT=%s; read bandwidth: probe (widest vector loads) "
            "streaming 1 GiB, one pass per repetition, interleaved with the kernels; reference "
            "(column \"read BW\") = max(probe, f32 sgemv stream)\n",
-           nt, msbnb_cpu_tier_name(tier), getenv("OPENBLAS_THREAD_TIMEOUT") ? getenv("OPENBLAS_THREAD_TIMEOUT") : "unset");
+           nt, pool ? " (thread pool)" : " (created per call)", msbnb_cpu_tier_name(tier), getenv("OPENBLAS_THREAD_TIMEOUT") ? getenv("OPENBLAS_THREAD_TIMEOUT") : "unset");
 
     static const int64_t shapes[3][2] = {{4096, 4096}, {4096, 14336}, {14336, 4096}};
     static const int64_t ms[4] = {1, 8, 64, 512};
@@ -215,6 +223,7 @@ int main(int argc, char **argv) {
             ks[ki].next = 0;
             for (int c = 0; c < nc; c++) {
                 msbnb_linear_set_threads(ks[ki].copies[c], nt);
+                if (pool) msbnb_linear_set_threadpool(ks[ki].copies[c], pool);
                 if (msbnb_linear_set_cpu_tier(ks[ki].copies[c], tier) != MSBNB_OK) return 1;
             }
         }
@@ -328,5 +337,50 @@ int main(int argc, char **argv) {
         free(x);
         free(y);
     }
+
+    /* per-call threading cost on a small layer (2 MiB of int8, hot in L3), wall time: one
+     * thread, threads created per call, a persistent msbnb_threadpool */
+    {
+        const int64_t K = 2048, N = 1024;
+        float *w = malloc(sizeof(float) * (size_t)(K * N)), *x = malloc(sizeof(float) * K);
+        float *y = malloc(sizeof(float) * N);
+        msbnb_threadpool_t *tp = NULL;
+        if (!w || !x || !y || msbnb_threadpool_create(&tp, nt) != MSBNB_OK) return 1;
+        bu_fill_normal(w, (size_t)(K * N), 5, 0.02f);
+        bu_fill_normal(x, (size_t)K, 6, 1.0f);
+        printf("\nThreads per call vs a thread pool (%lld x %lld weight, M = 1, hot, wall time, "
+               "median of 9 runs of 200 calls):\n\n", (long long)K, (long long)N);
+        printf("| kind | 1 thread | %d threads created per call | %d threads, thread pool |\n", nt, nt);
+        printf("|---|---|---|---|\n");
+        for (int ki = 2; ki < NKINDS; ki += 2) { /* int8, nf4 */
+            msbnb_qparams p = msbnb_qparams_default(kinds[ki].t);
+            if (kinds[ki].block) p.block = kinds[ki].block;
+            msbnb_linear_t *l;
+            if (msbnb_linear_create(&l, K, N, w, NULL, &p) != MSBNB_OK ||
+                msbnb_linear_set_cpu_tier(l, tier) != MSBNB_OK)
+                return 1;
+            double tv[3];
+            for (int v = 0; v < 3; v++) {
+                msbnb_linear_set_threads(l, v == 0 ? 1 : nt);
+                msbnb_linear_set_threadpool(l, v == 2 ? tp : NULL);
+                double ts[9];
+                for (int r = 0; r < 9; r++) {
+                    double t0 = bu_now();
+                    for (int it = 0; it < 200; it++)
+                        if (msbnb_linear_forward(l, y, x, 1) != MSBNB_OK) return 1;
+                    ts[r] = (bu_now() - t0) / 200;
+                }
+                tv[v] = median(ts, 9);
+            }
+            printf("| %s | %.1f us | %.1f us | %.1f us |\n", kinds[ki].name, tv[0] * 1e6, tv[1] * 1e6,
+                   tv[2] * 1e6);
+            msbnb_linear_free(l);
+        }
+        msbnb_threadpool_free(tp);
+        free(w);
+        free(x);
+        free(y);
+    }
+    msbnb_threadpool_free(pool);
     return 0;
 }

@@ -3,6 +3,7 @@
  * differences; bitsandbytes' reference data; bad input. */
 #include "testutil.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 
 static tu_rng g_rng;
@@ -728,6 +729,89 @@ static void test_threads_and_tier_selection(void) {
 /* Layers large enough that forward cuts the rows into more chunks than threads (a thread
  * takes several chunks and prepares x once): every tier and thread count against the
  * scalar tier. */
+/* Layers on a caller-owned thread pool give the bits of the layers without one (each row's
+ * sum is computed by one thread either way), over many back-to-back calls (workers spinning
+ * and sleeping), pool sizes below / equal / above the layer's thread count, two layers on
+ * one pool, and two threads calling forward on them at once. */
+typedef struct {
+    msbnb_linear_t *l;
+    float *y;
+    const float *x;
+    int64_t m;
+    int calls;
+    msbnb_status st;
+} pool_call;
+
+static void *pool_caller(void *v) {
+    pool_call *c = v;
+    for (int i = 0; i < c->calls && c->st == MSBNB_OK; i++) c->st = msbnb_linear_forward(c->l, c->y, c->x, c->m);
+    return NULL;
+}
+
+static void test_threadpool(void) {
+    const int64_t K = 1024, N = 257, m = 3;
+    float *w = malloc((size_t)(N * K) * 4), *x = malloc((size_t)(8 * K) * 4);
+    float *y0[2], *y[2];
+    tu_fill_normal(&g_rng, w, (size_t)(N * K), 0.05f);
+    tu_fill_normal(&g_rng, x, (size_t)(8 * K), 1.0f);
+    static const int kix[2] = {3, 10}; /* int8 (int8 kernels), nf4 (float kernels) */
+    msbnb_linear_t *l[2] = {NULL, NULL};
+    for (int q = 0; q < 2; q++) {
+        y0[q] = malloc((size_t)(8 * N) * 4);
+        y[q] = malloc((size_t)(8 * N) * 4);
+        CHECK_OK(msbnb_linear_create(&l[q], K, N, w, NULL, &kinds[kix[q]].p));
+        if (!l[q]) return;
+        CHECK_OK(msbnb_linear_set_threads(l[q], 2));
+        CHECK_OK(msbnb_linear_forward(l[q], y0[q], x, m)); /* threads created per call */
+    }
+    for (int ps = 1; ps <= 3; ps++) {
+        msbnb_threadpool_t *pool = NULL;
+        CHECK_OK(msbnb_threadpool_create(&pool, ps));
+        if (!pool) continue;
+        CHECK(msbnb_threadpool_size(pool) == ps);
+        for (int q = 0; q < 2; q++) CHECK_OK(msbnb_linear_set_threadpool(l[q], pool));
+        int bad = 0;
+        for (int i = 0; i < 300; i++) {
+            const int q = i & 1;
+            memset(y[q], 0xff, (size_t)(m * N) * 4);
+            CHECK_OK(msbnb_linear_forward(l[q], y[q], x, m));
+            bad += memcmp(y[q], y0[q], (size_t)(m * N) * 4) != 0;
+        }
+        CHECKF(bad == 0, "pool of %d: %d of 300 calls differ from threads per call", ps, bad);
+        /* two callers, one pool: their jobs take turns */
+        pthread_t th[2];
+        pool_call pc[2];
+        for (int q = 0; q < 2; q++) {
+            pc[q] = (pool_call){l[q], y[q], x, m, 100, MSBNB_OK};
+            CHECK(pthread_create(&th[q], NULL, pool_caller, &pc[q]) == 0);
+        }
+        for (int q = 0; q < 2; q++) {
+            pthread_join(th[q], NULL);
+            CHECK_OK(pc[q].st);
+            CHECKF(memcmp(y[q], y0[q], (size_t)(m * N) * 4) == 0, "pool of %d, concurrent callers: layer %d", ps, q);
+        }
+        for (int q = 0; q < 2; q++) CHECK_OK(msbnb_linear_set_threadpool(l[q], NULL));
+        msbnb_threadpool_free(pool);
+    }
+    msbnb_threadpool_t *p = (msbnb_threadpool_t *)1;
+    CHECK_STATUS(msbnb_threadpool_create(NULL, 2), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_threadpool_create(&p, -1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK(p == NULL);
+    CHECK_STATUS(msbnb_linear_set_threadpool(NULL, NULL), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK(msbnb_threadpool_size(NULL) == 0);
+    msbnb_threadpool_free(NULL);
+    CHECK_OK(msbnb_threadpool_create(&p, 0)); /* default size */
+    CHECK(msbnb_threadpool_size(p) == msbnb_default_threads());
+    msbnb_threadpool_free(p);
+    for (int q = 0; q < 2; q++) {
+        msbnb_linear_free(l[q]);
+        free(y0[q]);
+        free(y[q]);
+    }
+    free(w);
+    free(x);
+}
+
 static void test_forward_many_chunks(void) {
     static const int kix[] = {1, 3, 5, 7, 10, 11}; /* bf16, int8, int8-asym, int4-g128-asym, nf4, nf4-dq */
     const int64_t K = g_small ? 1024 : 4096, N = 257;
@@ -789,6 +873,7 @@ int main(void) {
     RUN_TEST(test_int8_scaled_from_parts);
     RUN_TEST(test_forward_all_kinds_tiers_shapes);
     RUN_TEST(test_forward_many_chunks);
+    RUN_TEST(test_threadpool);
     RUN_TEST(test_backward_all_kinds);
     RUN_TEST(test_quantize_weights_in_place);
     RUN_TEST(test_forward_bf16_activations);

@@ -106,6 +106,16 @@ MSBNB_API msbnb_status msbnb_cpu_tier_from_name(const char *name, msbnb_cpu_tier
  * positive integer, else the number of online CPUs. */
 MSBNB_API int msbnb_default_threads(void);
 
+/* A persistent thread pool, owned by the caller: nthreads participants including the
+ * calling thread (0: msbnb_default_threads()). Attach it to layers
+ * (msbnb_linear_set_threadpool) so that their kernels reuse its threads instead of
+ * creating threads on every call. A pool runs one job at a time (calls from several
+ * threads take turns); free it after the last layer using it is done. */
+typedef struct msbnb_threadpool msbnb_threadpool_t;
+MSBNB_API msbnb_status msbnb_threadpool_create(msbnb_threadpool_t **out, int nthreads);
+MSBNB_API void msbnb_threadpool_free(msbnb_threadpool_t *pool); /* NULL accepted */
+MSBNB_API int msbnb_threadpool_size(const msbnb_threadpool_t *pool); /* 0 for NULL */
+
 #ifdef __cplusplus
 }
 #endif

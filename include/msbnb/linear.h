@@ -133,6 +133,10 @@ MSBNB_API msbnb_status msbnb_linear_dequantize_weight(const msbnb_linear_t *l, f
  * all online CPUs). */
 MSBNB_API msbnb_status msbnb_linear_set_threads(msbnb_linear_t *l, int nthreads);
 MSBNB_API int msbnb_linear_threads(const msbnb_linear_t *l); /* resolved count; 0 for NULL */
+/* Runs the small-m kernels (m <= 8) on a caller-owned pool (msbnb/core.h) instead of
+ * threads created per call; the thread count is min(msbnb_linear_threads, pool size).
+ * Borrowed: the pool must outlive its use by the layer; NULL detaches. */
+MSBNB_API msbnb_status msbnb_linear_set_threadpool(msbnb_linear_t *l, msbnb_threadpool_t *pool);
 
 /* Kernel tier (default: MSBNB_CPU or the best one, fixed at create; a MSBNB_CPU this CPU
  * lacks makes create fail, see msbnb_cpu_check_env).

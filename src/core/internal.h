@@ -72,6 +72,8 @@ typedef void (*msbnb__range_fn)(void *ctx, int64_t begin, int64_t end, int tid);
 void msbnb__parallel_for(int nthreads, int64_t n, int64_t grain, msbnb__range_fn fn, void *ctx);
 /* Effective thread count for a call (resolves <= 0). */
 int msbnb__resolve_threads(int nthreads);
+/* Runs fn(arg, t) for t < min(nt, pool size) on the pool (the caller is t = 0). */
+void msbnb__pool_run(msbnb_threadpool_t *p, int nt, void (*fn)(void *, int), void *arg);
 
 /* CPU features, filled once (pthread_once) — the library's only global state. */
 typedef struct msbnb__cpu_features {

@@ -20,6 +20,7 @@ struct msbnb_linear {
     int64_t k, n;
     msbnb_qparams fmt;
     int nthreads;          /* <= 0: default */
+    msbnb_threadpool_t *pool; /* borrowed, or NULL: threads per call */
     int64_t ws_bytes;      /* dequantization panel budget; 0: default */
     msbnb_cpu_tier tier;
     float int8_threshold;
@@ -477,6 +478,12 @@ msbnb_status msbnb_linear_set_threads(msbnb_linear_t *l, int nthreads) {
 }
 int msbnb_linear_threads(const msbnb_linear_t *l) { return l ? msbnb__resolve_threads(l->nthreads) : 0; }
 
+msbnb_status msbnb_linear_set_threadpool(msbnb_linear_t *l, msbnb_threadpool_t *pool) {
+    MSBNB_CHECK_NULL(l);
+    l->pool = pool;
+    return MSBNB_OK;
+}
+
 msbnb_status msbnb_linear_set_cpu_tier(msbnb_linear_t *l, msbnb_cpu_tier t) {
     MSBNB_CHECK_NULL(l);
     if (t != MSBNB_CPU_SCALAR && t != MSBNB_CPU_AVX2 && t != MSBNB_CPU_AVX512)
@@ -642,7 +649,13 @@ static void *sched_worker(void *arg) {
     return NULL;
 }
 
-/* Runs the gemv (or gemv_i8) kernel of job j over all N rows with nt threads. */
+static void sched_pool_job(void *arg, int tid) {
+    (void)tid;
+    sched_worker(arg);
+}
+
+/* Runs the gemv (or gemv_i8) kernel of job j over all N rows with nt threads (the
+ * layer's pool's, when it has one). */
 static msbnb_status run_rows(const msbnb_linear_t *l, job_t *j, int i8, int nt) {
     sched_t sc;
     sc.j = j;
@@ -656,12 +669,16 @@ static msbnb_status run_rows(const msbnb_linear_t *l, job_t *j, int i8, int nt) 
     const int64_t nchunks = (sc.n + sc.chunk - 1) / sc.chunk;
     if (nt > nchunks) nt = (int)nchunks;
     if (nt > 64) nt = 64;
-    pthread_t th[64];
-    int started[64] = {0};
-    for (int t = 1; t < nt; t++) started[t] = pthread_create(&th[t], NULL, sched_worker, &sc) == 0;
-    sched_worker(&sc);
-    for (int t = 1; t < nt; t++)
-        if (started[t]) pthread_join(th[t], NULL);
+    if (l->pool) {
+        msbnb__pool_run(l->pool, nt, sched_pool_job, &sc);
+    } else {
+        pthread_t th[64];
+        int started[64] = {0};
+        for (int t = 1; t < nt; t++) started[t] = pthread_create(&th[t], NULL, sched_worker, &sc) == 0;
+        sched_worker(&sc);
+        for (int t = 1; t < nt; t++)
+            if (started[t]) pthread_join(th[t], NULL);
+    }
     /* rows are left only if every thread failed to allocate its scratch */
     if (atomic_load(&sc.next) < sc.n)
         return msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "linear forward: out of memory");

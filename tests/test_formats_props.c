@@ -230,6 +230,47 @@ static void test_zero_blocks_and_odd_sizes(void) {
 /* Two codes per byte, element 2i in the high nibble (bitsandbytes' order), an odd count
  * padding the last low nibble with 0; unpack inverts pack; quantize_4bit's bytes follow
  * the same order (each unpacked code times its block's absmax is the dequantized value). */
+/* msbnb_dequantize_int4 gives the specification's element formula, (u - 8) s or u s + m,
+ * bit for bit on every CPU tier: power-of-two symmetric groups take the blockwise 4-bit
+ * kernel, the rest the group loop (short last groups, odd element offsets per row). */
+static void test_dequantize_int4_is_the_formula(void) {
+    static const int64_t shapes[][3] = {{3, 128, 32}, {5, 256, 64}, {2, 384, 128}, {3, 100, 32}, {7, 33, 6}, {1, 1, 2}};
+    static const char *tiers[] = {"scalar", "avx2", "avx512"};
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+        const int64_t rows = shapes[si][0], cols = shapes[si][1], gs = shapes[si][2];
+        int64_t gpr, pb;
+        CHECK_OK(msbnb_int4_sizes(rows, cols, gs, &gpr, &pb));
+        uint8_t *p = malloc((size_t)pb);
+        float *sc = malloc((size_t)(rows * gpr) * 4), *mn = malloc((size_t)(rows * gpr) * 4);
+        float *out = malloc((size_t)(rows * cols) * 4);
+        for (int64_t i = 0; i < pb; i++) p[i] = (uint8_t)tu_rng_u64(&g_rng);
+        tu_fill_normal(&g_rng, sc, (size_t)(rows * gpr), 0.01f);
+        tu_fill_normal(&g_rng, mn, (size_t)(rows * gpr), 0.05f);
+        for (int t = 0; t < 3; t++) {
+            msbnb_cpu_tier tier;
+            CHECK_OK(msbnb_cpu_tier_from_name(tiers[t], &tier));
+            if (!msbnb_cpu_tier_supported(tier)) continue;
+            setenv("MSBNB_CPU", tiers[t], 1);
+            for (int sym = 0; sym < 2; sym++) {
+                CHECK_OK(msbnb_dequantize_int4(out, p, sc, mn, rows, cols, gs, sym));
+                int bad = 0;
+                for (int64_t r = 0; r < rows; r++)
+                    for (int64_t c = 0; c < cols; c++) {
+                        const int64_t i = r * cols + c, g = r * gpr + c / gs;
+                        const float u = (float)((i & 1) ? (p[i >> 1] & 15) : (p[i >> 1] >> 4));
+                        volatile float prod = sym ? (u - 8.0f) * sc[g] : u * sc[g]; /* no contraction */
+                        const float want = sym ? prod : prod + mn[g];
+                        bad += memcmp(&want, &out[i], 4) != 0;
+                    }
+                CHECKF(bad == 0, "int4 %lldx%lld g%lld sym=%d %s: %d values differ", (long long)rows,
+                       (long long)cols, (long long)gs, sym, tiers[t], bad);
+            }
+            unsetenv("MSBNB_CPU");
+        }
+        free(p), free(sc), free(mn), free(out);
+    }
+}
+
 static void test_pack_unpack_nibble_order(void) {
     static const int64_t sizes[] = {1, 3, 63, 65, 4097};
     for (int s = 0; s < 5; s++) {
@@ -411,6 +452,7 @@ static void test_info_and_stats(void) {
 int main(void) {
     tu_rng_init(&g_rng, tu_seed());
     RUN_TEST(test_roundtrip_error_bounds);
+    RUN_TEST(test_dequantize_int4_is_the_formula);
     RUN_TEST(test_requantize_gives_same_codes);
     RUN_TEST(test_requantize_blockwise_and_large_blocks);
     RUN_TEST(test_zero_blocks_and_odd_sizes);

@@ -121,6 +121,33 @@ static inline __m256 unit_vec(const units_t *u, const float *arr) {
     return _mm256_permutevar8x32_ps(_mm256_maskload_ps(arr + u->idx, u->mk), u->lanes);
 }
 
+/* acc[i] += S · Σ_s wv[s] x'[i][c][s] and (INT4 with mins) accm[i] += min · Σ x: the 64
+ * weights of chunk c decoded into 8 vectors, against the permuted activation rows. */
+static inline __attribute__((always_inline)) void chunk_fma(const __m256 wv[8], const float *xp,
+                                                             const float *xs, int64_t K, int64_t c,
+                                                             __m256 S, const units_t *un,
+                                                             const msbnb__wview *w, const int M,
+                                                             const int has_min, __m256 *acc,
+                                                             __m256 *accm) {
+    for (int i = 0; i < M; i++) {
+        const float *xc = xp + (int64_t)i * K + c * 64;
+        __m256 ta = _mm256_mul_ps(wv[0], _mm256_loadu_ps(xc));
+        __m256 tb = _mm256_mul_ps(wv[1], _mm256_loadu_ps(xc + 8));
+        ta = _mm256_fmadd_ps(wv[2], _mm256_loadu_ps(xc + 16), ta);
+        tb = _mm256_fmadd_ps(wv[3], _mm256_loadu_ps(xc + 24), tb);
+        ta = _mm256_fmadd_ps(wv[4], _mm256_loadu_ps(xc + 32), ta);
+        tb = _mm256_fmadd_ps(wv[5], _mm256_loadu_ps(xc + 40), tb);
+        ta = _mm256_fmadd_ps(wv[6], _mm256_loadu_ps(xc + 48), ta);
+        tb = _mm256_fmadd_ps(wv[7], _mm256_loadu_ps(xc + 56), tb);
+        acc[i] = _mm256_fmadd_ps(_mm256_add_ps(ta, tb), S, acc[i]);
+    }
+    if (has_min) {
+        const __m256 Mn = unit_vec(un, w->mins);
+        for (int i = 0; i < M; i++)
+            accm[i] = _mm256_fmadd_ps(Mn, _mm256_loadu_ps(xs + (int64_t)i * (K / 8) + c * 8), accm[i]);
+    }
+}
+
 static inline __attribute__((always_inline)) void lut4_rows(const msbnb__wview *w, float *y,
                                                              int64_t ldy, const float *xp,
                                                              const float *xs, int64_t r0,
@@ -146,24 +173,7 @@ static inline __attribute__((always_inline)) void lut4_rows(const msbnb__wview *
             wv[5] = lut16(lo, hi, _mm256_srli_epi32(v, 20), _mm256_slli_epi32(v, 8));
             wv[6] = lut16(lo, hi, _mm256_srli_epi32(v, 24), _mm256_slli_epi32(v, 4));
             wv[7] = lut16(lo, hi, _mm256_srli_epi32(v, 28), v);
-            for (int i = 0; i < M; i++) {
-                const float *xc = xp + (int64_t)i * K + c * 64;
-                __m256 ta = _mm256_mul_ps(wv[0], _mm256_loadu_ps(xc));
-                __m256 tb = _mm256_mul_ps(wv[1], _mm256_loadu_ps(xc + 8));
-                ta = _mm256_fmadd_ps(wv[2], _mm256_loadu_ps(xc + 16), ta);
-                tb = _mm256_fmadd_ps(wv[3], _mm256_loadu_ps(xc + 24), tb);
-                ta = _mm256_fmadd_ps(wv[4], _mm256_loadu_ps(xc + 32), ta);
-                tb = _mm256_fmadd_ps(wv[5], _mm256_loadu_ps(xc + 40), tb);
-                ta = _mm256_fmadd_ps(wv[6], _mm256_loadu_ps(xc + 48), ta);
-                tb = _mm256_fmadd_ps(wv[7], _mm256_loadu_ps(xc + 56), tb);
-                acc[i] = _mm256_fmadd_ps(_mm256_add_ps(ta, tb), S, acc[i]);
-            }
-            if (has_min) {
-                const __m256 Mn = unit_vec(&un, w->mins);
-                for (int i = 0; i < M; i++)
-                    accm[i] = _mm256_fmadd_ps(Mn, _mm256_loadu_ps(xs + (int64_t)i * (K / 8) + c * 8),
-                                              accm[i]);
-            }
+            chunk_fma(wv, xp, xs, K, c, S, &un, w, M, has_min, acc, accm);
         }
         for (int i = 0; i < M; i++) y[i * ldy + r] = hsum8(_mm256_add_ps(acc[i], accm[i]));
     }
@@ -244,24 +254,7 @@ static inline __attribute__((always_inline)) void lut4b_rows(const msbnb__wview 
             __m256 wv[8];
             decode32(wv, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), tb); /* elements 2b */
             decode32(wv + 4, _mm256_and_si256(v, m4), tb);                  /* elements 2b + 1 */
-            for (int i = 0; i < M; i++) {
-                const float *xc = xp + (int64_t)i * K + c * 64;
-                __m256 ta = _mm256_mul_ps(wv[0], _mm256_loadu_ps(xc));
-                __m256 tc = _mm256_mul_ps(wv[1], _mm256_loadu_ps(xc + 8));
-                ta = _mm256_fmadd_ps(wv[2], _mm256_loadu_ps(xc + 16), ta);
-                tc = _mm256_fmadd_ps(wv[3], _mm256_loadu_ps(xc + 24), tc);
-                ta = _mm256_fmadd_ps(wv[4], _mm256_loadu_ps(xc + 32), ta);
-                tc = _mm256_fmadd_ps(wv[5], _mm256_loadu_ps(xc + 40), tc);
-                ta = _mm256_fmadd_ps(wv[6], _mm256_loadu_ps(xc + 48), ta);
-                tc = _mm256_fmadd_ps(wv[7], _mm256_loadu_ps(xc + 56), tc);
-                acc[i] = _mm256_fmadd_ps(_mm256_add_ps(ta, tc), S, acc[i]);
-            }
-            if (has_min) {
-                const __m256 Mn = unit_vec(&un, w->mins);
-                for (int i = 0; i < M; i++)
-                    accm[i] = _mm256_fmadd_ps(Mn, _mm256_loadu_ps(xs + (int64_t)i * (K / 8) + c * 8),
-                                              accm[i]);
-            }
+            chunk_fma(wv, xp, xs, K, c, S, &un, w, M, has_min, acc, accm);
         }
         for (int i = 0; i < M; i++) y[i * ldy + r] = hsum8(_mm256_add_ps(acc[i], accm[i]));
     }

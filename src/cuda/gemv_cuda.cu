@@ -550,13 +550,14 @@ struct wbytes {
 
 template <int L>
 __device__ __forceinline__ void ld_wbytes(wbytes<L> &b, const uint8_t *p) {
-    if (L == 16) {
+    static_assert(L == 8 || L == 16, "8 or 16 bytes a lane");
+    if constexpr (L == 16) {
         uint4 v = ld_stream(p);
         b.w[0] = v.x, b.w[1] = v.y, b.w[2] = v.z, b.w[3] = v.w;
     } else {
         uint32_t x0, x1;
         asm("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(x0), "=r"(x1) : "l"(p));
-        b.w[0] = x0, b.w[1 % (L / 4)] = x1;
+        b.w[0] = x0, b.w[1] = x1;
     }
 }
 

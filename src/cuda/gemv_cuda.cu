@@ -800,6 +800,14 @@ static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
         else LAUNCH(16);                                                                  \
     } while (0)
 
+/* Multiprocessors of the current device (the grid sizes of the persistent kernels). */
+static msbnb_status device_sms(int *sms) {
+    int dev = 0;
+    MSBNB_CUDA_TRY(cudaGetDevice(&dev));
+    MSBNB_CUDA_TRY(cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, dev));
+    return MSBNB_OK;
+}
+
 extern "C" msbnb_status msbnb_cuda_gemv_4bit(void *y, const void *x, msbnb_dtype x_type, const msbnb_cuda_weight4 *w,
                                             int64_t M, int64_t N, int64_t K) {
     return msbnb__cuda_gemv_4bit_bias(y, x, x_type, w, NULL, M, N, K);
@@ -848,14 +856,12 @@ msbnb_status msbnb__cuda_gemv_4bit_bias(void *y, const void *x, msbnb_dtype x_ty
     const int mma_l = bs >= 128 ? 16 : 8;
     if (bf && bs >= 64 && K % bs == 0 && K % (8 * mma_l) == 0 && aligned16(w->packed) && aligned16(x) &&
         use_mma_kernel(M)) {
-        int dev = 0, sms = 0;
-        MSBNB_CUDA_TRY(cudaGetDevice(&dev));
-        MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        int sms = 0;
+        MSBNB_TRY(device_sms(&sms));
         MSBNB_TRY(launch_mma(a, code, dyn, dq, mma_l, mma_lo(), mma_rt(N, sms)));
     } else if (M == 1 && K % 32 == 0 && aligned16(w->packed) && aligned16(x) && use_m1_kernel(dq, N, K)) {
-        int dev = 0, sms = 0;
-        MSBNB_CUDA_TRY(cudaGetDevice(&dev));
-        MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        int sms = 0;
+        MSBNB_TRY(device_sms(&sms));
         if (dq && bf) MSBNB_TRY((launch_m1<true, true>(a, code, dyn, sms)));
         else if (dq) MSBNB_TRY((launch_m1<true, false>(a, code, dyn, sms)));
         else if (bf) MSBNB_TRY((launch_m1<false, true>(a, code, dyn, sms)));

@@ -22,7 +22,8 @@
  * core, times the thread count, is what the kernel could stream if memory kept up.
  *
  * Usage: bench_linear [--quick] [--hot] [--pool] [--tier scalar|avx2|avx512] [--shape i] [--kind i] [--m M]
- *   (--pool: the layers share one msbnb_threadpool instead of creating threads per call)
+ *   (--pool: the layers share one msbnb_threadpool instead of creating threads per call;
+ *   --exact: 4-bit layers with msbnb_linear_set_exact(l, 1), f32 activations and codes)
  *   (--shape 0..2, --kind 1..5 (f32 always runs), --m: run only those; --quick: shape 2,
  *   fewer repetitions; threads: MSBNB_THREADS) */
 #include "benchutil.h"
@@ -146,20 +147,21 @@ int main(int argc, char **argv) {
         execv("/proc/self/exe", argv);
         /* exec failed: go on with spinning workers */
     }
-    int quick = 0, hot_only = 0, only_shape = -1, only_kind = -1, use_pool = 0;
+    int quick = 0, hot_only = 0, only_shape = -1, only_kind = -1, use_pool = 0, exact = 0;
     int64_t only_m = 0;
     msbnb_cpu_tier tier = msbnb_cpu_tier_best();
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) quick = 1;
         else if (strcmp(argv[i], "--hot") == 0) hot_only = 1;
         else if (strcmp(argv[i], "--pool") == 0) use_pool = 1;
+        else if (strcmp(argv[i], "--exact") == 0) exact = 1;
         else if (strcmp(argv[i], "--tier") == 0 && i + 1 < argc) {
             if (msbnb_cpu_tier_from_name(argv[++i], &tier) != MSBNB_OK) return 2;
         } else if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc) only_shape = atoi(argv[++i]);
         else if (strcmp(argv[i], "--kind") == 0 && i + 1 < argc) only_kind = atoi(argv[++i]);
         else if (strcmp(argv[i], "--m") == 0 && i + 1 < argc) only_m = atoll(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--quick] [--hot] [--pool] [--tier T] [--shape i] [--kind i] [--m M]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--hot] [--pool] [--exact] [--tier T] [--shape i] [--kind i] [--m M]\n", argv[0]);
             return 2;
         }
     }
@@ -175,10 +177,11 @@ int main(int argc, char **argv) {
     if (!probe) return 1;
     for (size_t i = 0; i < probe_bytes / 4; i++) probe[i] = (float)(i & 7);
     printf("# bench_linear — %s\n", bu_machine());
-    printf("threads %d%s, tier %s, OPENBLAS_THREAD_TIMEOUT=%s; read bandwidth: probe (widest vector loads) "
+    printf("threads %d%s, tier %s, 4-bit small-m arithmetic %s, OPENBLAS_THREAD_TIMEOUT=%s; read bandwidth: probe (widest vector loads) "
            "streaming 1 GiB, one pass per repetition, interleaved with the kernels; reference "
            "(column \"read BW\") = max(probe, f32 sgemv stream)\n",
-           nt, pool ? " (thread pool)" : " (created per call)", msbnb_cpu_tier_name(tier), getenv("OPENBLAS_THREAD_TIMEOUT") ? getenv("OPENBLAS_THREAD_TIMEOUT") : "unset");
+           nt, pool ? " (thread pool)" : " (created per call)", msbnb_cpu_tier_name(tier),
+           exact ? "f32 (--exact)" : "15-bit integer (default)", getenv("OPENBLAS_THREAD_TIMEOUT") ? getenv("OPENBLAS_THREAD_TIMEOUT") : "unset");
 
     static const int64_t shapes[3][2] = {{4096, 4096}, {4096, 14336}, {14336, 4096}};
     static const int64_t ms[4] = {1, 8, 64, 512};
@@ -225,6 +228,7 @@ int main(int argc, char **argv) {
                 msbnb_linear_set_threads(ks[ki].copies[c], nt);
                 if (pool) msbnb_linear_set_threadpool(ks[ki].copies[c], pool);
                 if (msbnb_linear_set_cpu_tier(ks[ki].copies[c], tier) != MSBNB_OK) return 1;
+                msbnb_linear_set_exact(ks[ki].copies[c], exact);
             }
         }
         printf("\n");
@@ -317,7 +321,7 @@ int main(int argc, char **argv) {
                 msbnb_linear_t *l;
                 if (msbnb_linear_create(&l, K, N, w, NULL, &p) != MSBNB_OK ||
                     msbnb_linear_set_threads(l, 1) != MSBNB_OK ||
-                    msbnb_linear_set_cpu_tier(l, tier) != MSBNB_OK)
+                    msbnb_linear_set_cpu_tier(l, tier) != MSBNB_OK || msbnb_linear_set_exact(l, exact) != MSBNB_OK)
                     return 1;
                 double ts[9];
                 for (int r = 0; r < 9; r++) {

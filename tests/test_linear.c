@@ -108,6 +108,42 @@ static void fill_x(float *x, int64_t m, int64_t K, const kind_t *kd) {
     }
 }
 
+static int is_4bit(const kind_t *k) {
+    return k->p.type == MSBNB_QTYPE_NF4 || k->p.type == MSBNB_QTYPE_FP4 || k->p.type == MSBNB_QTYPE_INT4;
+}
+
+/* Rounding bound of the SIMD tiers' default small-m 4-bit kernels (msbnb_linear_set_exact
+ * 0): each 64-input chunk of x is rounded to steps of amax_c / 16383 and NF4/FP4 codes to
+ * steps of 1/16383 of their block's absmax (the block's largest |dequantized weight|;
+ * INT4 codes are exact integers), so |error| <= Σ_k amax_c |w_k| / 32766 + |x_k| u_k / 32766
+ * (+ f32 rounding, which the 2e-5 term covers). A wrong code still costs ~Σ|x w| / K. */
+static void i16_slack(double *out, const kind_t *kd, const float *x, const float *wd, int64_t m,
+                      int64_t K, int64_t N) {
+    const int codes = kd->p.type != MSBNB_QTYPE_INT4;
+    const int64_t B = kd->p.block, nb = (N * K + B - 1) / B;
+    double *um = calloc((size_t)nb, 8);
+    for (int64_t e = 0; e < N * K; e++)
+        if (fabs(wd[e]) > um[e / B]) um[e / B] = fabs(wd[e]);
+    for (int64_t i = 0; i < m; i++) {
+        const float *xi = x + i * K;
+        for (int64_t r = 0; r < N; r++) {
+            double s = 0;
+            for (int64_t c0 = 0; c0 < K; c0 += 64) {
+                const int64_t c1 = c0 + 64 < K ? c0 + 64 : K;
+                double am = 0;
+                for (int64_t k = c0; k < c1; k++)
+                    if (fabs(xi[k]) > am) am = fabs(xi[k]);
+                for (int64_t k = c0; k < c1; k++) {
+                    s += am * fabs(wd[r * K + k]) / 32766.0;
+                    if (codes) s += fabs(xi[k]) * um[(r * K + k) / B] / 32766.0;
+                }
+            }
+            out[i * N + r] = 1.01 * s;
+        }
+    }
+    free(um);
+}
+
 static msbnb_cpu_tier tiers[3];
 static int n_tiers;
 
@@ -138,33 +174,43 @@ static void check_forward_case(const kind_t *kd, int64_t m, int64_t K, int64_t N
         if (!(fabs(y0[i] - ref[i]) <= 2e-5 * mag[i] + 1e-6)) bad++;
     CHECKF(bad == 0, "%s m=%lld K=%lld N=%lld scalar vs f64: %d bad", kd->name, (long long)m,
            (long long)K, (long long)N, bad);
+    const int q4 = is_4bit(kd);
+    double *slack = q4 ? malloc((size_t)(m * N) * 8) : NULL;
+    if (slack) i16_slack(slack, kd, x, wd, m, K, N);
     for (int t = 0; t < n_tiers; t++) {
         if (tiers[t] == MSBNB_CPU_SCALAR) continue;
         CHECK_OK(msbnb_linear_set_cpu_tier(l, tiers[t]));
-        for (int nt = 1; nt <= 2; nt++) {
-            CHECK_OK(msbnb_linear_set_threads(l, nt));
-            /* 2 threads: a 1-byte workspace, i.e. the thinnest panels (64 columns), so that
-             * large m accumulates over several column panels */
-            CHECK_OK(msbnb_linear_set_workspace(l, nt == 2 ? 1 : 0));
-            memset(y, 0xff, (size_t)(m * N) * 4);
-            CHECK_OK(msbnb_linear_forward(l, y, x, m));
-            int bad_ref = 0, bad_scalar = 0, neq = 0;
-            for (int64_t i = 0; i < m * N; i++) {
-                if (!(fabs(y[i] - ref[i]) <= 2e-5 * mag[i] + 1e-6)) bad_ref++;
-                if (!(fabs(y[i] - y0[i]) <= 2e-5 * mag[i] + 1e-6)) bad_scalar++;
-                neq += y[i] != y0[i];
+        for (int nt = 1; nt <= 2; nt++)
+            for (int exact = 0; exact <= q4; exact++) {
+                CHECK_OK(msbnb_linear_set_threads(l, nt));
+                CHECK_OK(msbnb_linear_set_exact(l, exact));
+                /* 2 threads: a 1-byte workspace, i.e. the thinnest panels (64 columns), so
+                 * that large m accumulates over several column panels */
+                CHECK_OK(msbnb_linear_set_workspace(l, nt == 2 ? 1 : 0));
+                memset(y, 0xff, (size_t)(m * N) * 4);
+                CHECK_OK(msbnb_linear_forward(l, y, x, m));
+                int bad_ref = 0, bad_scalar = 0, neq = 0;
+                for (int64_t i = 0; i < m * N; i++) {
+                    /* the 15-bit integer 4-bit kernels (small m, exact = 0): their rounding
+                     * bound on top */
+                    const double tol = 2e-5 * mag[i] + 1e-6 + (q4 && !exact && m <= 8 ? slack[i] : 0);
+                    if (!(fabs(y[i] - ref[i]) <= tol)) bad_ref++;
+                    if (!(fabs(y[i] - y0[i]) <= tol)) bad_scalar++;
+                    neq += y[i] != y0[i];
+                }
+                CHECKF(bad_ref == 0 && bad_scalar == 0,
+                       "%s %s threads=%d exact=%d m=%lld K=%lld N=%lld: %d bad vs f64, %d vs scalar",
+                       kd->name, msbnb_cpu_tier_name(tiers[t]), nt, exact, (long long)m,
+                       (long long)K, (long long)N, bad_ref, bad_scalar);
+                /* int8 small m: the integer products are exact on every tier, and the
+                 * scaling is the same f32 expression, so outputs agree bit for bit
+                 * (outliers: float order) */
+                if (is_int8_sym(kd) && kd->threshold == 0 && m <= 8)
+                    CHECKF(neq == 0, "%s %s m=%lld: %d outputs differ from scalar", kd->name,
+                           msbnb_cpu_tier_name(tiers[t]), (long long)m, neq);
             }
-            CHECKF(bad_ref == 0 && bad_scalar == 0,
-                   "%s %s threads=%d m=%lld K=%lld N=%lld: %d bad vs f64, %d vs scalar", kd->name,
-                   msbnb_cpu_tier_name(tiers[t]), nt, (long long)m, (long long)K, (long long)N,
-                   bad_ref, bad_scalar);
-            /* int8 small m: the integer products are exact on every tier, and the scaling is
-             * the same f32 expression, so outputs agree bit for bit (outliers: float order) */
-            if (is_int8_sym(kd) && kd->threshold == 0 && m <= 8)
-                CHECKF(neq == 0, "%s %s m=%lld: %d outputs differ from scalar", kd->name,
-                       msbnb_cpu_tier_name(tiers[t]), (long long)m, neq);
-        }
     }
+    free(slack);
     msbnb_linear_free(l);
     free(w);
     free(b);
@@ -190,6 +236,116 @@ static void test_forward_all_kinds_tiers_shapes(void) {
             check_forward_case(&kinds[k], m, Ka, Na, (int)!(mi & 1));
         }
     }
+}
+
+/* The SIMD tiers' 15-bit integer 4-bit kernels (exact = 0) on the cases their layout makes
+ * special: units of 32 and of several chunks, INT4 groups that do not divide K (a partial
+ * last group), NF4 blocks that do not divide K (rows starting mid-block: the f32 kernel),
+ * row counts that are not a multiple of the 4-row streams, an activation with an outlier
+ * chunk (per-chunk scales), all-zero chunks, and NaN / Inf inputs. */
+static void test_integer_4bit_kernels(void) {
+    kind_t ks[6];
+    int nk = 0;
+    ks[nk++] = (kind_t){"int4-g192-asym", msbnb_qparams_default(MSBNB_QTYPE_INT4), 0};
+    ks[nk - 1].p.symmetric = 0, ks[nk - 1].p.block = 192;
+    ks[nk++] = (kind_t){"int4-g64", msbnb_qparams_default(MSBNB_QTYPE_INT4), 0};
+    ks[nk - 1].p.block = 64;
+    ks[nk++] = (kind_t){"int4-g32-asym", msbnb_qparams_default(MSBNB_QTYPE_INT4), 0};
+    ks[nk - 1].p.symmetric = 0, ks[nk - 1].p.block = 32;
+    ks[nk++] = (kind_t){"nf4-b256", msbnb_qparams_default(MSBNB_QTYPE_NF4), 0};
+    ks[nk - 1].p.block = 256;
+    ks[nk++] = (kind_t){"fp4-b32-dq", msbnb_qparams_default(MSBNB_QTYPE_FP4), 0};
+    ks[nk - 1].p.block = 32, ks[nk - 1].p.double_quant = 1;
+    ks[nk++] = (kind_t){"nf4-b64", msbnb_qparams_default(MSBNB_QTYPE_NF4), 0};
+    static const int64_t Ks[] = {64, 192, 256, 320, 1024};
+    for (int ki = 0; ki < nk; ki++)
+        for (size_t kk = 0; kk < sizeof Ks / sizeof Ks[0]; kk++) {
+            const kind_t *kd = &ks[ki];
+            const int64_t K = Ks[kk], N = rnd(1, 23), m = rnd(1, 8);
+            float *w = malloc((size_t)(N * K) * 4), *b = malloc((size_t)N * 4);
+            tu_fill_normal(&g_rng, w, (size_t)(N * K), 0.05f);
+            tu_fill_normal(&g_rng, b, (size_t)N, 0.1f);
+            msbnb_linear_t *l = NULL;
+            CHECK_OK(msbnb_linear_create(&l, K, N, w, b, &kd->p));
+            if (!l) {
+                free(w);
+                free(b);
+                continue;
+            }
+            float *wd = malloc((size_t)(N * K) * 4), *x = malloc((size_t)(m * K) * 4);
+            float *y = malloc((size_t)(m * N) * 4);
+            double *ref = malloc((size_t)(m * N) * 8), *mag = malloc((size_t)(m * N) * 8);
+            double *slack = malloc((size_t)(m * N) * 8);
+            CHECK_OK(msbnb_linear_dequantize_weight(l, wd));
+            tu_fill_normal(&g_rng, x, (size_t)(m * K), 1.0f);
+            for (int64_t i = 0; i < m; i++) {
+                if (K >= 128) memset(x + i * K + 64, 0, 64 * 4); /* an all-zero chunk */
+                x[i * K + rnd(0, K - 1)] *= 300.0f;              /* an outlier */
+            }
+            reference_forward(ref, mag, l, kd, wd, x, m);
+            i16_slack(slack, kd, x, wd, m, K, N);
+            for (int t = 0; t < n_tiers; t++) {
+                if (tiers[t] == MSBNB_CPU_SCALAR) continue;
+                CHECK_OK(msbnb_linear_set_cpu_tier(l, tiers[t]));
+                for (int exact = 0; exact <= 1; exact++) {
+                    CHECK_OK(msbnb_linear_set_exact(l, exact));
+                    CHECK(msbnb_linear_exact(l) == exact);
+                    CHECK_OK(msbnb_linear_forward(l, y, x, m));
+                    int bad = 0;
+                    for (int64_t i = 0; i < m * N; i++)
+                        bad += !(fabs(y[i] - ref[i]) <= 2e-5 * mag[i] + 1e-6 + (exact ? 0 : slack[i]));
+                    CHECKF(bad == 0, "%s %s exact=%d m=%lld K=%lld N=%lld: %d outputs off", kd->name,
+                           msbnb_cpu_tier_name(tiers[t]), exact, (long long)m, (long long)K,
+                           (long long)N, bad);
+                }
+                /* x = 0: exactly the bias */
+                CHECK_OK(msbnb_linear_set_exact(l, 0));
+                float *z = calloc((size_t)(m * K), 4);
+                CHECK_OK(msbnb_linear_forward(l, y, z, m));
+                int neq = 0;
+                for (int64_t i = 0; i < m * N; i++) neq += y[i] != b[i % N];
+                CHECKF(neq == 0, "%s %s: x = 0 gives %d outputs other than the bias", kd->name,
+                       msbnb_cpu_tier_name(tiers[t]), neq);
+                /* a NaN input makes its row's outputs NaN, an Inf non-finite (as the
+                 * scalar tier: NaN or Inf) */
+                memcpy(z, x, (size_t)(m * K) * 4);
+                z[rnd(0, K - 1)] = NAN;
+                if (m > 1) z[K + rnd(0, K - 1)] = INFINITY;
+                CHECK_OK(msbnb_linear_forward(l, y, z, m));
+                int fin = 0;
+                for (int64_t i = 0; i < (m > 1 ? 2 : 1) * N; i++) fin += isfinite(y[i]) != 0;
+                for (int64_t r = 0; r < N; r++) fin += !isnan(y[r]);
+                CHECKF(fin == 0, "%s %s: %d outputs finite (or not NaN) despite NaN/Inf inputs", kd->name,
+                       msbnb_cpu_tier_name(tiers[t]), fin);
+                free(z);
+            }
+            msbnb_linear_free(l);
+            free(w);
+            free(b);
+            free(wd);
+            free(x);
+            free(y);
+            free(ref);
+            free(mag);
+            free(slack);
+        }
+    /* the setting itself */
+    float w1[64 * 2];
+    for (int i = 0; i < 128; i++) w1[i] = (float)(i % 7) - 3.0f;
+    msbnb_qparams p4 = msbnb_qparams_default(MSBNB_QTYPE_NF4);
+    msbnb_linear_t *l = NULL, *c = NULL;
+    CHECK_OK(msbnb_linear_create(&l, 64, 2, w1, NULL, &p4));
+    CHECK(msbnb_linear_exact(l) == 0);
+    CHECK_STATUS(msbnb_linear_set_exact(NULL, 1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_set_exact(l, 2), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(msbnb_linear_set_exact(l, -1), MSBNB_ERR_INVALID_ARGUMENT);
+    CHECK(msbnb_linear_exact(l) == 0);
+    CHECK(msbnb_linear_exact(NULL) == 0);
+    CHECK_OK(msbnb_linear_set_exact(l, 1));
+    CHECK_OK(msbnb_linear_clone(&c, l));
+    CHECK(msbnb_linear_exact(c) == 1); /* a clone keeps it */
+    msbnb_linear_free(c);
+    msbnb_linear_free(l);
 }
 
 /* L(x) = Σ G ⊙ forward(x); checks backward's dx (finite differences, and the float64
@@ -464,6 +620,9 @@ static void test_matches_bnb_reference(void) {
                 for (int64_t i = 0; i < N * K; i++) diff += tu_ulp_diff(wd[i], deq[i]) > 1;
                 CHECKF(diff == 0, "%s bs%d dq%d: %d dequantized weights differ from bnb", types[t],
                        bss[bi], dq, diff);
+                kind_t kd = {"bnb", p, 0};
+                double *slack = malloc((size_t)(m * N) * 8);
+                i16_slack(slack, &kd, x, deq, m, K, N);
                 for (int ti = 0; ti < n_tiers; ti++) {
                     CHECK_OK(msbnb_linear_set_cpu_tier(l, tiers[ti]));
                     CHECK_OK(msbnb_linear_forward(l, y, x, m));
@@ -475,11 +634,13 @@ static void test_matches_bnb_reference(void) {
                                 s += (double)x[i * K + k] * deq[r * K + k];
                                 mag += fabs((double)x[i * K + k] * deq[r * K + k]);
                             }
-                            bad += !(fabs(y[i * N + r] - s) <= 2e-5 * mag + 1e-6);
+                            const double sl = tiers[ti] == MSBNB_CPU_SCALAR ? 0 : slack[i * N + r];
+                            bad += !(fabs(y[i * N + r] - s) <= 2e-5 * mag + 1e-6 + sl);
                         }
                     CHECKF(bad == 0, "%s bs%d dq%d %s: %d outputs off bnb's W x", types[t], bss[bi],
                            dq, msbnb_cpu_tier_name(tiers[ti]), bad);
                 }
+                free(slack);
                 /* quantizing the dense in.a here gives bnb's packed codes */
                 msbnb_linear_t *q = NULL;
                 CHECK_OK(msbnb_linear_create(&q, K, N, a, NULL, &p));
@@ -872,6 +1033,7 @@ int main(void) {
     RUN_TEST(test_threads_and_tier_selection);
     RUN_TEST(test_int8_scaled_from_parts);
     RUN_TEST(test_forward_all_kinds_tiers_shapes);
+    RUN_TEST(test_integer_4bit_kernels);
     RUN_TEST(test_forward_many_chunks);
     RUN_TEST(test_threadpool);
     RUN_TEST(test_backward_all_kinds);

@@ -158,6 +158,18 @@ MSBNB_API msbnb_status msbnb_linear_set_workspace(msbnb_linear_t *l, int64_t byt
 MSBNB_API msbnb_status msbnb_linear_set_int8_threshold(msbnb_linear_t *l, float threshold);
 MSBNB_API float msbnb_linear_int8_threshold(const msbnb_linear_t *l);
 
+/* Arithmetic of the small-m (m <= 8) 4-bit kernels (NF4, FP4, INT4) on the SIMD tiers.
+ * Default (0): the activation is rounded per 64 inputs to 15-bit integers scaled by their
+ * absmax and the NF4/FP4 codes to 15-bit fixed point (INT4 codes are integers, exact), and
+ * the products are integer multiply-adds (llama.cpp's quantized-activation dot products at
+ * 15 bits instead of 8): ~2-3x faster where the f32 decode is compute-bound, relative
+ * error ~1e-5 of Σ|x·w| (bf16 compute, bitsandbytes' GPU path, is ~4e-3).
+ * 1: f32 activations and codes, as the scalar reference computes (results agree with it to
+ * f32 rounding). Other kinds, the scalar tier and m > 8 are not affected.
+ * Errors: INVALID_ARGUMENT (NULL, exact not 0 or 1). */
+MSBNB_API msbnb_status msbnb_linear_set_exact(msbnb_linear_t *l, int exact);
+MSBNB_API int msbnb_linear_exact(const msbnb_linear_t *l); /* 0 for NULL */
+
 /* Queries (0 / NULL / a zero qparams for a NULL layer). */
 MSBNB_API int64_t msbnb_linear_in_features(const msbnb_linear_t *l);
 MSBNB_API int64_t msbnb_linear_out_features(const msbnb_linear_t *l);

@@ -17,6 +17,8 @@ typedef struct msbnb__wview {
     int64_t n, k;          /* rows (out features), cols (in features) */
     int64_t block;         /* NF4/FP4/Q8: block over the flattened tensor; INT4: group */
     int64_t gpr;           /* INT4: groups per row */
+    int exact;             /* 4-bit: f32 activations and codes in the SIMD kernels too
+                              (msbnb_linear_set_exact); else 15-bit integer dot products */
     const float *f32;      /* F32 [N*K] */
     const uint16_t *u16;   /* BF16 / F16 [N*K] */
     const int8_t *q8;      /* INT8 codes [N*K] */

@@ -24,6 +24,7 @@ struct msbnb_linear {
     int64_t ws_bytes;      /* dequantization panel budget; 0: default */
     msbnb_cpu_tier tier;
     float int8_threshold;
+    int exact;             /* msbnb_linear_set_exact */
     float *bias;           /* [N] or NULL */
     /* storage, one allocation per array (freed in clear_weight) */
     float *f32;
@@ -518,6 +519,15 @@ msbnb_status msbnb_linear_set_int8_threshold(msbnb_linear_t *l, float threshold)
 }
 float msbnb_linear_int8_threshold(const msbnb_linear_t *l) { return l ? l->int8_threshold : 0.0f; }
 
+msbnb_status msbnb_linear_set_exact(msbnb_linear_t *l, int exact) {
+    MSBNB_CHECK_NULL(l);
+    if (exact != 0 && exact != 1)
+        return msbnb__fail(MSBNB_ERR_INVALID_ARGUMENT, "%s: exact must be 0 or 1 (got %d)", __func__, exact);
+    l->exact = exact;
+    return MSBNB_OK;
+}
+int msbnb_linear_exact(const msbnb_linear_t *l) { return l ? l->exact : 0; }
+
 msbnb_status msbnb_linear_f32_params(msbnb_linear_t *l, float **weight, float **bias) {
     MSBNB_CHECK_NULL(l);
     if (l->fmt.type != MSBNB_QTYPE_F32)
@@ -575,6 +585,7 @@ static msbnb__wview view_of(const msbnb_linear_t *l) {
     w.k = l->k;
     w.block = l->fmt.block;
     w.gpr = l->fmt.type == MSBNB_QTYPE_INT4 ? msbnb__ceil_div(l->k, l->fmt.block) : 0;
+    w.exact = l->exact;
     w.f32 = l->f32;
     w.u16 = l->u16;
     w.q8 = l->q8;

@@ -257,11 +257,13 @@ static void test_integer_4bit_kernels(void) {
     ks[nk++] = (kind_t){"fp4-b32-dq", msbnb_qparams_default(MSBNB_QTYPE_FP4), 0};
     ks[nk - 1].p.block = 32, ks[nk - 1].p.double_quant = 1;
     ks[nk++] = (kind_t){"nf4-b64", msbnb_qparams_default(MSBNB_QTYPE_NF4), 0};
-    static const int64_t Ks[] = {64, 192, 256, 320, 1024};
+    /* 2112 and 4160: several K slices of the m >= 2 kernels (128 / m chunks of 64) */
+    static const int64_t Ks[] = {64, 192, 256, 320, 1024, 2112, 4160};
     for (int ki = 0; ki < nk; ki++)
         for (size_t kk = 0; kk < sizeof Ks / sizeof Ks[0]; kk++) {
             const kind_t *kd = &ks[ki];
-            const int64_t K = Ks[kk], N = rnd(1, 23), m = rnd(1, 8);
+            const int64_t K = Ks[kk], N = rnd(1, K > 1024 ? 9 : 23);
+            const int64_t m = K == 4160 ? rnd(2, 3) : K == 2112 ? rnd(2, 8) : rnd(1, 8);
             float *w = malloc((size_t)(N * K) * 4), *b = malloc((size_t)N * 4);
             tu_fill_normal(&g_rng, w, (size_t)(N * K), 0.05f);
             tu_fill_normal(&g_rng, b, (size_t)N, 0.1f);

@@ -158,14 +158,17 @@ MSBNB_API msbnb_status msbnb_linear_set_workspace(msbnb_linear_t *l, int64_t byt
 MSBNB_API msbnb_status msbnb_linear_set_int8_threshold(msbnb_linear_t *l, float threshold);
 MSBNB_API float msbnb_linear_int8_threshold(const msbnb_linear_t *l);
 
-/* Arithmetic of the small-m (m <= 8) 4-bit kernels (NF4, FP4, INT4) on the SIMD tiers.
+/* Arithmetic of the small-m (m <= 8) 4-bit kernels (NF4, FP4, INT4) of the AVX2 tier
+ * (the AVX-512 tier decodes f32 codes with a 16-entry permute, fast enough as it is).
  * Default (0): the activation is rounded per 64 inputs to 15-bit integers scaled by their
  * absmax and the NF4/FP4 codes to 15-bit fixed point (INT4 codes are integers, exact), and
  * the products are integer multiply-adds (llama.cpp's quantized-activation dot products at
  * 15 bits instead of 8): ~2-3x faster where the f32 decode is compute-bound, relative
  * error ~1e-5 of Σ|x·w| (bf16 compute, bitsandbytes' GPU path, is ~4e-3).
  * 1: f32 activations and codes, as the scalar reference computes (results agree with it to
- * f32 rounding). Other kinds, the scalar tier and m > 8 are not affected.
+ * f32 rounding). Other kinds, the other tiers and m > 8 are not affected. The integer
+ * kernel needs K % 64 == 0 and scale units of 32 or a multiple of 64 (NF4/FP4: dividing K);
+ * other shapes take the f32 kernel.
  * Errors: INVALID_ARGUMENT (NULL, exact not 0 or 1). */
 MSBNB_API msbnb_status msbnb_linear_set_exact(msbnb_linear_t *l, int exact);
 MSBNB_API int msbnb_linear_exact(const msbnb_linear_t *l); /* 0 for NULL */

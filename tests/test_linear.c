@@ -257,7 +257,7 @@ static void test_integer_4bit_kernels(void) {
     ks[nk++] = (kind_t){"fp4-b32-dq", msbnb_qparams_default(MSBNB_QTYPE_FP4), 0};
     ks[nk - 1].p.block = 32, ks[nk - 1].p.double_quant = 1;
     ks[nk++] = (kind_t){"nf4-b64", msbnb_qparams_default(MSBNB_QTYPE_NF4), 0};
-    /* 2112 and 4160: several K slices of the m >= 2 kernels (128 / m chunks of 64) */
+    /* 2112 and 4160: long rows at m >= 2 (activation rows beyond L1) */
     static const int64_t Ks[] = {64, 192, 256, 320, 1024, 2112, 4160};
     for (int ki = 0; ki < nk; ki++)
         for (size_t kk = 0; kk < sizeof Ks / sizeof Ks[0]; kk++) {

@@ -9,11 +9,18 @@
  * codes with an f32 absmax per block of 256, m on the signed dynamic map, v on the unsigned
  * one. One warp per block: dequantize (code · absmax), update, new absmax = max |.|,
  * re-quantize with the foundation's 8-bit rule (rcp.approx of absmax, bnb's binary search)
- * — fused in one pass, 16 bytes of traffic per parameter instead of f32 AdamW's 28. */
+ * — fused in one pass, 16 bytes of traffic per parameter instead of f32 AdamW's 28.
+ * The fast kernel (sorted codes, aligned buffers) replaces bnb's 8-level binary search by an
+ * exact equivalent: a shared-memory table indexed by the float's exponent and top mantissa
+ * bits gives the search's answer in two lookups (see q8f_code). */
 #include "cuda/cuda_internal.cuh"
+extern "C" {
+#include "cuda/cuda_testhooks.h"
+}
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define ADAM_Q8_BLOCK 256
 
@@ -138,6 +145,205 @@ __global__ void __launch_bounds__(32 * Q8_WARPS) adamw_8bit_kernel(float *p, uin
     }
 }
 
+
+/* ---------------------------------------------------------------- exact fast 8-bit coder
+ *
+ * bnb's dQuantize<0> search (msbnb__code8_of) over a sorted code c[0..255] compares x only
+ * with the odd entries c[1], c[3], ..., c[253] (the pivots of its 7 steps) and, being a
+ * binary search over a monotone predicate, ends at P = 2 cnt with
+ *   cnt = #{i < 127 : x > c[2i + 1]},  lower_pivot = max(P - 1, 0),  upper_pivot = P + 1.
+ * Its last step then returns, with mid(a, b) = RN(RN(a + b) · 0.5),
+ *   x > c[P] ? (x > mid(c[P+1], c[P]) ? P + 1 : P) : (x < mid(c[lo], c[P]) ? lo : P),
+ * which for mid(c[P-1], c[P]) <= c[P] <= mid(c[P+1], c[P]) (true for any sorted finite code
+ * whose neighbour sums do not overflow) is P + [x > mid_hi(P)] - [x < mid_lo(P)], with
+ * mid_lo(0) = -inf; a NaN x makes every comparison false: cnt = 0, code 0.
+ * cnt is monotone in x, so a table over buckets of |x|'s bits (exponent 2^-23 .. 2^0 and the
+ * top Q8F_MB mantissa bits; smaller |x| share bucket 0, larger the last one; one half per
+ * sign) holds cnt at the bucket's lowest x and c at that count: one comparison finishes it
+ * when the bucket spans at most one odd entry (true for bnb's signed and unsigned maps at
+ * 6 bits: their entries are >= 1.4 % apart), else a flagged bucket steps on. */
+#define Q8F_MB 6
+#define Q8F_E0 104 /* biased exponent of 2^-23, below the dynamic maps' smallest entries (~3e-7) */
+#define Q8F_NB ((127 - Q8F_E0 + 1) << Q8F_MB)
+
+struct q8f_tab {
+    uint2 ent[2 * Q8F_NB]; /* {bits of codd[cnt_lo], cnt_lo | (several odd entries in bucket) << 8} */
+    float2 mids[128];      /* {mid_lo(2 cnt), mid_hi(2 cnt)} */
+    float codd[128];       /* c[1], c[3], ..., c[253], +inf */
+};
+
+__device__ __forceinline__ int q8f_count(const float *codd, float x) { /* #{i : x > codd[i]} */
+    int lo = 0, hi = 127;
+    while (lo < hi) {
+        int mid = (lo + hi) >> 1;
+        if (x > codd[mid]) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* The whole block fills t from the code c (shared memory); ends with a barrier. */
+__device__ void q8f_build(q8f_tab *t, const float *c) {
+    for (int i = threadIdx.x; i < 128; i += blockDim.x) {
+        const int P = 2 * i;
+        t->codd[i] = i < 127 ? c[P + 1] : INFINITY;
+        float lo = P > 0 ? __fmul_rn(__fadd_rn(c[P - 1], c[P]), 0.5f) : -INFINITY;
+        t->mids[i] = make_float2(lo, __fmul_rn(__fadd_rn(c[P + 1], c[P]), 0.5f));
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < 2 * Q8F_NB; i += blockDim.x) {
+        const int b = i % Q8F_NB;
+        const uint32_t base = (uint32_t)Q8F_E0 << 23, w = 1u << (23 - Q8F_MB);
+        const uint32_t alo = b == 0 ? 0u : base + (uint32_t)b * w;
+        const uint32_t ahi = b == Q8F_NB - 1 ? 0x7f800000u : base + (uint32_t)(b + 1) * w - 1u;
+        const bool neg = i >= Q8F_NB;
+        const float xlo = neg ? -__uint_as_float(ahi) : __uint_as_float(alo);
+        const float xhi = neg ? -__uint_as_float(alo) : __uint_as_float(ahi);
+        const int clo = q8f_count(t->codd, xlo), chi = q8f_count(t->codd, xhi);
+        t->ent[i] = make_uint2(__float_as_uint(t->codd[clo]), (uint32_t)clo | (chi - clo >= 2 ? 0x100u : 0u));
+    }
+    __syncthreads();
+}
+
+/* == msbnb__dcode8_of(c, x) for the code t was built from (exhaustively tested). */
+__device__ __forceinline__ uint32_t q8f_code(const q8f_tab *t, float x) {
+    const uint32_t u = __float_as_uint(x);
+    int k = (int)((u & 0x7fffffffu) >> (23 - Q8F_MB)) - (Q8F_E0 << Q8F_MB);
+    k = min(max(k, 0), Q8F_NB - 1) + (int)(u >> 31) * Q8F_NB;
+    const uint2 e = t->ent[k];
+    int cnt = (int)(e.y & 0xffu) + (x > __uint_as_float(e.x));
+    if (e.y & 0x100u)
+        while (x > t->codd[cnt]) cnt++;
+    cnt = x == x ? cnt : 0;
+    const float2 md = t->mids[cnt];
+    return (uint32_t)(2 * cnt + (x > md.y) - (x < md.x));
+}
+
+/* Host: may the fast coder stand in for the search on this code? */
+static bool q8f_usable(const float *c) {
+    for (int i = 0; i < 256; i++) {
+        if (!(fabsf(c[i]) <= 1e38f)) return false; /* NaN, Inf, or a neighbour sum that could overflow */
+        if (i && !(c[i - 1] <= c[i])) return false;
+    }
+    return true;
+}
+
+struct adam8_smem {
+    float dm[256], dv[256]; /* dequantization codes */
+    q8f_tab tm, tv;
+};
+
+/* Blocks of 256 (full ones) by one warp each, lane L holding elements 4L..4L+3 and
+ * 128+4L..128+4L+3 (every load and store a coalesced 16-byte (p, g) or 4-byte (codes)
+ * access); the next block's loads are issued before the current one is computed. The
+ * partial last block goes through the per-element path (adam8_block<false>). */
+struct adam8_in {
+    float4 p[2], g[2];
+    uint32_t qm[2], qv[2];
+    float am, av;
+};
+
+__device__ __forceinline__ void adam8_load(adam8_in &r, const float *p, const uint8_t *qm, const float *am,
+                                           const uint8_t *qv, const float *av, const float *g, int64_t b, int lane) {
+    const int64_t s = b * ADAM_Q8_BLOCK + 4 * lane;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        r.p[h] = *(const float4 *)(p + s + 128 * h);
+        r.g[h] = __ldcs((const float4 *)(g + s + 128 * h));
+        r.qm[h] = *(const uint32_t *)(qm + s + 128 * h);
+        r.qv[h] = *(const uint32_t *)(qv + s + 128 * h);
+    }
+    r.am = am[b];
+    r.av = av[b];
+}
+
+__global__ void __launch_bounds__(32 * Q8_WARPS, 2)
+    adamw_8bit_fast(float *p, uint8_t *qm, float *am, uint8_t *qv, float *av, const float *g, int64_t n, adam_k k,
+                    msbnb__code256 cm, msbnb__code256 cv) {
+    extern __shared__ __align__(16) unsigned char adam8_raw[];
+    adam8_smem &S = *(adam8_smem *)adam8_raw;
+    for (int t = threadIdx.x; t < 256; t += blockDim.x) {
+        S.dm[t] = cm.v[t];
+        S.dv[t] = cv.v[t];
+    }
+    __syncthreads();
+    q8f_build(&S.tm, S.dm);
+    q8f_build(&S.tv, S.dv);
+    const int lane = threadIdx.x & 31;
+    const int64_t nfull = n / ADAM_Q8_BLOCK, stride = (int64_t)gridDim.x * Q8_WARPS;
+    const int64_t b0 = (int64_t)blockIdx.x * Q8_WARPS + (threadIdx.x >> 5);
+    adam8_in cur, nxt;
+    if (b0 < nfull) adam8_load(cur, p, qm, am, qv, av, g, b0, lane);
+    for (int64_t b = b0; b < nfull; b += stride) {
+        if (b + stride < nfull) adam8_load(nxt, p, qm, am, qv, av, g, b + stride, lane);
+        float pv[8], mv[8], vv[8];
+        float mmax = 0.0f, vmax = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const int h = j >> 2, e = j & 3;
+            const float4 pp = cur.p[h], gg = cur.g[h];
+            const float pj = e == 0 ? pp.x : e == 1 ? pp.y : e == 2 ? pp.z : pp.w;
+            const float gj = e == 0 ? gg.x : e == 1 ? gg.y : e == 2 ? gg.z : gg.w;
+            float mi = __fmul_rn(S.dm[(cur.qm[h] >> (8 * e)) & 255u], cur.am);
+            float vi = __fmul_rn(S.dv[(cur.qv[h] >> (8 * e)) & 255u], cur.av);
+            pv[j] = adam1(pj, mi, vi, gj, k);
+            mv[j] = mi;
+            vv[j] = vi;
+            mmax = fmaxf(mmax, fabsf(mi));
+            vmax = fmaxf(vmax, fabsf(vi));
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            mmax = fmaxf(mmax, __shfl_xor_sync(0xffffffffu, mmax, o));
+            vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, o));
+        }
+        if (lane == 0) {
+            am[b] = mmax;
+            av[b] = vmax;
+        }
+        const float im = msbnb__rcp_approx_ftz(mmax), iv = msbnb__rcp_approx_ftz(vmax);
+        const int64_t s = b * ADAM_Q8_BLOCK + 4 * lane;
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            uint32_t cmw = 0, cvw = 0;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                cmw |= q8f_code(&S.tm, msbnb__dmul_ftz(mv[4 * h + e], im)) << (8 * e);
+                cvw |= q8f_code(&S.tv, msbnb__dmul_ftz(vv[4 * h + e], iv)) << (8 * e);
+            }
+            __stcs((float4 *)(p + s + 128 * h), make_float4(pv[4 * h], pv[4 * h + 1], pv[4 * h + 2], pv[4 * h + 3]));
+            *(uint32_t *)(qm + s + 128 * h) = cmw;
+            *(uint32_t *)(qv + s + 128 * h) = cvw;
+        }
+        cur = nxt;
+    }
+    /* the partial last block, by the warp that would have had it next */
+    const int64_t tail = nfull;
+    if (n % ADAM_Q8_BLOCK && b0 == tail % stride)
+        adam8_block<false>(p, qm, am, qv, av, g, tail, (int)(n - tail * ADAM_Q8_BLOCK), lane, k, S.dm, S.dv);
+}
+
+/* Test hook: mism[0] += #{x : q8f_code(x) != msbnb__dcode8_of(x)} over the float bit patterns
+ * first + i * step, i < count; mism[1] = one such pattern (any). */
+__global__ void q8f_check_kernel(msbnb__code256 c, uint64_t first, uint64_t step, uint64_t count,
+                                 unsigned long long *mism) {
+    __shared__ float sc[256];
+    __shared__ q8f_tab t;
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) sc[i] = c.v[i];
+    __syncthreads();
+    q8f_build(&t, sc);
+    unsigned long long bad = 0;
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (uint64_t)gridDim.x * blockDim.x) {
+        const uint32_t u = (uint32_t)(first + i * step);
+        const float x = __uint_as_float(u);
+        if (q8f_code(&t, x) != msbnb__dcode8_of(sc, x)) {
+            bad++;
+            mism[1] = u;
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) bad += __shfl_xor_sync(0xffffffffu, bad, o);
+    if ((threadIdx.x & 31) == 0 && bad) atomicAdd(mism, bad);
+}
+
 /* ---------------------------------------------------------------- host side */
 
 static int cmp_f(const void *a, const void *b) {
@@ -215,7 +421,51 @@ extern "C" msbnb_status msbnb_cuda_adamw8bit_step(float *p, uint8_t *qm, float *
     if (code_v) memcpy(cv.v, code_v, sizeof cv.v);
     else unsigned_dynamic_map(cv.v);
     int64_t nb = msbnb_cuda_adamw8bit_nblocks(n);
-    adamw_8bit_kernel<<<grid_for(nb, Q8_WARPS), 32 * Q8_WARPS>>>(p, qm, am, qv, av, g, n, k, cm, cv);
+    /* the fast kernel needs sorted codes (q8f_usable) and 16-byte p, g / 4-byte qm, qv;
+     * MSBNB_CUDA_ADAM8_REF=1 forces the per-element search kernel (tests, benchmarks) */
+    const char *ref = getenv("MSBNB_CUDA_ADAM8_REF");
+    const bool fast = !(ref && ref[0] == '1') && q8f_usable(cm.v) && q8f_usable(cv.v) &&
+                      !(((uintptr_t)p | (uintptr_t)g) & 15) && !(((uintptr_t)qm | (uintptr_t)qv) & 3);
+    if (!fast) {
+        adamw_8bit_kernel<<<grid_for(nb, Q8_WARPS), 32 * Q8_WARPS>>>(p, qm, am, qv, av, g, n, k, cm, cv);
+        MSBNB_CUDA_LAUNCHED();
+        return MSBNB_OK;
+    }
+    /* persistent grid: as many resident blocks as fit (shared-memory tables, registers) */
+    const int smem = (int)sizeof(adam8_smem);
+    int dev = 0, sms = 0, per_sm = 0;
+    MSBNB_CUDA_TRY(cudaGetDevice(&dev));
+    MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    MSBNB_CUDA_TRY(cudaFuncSetAttribute(adamw_8bit_fast, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    MSBNB_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, adamw_8bit_fast, 32 * Q8_WARPS, smem));
+    int64_t grid = (int64_t)sms * (per_sm > 0 ? per_sm : 1), need = (nb + Q8_WARPS - 1) / Q8_WARPS;
+    if (grid > need) grid = need;
+    adamw_8bit_fast<<<(unsigned)grid, 32 * Q8_WARPS, smem>>>(p, qm, am, qv, av, g, n, k, cm, cv);
     MSBNB_CUDA_LAUNCHED();
+    return MSBNB_OK;
+}
+
+/* Test hook (tests/test_cuda_optim.c): counts the float bit patterns first + i * step
+ * (i < count, wrapping mod 2^32) where the fast coder and bnb's search disagree for code;
+ * *example gets one of them. usable: whether the fast kernel would use this code. */
+extern "C" msbnb_status msbnb__cuda_q8f_check(const float *code, uint64_t first, uint64_t step, uint64_t count,
+                                   uint64_t *mismatches, uint32_t *example, int *usable) {
+    MSBNB_CHECK_NULL(code);
+    MSBNB_CHECK_NULL(mismatches);
+    msbnb__code256 c;
+    memcpy(c.v, code, sizeof c.v);
+    if (usable) *usable = q8f_usable(c.v);
+    unsigned long long *d = NULL, h[2] = {0, 0};
+    MSBNB_CUDA_TRY(cudaMalloc(&d, sizeof h));
+    cudaError_t e = cudaMemset(d, 0, sizeof h);
+    if (e == cudaSuccess) {
+        q8f_check_kernel<<<132 * 4, 256>>>(c, first, step, count, d);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost);
+    cudaFree(d);
+    if (e != cudaSuccess) return msbnb__fail(MSBNB_ERR_CUDA, "%s: %s", __func__, cudaGetErrorString(e));
+    *mismatches = h[0];
+    if (example) *example = (uint32_t)h[1];
     return MSBNB_OK;
 }

@@ -188,11 +188,15 @@ static void bench_int8(msbnb_cuda_ctx *ctx, double copy_bw) {
     static const int64_t Ms[] = {1, 2, 4, 8, 16};
     static const struct {
         const char *name, *var, *val;
-    } vars[] = {{"int8, tensor cores + PDL (default)", NULL, NULL},
-                {"int8, tensor cores, no PDL", "MSBNB_CUDA_PDL", "0"},
+    } vars[] = {{"int8, pipelined tensor cores + PDL (default)", NULL, NULL},
+                {"int8, pipelined tensor cores, no PDL", "MSBNB_CUDA_PDL", "0"},
+                {"int8, tile-per-block tensor cores + PDL", "MSBNB_CUDA_I8_MMA", "2"},
                 {"int8, dp4a kernel (before)", "MSBNB_CUDA_I8_MMA", "0"}};
+    const int nvars = sizeof vars / sizeof *vars;
+    const char *only = getenv("MSBNB_BENCH_SHAPE"); /* one shape (0..2), e.g. under ncu */
     printf("| (K, N) | M | weights | ms | weight TB/s | %% copy | vs cuBLAS |\n|---|---|---|---|---|---|---|\n");
     for (int s = 0; s < 3; s++) {
+        if (only && atoi(only) != s) continue;
         const int64_t K = shapes[s][0], N = shapes[s][1];
         float *wf = malloc((size_t)(N * K) * 4);
         uint16_t *wh = malloc((size_t)(N * K) * 2);
@@ -226,7 +230,7 @@ static void bench_int8(msbnb_cuda_ctx *ctx, double copy_bw) {
             double tb = time_calls(cublas_call, &lc, rb, 32, 15);
             printf("| (%lld, %lld) | %lld | cuBLAS bf16 | %.4f | %.2f | %.0f %% | 1.00 |\n", (long long)K, (long long)N,
                    (long long)M, tb * 1e3, (double)(N * K * 2) / tb / 1e12, 100.0 * (double)(N * K * 2) / tb / copy_bw);
-            for (int v = 0; v < 3; v++) {
+            for (int v = 0; v < nvars; v++) {
                 if (vars[v].var) setenv(vars[v].var, vars[v].val, 1);
                 double t = time_calls(layer_call, &lc, rk, 32, 15);
                 if (vars[v].var) unsetenv(vars[v].var);

@@ -3,7 +3,8 @@
 #   bench/cuda_device.sh [test] [sanitize] [bench] [adam] [int8] [sass]
 #   test: the CUDA tests; sanitize: them under compute-sanitizer memcheck; bench: bench_cuda;
 #   adam: the AdamW table with torch's fused AdamW measured first (bench/torch_adamw.py);
-#   int8: bench_cuda --int8; sass: instruction counts of the kernels named in $SASS_FUNS.
+#   int8: bench_cuda --int8; sass: instruction counts of the kernels named in $SASS_FUNS;
+#   profile: Nsight Compute sections of the int8 GEMV and 8-bit AdamW kernels.
 # The machine has the CUDA toolkit but not libcjson-dev / libopenblas-dev: their Debian
 # packages travel in .debs/ (apt-get download here) and are unpacked under /tmp/deps, not /.
 # MSBNB_CUDA_PREBUILT=DIR: use test_cuda_* and bench_cuda built elsewhere (same CUDA
@@ -63,6 +64,11 @@ for what in "$@"; do
         { echo "=== $f"; cat /tmp/sass.txt; } >>"$OUT/sass.txt"
         echo "$f: $(grep -c '^ */\*[0-9a-f]*\*/' /tmp/sass.txt) instructions"
       done ;;
+    profile) # Nsight Compute on the int8 GEMV at (4096, 14336) and the 8-bit AdamW (clocks left alone)
+      S="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats"
+      MSBNB_BENCH_SHAPE=1 ncu --clock-control none -k regex:'gemv_i8_pipe|int8_rowwise_kernel' -c 4 $S "$BENCH" --int8 >"$OUT/ncu.txt" 2>&1
+      ncu --clock-control none -k regex:adamw_8bit_fast -c 1 $S --section ComputeWorkloadAnalysis "$BENCH" --adam >>"$OUT/ncu.txt" 2>&1
+      grep -E "^  [a-z_]|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Issue Slots Busy|Issued Ipc|Warp Cycles Per Issued" "$OUT/ncu.txt" | head -60 ;;
     *) echo "unknown step $what"; rc=1 ;;
   esac
 done

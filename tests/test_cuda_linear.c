@@ -231,18 +231,25 @@ static void test_cuda_linear_int8_outliers_match_cpu(void) {
     msbnb_cuda_ctx_free(ctx);
 }
 
-/* The int8 kernels at M <= 16 on LLaMA-like shapes (several k steps per warp, rows not a
- * multiple of 16): the tensor-core kernel against the CPU, bit for bit at m <= 8. */
+/* The int8 tensor-core kernels at M <= 16 on larger shapes (several k steps per warp, k
+ * not a multiple of 256, rows not a multiple of 16, several 16-row tiles per block): the
+ * pipelined kernel (default) and the one-tile-per-block one against the CPU, bit for bit at
+ * m <= 8 with f32 activations. */
 static void test_cuda_linear_int8_mma_large_shapes_match_cpu(void) {
-    static const int64_t shapes[][2] = {{14336, 45}, {4096 + 16, 129}};
+    static const int64_t shapes[][2] = {{14336, 45}, {4096 + 16, 129}, {64, 5000}};
     static const int64_t Ms[] = {1, 2, 8, 9, 16};
     const fmt_t f = {"int8", MSBNB_QTYPE_INT8, 1, 0, 0};
     msbnb_cuda_ctx *ctx = NULL;
     CHECK_OK(msbnb_cuda_ctx_create(&ctx));
     if (!ctx) return;
-    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
-        for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++)
-            run_forward_t(ctx, &f, shapes[s][0], shapes[s][1], Ms[mi], (int)(mi & 1), (int)(s & 1), 0.0f, 0);
+    for (int v = 0; v < 2; v++) {
+        if (v) setenv("MSBNB_CUDA_I8_MMA", "2", 1);
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+            for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++)
+                run_forward_t(ctx, &f, shapes[s][0], shapes[s][1], Ms[mi], (int)(mi & 1), (int)(s & 1), 0.0f, 0);
+        run_forward_t(ctx, &f, 4096, 5000, 3, 0, 1, 6.0f, 4); /* outliers on a multi-tile grid */
+    }
+    unsetenv("MSBNB_CUDA_I8_MMA");
     msbnb_cuda_ctx_free(ctx);
 }
 

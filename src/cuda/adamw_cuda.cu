@@ -12,10 +12,11 @@
  * — fused in one pass, 16 bytes of traffic per parameter instead of f32 AdamW's 28.
  * The fast kernel (sorted codes, aligned buffers) replaces bnb's 8-level binary search by an
  * exact equivalent: a shared-memory table indexed by the float's exponent and top mantissa
- * bits gives the search's answer in two lookups (see q8f_code). */
+ * bits gives the search's answer in one lookup and one integer compare (see q8t_code). */
 #include "cuda/cuda_internal.cuh"
 extern "C" {
 #include "cuda/cuda_testhooks.h"
+#include "quant/codebooks.h"
 }
 
 #include <math.h>
@@ -149,77 +150,98 @@ __global__ void __launch_bounds__(32 * Q8_WARPS) adamw_8bit_kernel(float *p, uin
 /* ---------------------------------------------------------------- exact fast 8-bit coder
  *
  * bnb's dQuantize<0> search (msbnb__code8_of) over a sorted code c[0..255] compares x only
- * with the odd entries c[1], c[3], ..., c[253] (the pivots of its 7 steps) and, being a
- * binary search over a monotone predicate, ends at P = 2 cnt with
- *   cnt = #{i < 127 : x > c[2i + 1]},  lower_pivot = max(P - 1, 0),  upper_pivot = P + 1.
- * Its last step then returns, with mid(a, b) = RN(RN(a + b) · 0.5),
- *   x > c[P] ? (x > mid(c[P+1], c[P]) ? P + 1 : P) : (x < mid(c[lo], c[P]) ? lo : P),
- * which for mid(c[P-1], c[P]) <= c[P] <= mid(c[P+1], c[P]) (true for any sorted finite code
- * whose neighbour sums do not overflow) is P + [x > mid_hi(P)] - [x < mid_lo(P)], with
- * mid_lo(0) = -inf; a NaN x makes every comparison false: cnt = 0, code 0.
- * cnt is monotone in x, so a table over buckets of |x|'s bits (exponent 2^-23 .. 2^0 and the
- * top Q8F_MB mantissa bits; smaller |x| share bucket 0, larger the last one; one half per
- * sign) holds cnt at the bucket's lowest x and c at that count: one comparison finishes it
- * when the bucket spans at most one odd entry (true for bnb's signed and unsigned maps at
- * 6 bits: their entries are >= 1.4 % apart), else a flagged bucket steps on. */
-#define Q8F_MB 6
-#define Q8F_E0 104 /* biased exponent of 2^-23, below the dynamic maps' smallest entries (~3e-7) */
-#define Q8F_NB ((127 - Q8F_E0 + 1) << Q8F_MB)
+ * with the odd entries (its 7 pivots) and then with c[P] and the two midpoints around it;
+ * it is a monotone step function of x (within one pivot interval the two midpoint tests
+ * move it by at most one either way, and the interval ranges [P-1, P+1] only touch), so
+ * code(x) = #{k : x >= thr[k]} for the 255 thresholds thr[k] = min{x : code(x) >= k}. The
+ * host finds them exactly (q8t_thresholds): code can only change where a comparison flips,
+ * i.e. at next_up(c) for the "x > c" constants (entries, upper midpoints) and at b for the
+ * "x < b" ones (lower midpoints); evaluating the reference search once per such point
+ * gives the step function and checks it is monotone (same trick as src/nn/adamw8_kernels.h).
+ * The kernel looks codes up in a bucket table (q8t_code): |x|'s sign, exponent (2^-23 ..
+ * 2^0) and top 7 mantissa bits pick an entry holding the code at the bucket's lowest x and
+ * the low 16 bits of the one threshold inside it (0x10000: none), compared as integers, as
+ * the CPU's SIMD tiers do. A bucket with two thresholds, or one inside the clamped bucket of
+ * |x| < 2^-23, makes the block fall back to the search (ok = 0: not the case for bnb's
+ * signed and unsigned maps). Valid for finite |x| < 2, which holds when the block absmax is
+ * a normal float (x = m · rcp(absmax)); bucket 0 holds no threshold, so subnormal x need
+ * not be flushed first (ftz(x) and x get the same code). */
+#define Q8T_E0 104 /* biased exponent of 2^-23, below the dynamic maps' smallest entries (~3e-7) */
+#define Q8T_NB ((127 - Q8T_E0 + 1) << 7)
 
-struct q8f_tab {
-    uint2 ent[2 * Q8F_NB]; /* {bits of codd[cnt_lo], cnt_lo | (several odd entries in bucket) << 8} */
-    float2 mids[128];      /* {mid_lo(2 cnt), mid_hi(2 cnt)} */
-    float codd[128];       /* c[1], c[3], ..., c[253], +inf */
+struct q8t_tab {
+    uint32_t ent[2 * Q8T_NB]; /* code(bucket's lowest x) << 17 | low 16 bits of its threshold (0x10000: none) */
 };
 
-__device__ __forceinline__ int q8f_count(const float *codd, float x) { /* #{i : x > codd[i]} */
-    int lo = 0, hi = 127;
+__device__ __forceinline__ int q8t_count_le(const float *thr, float x) { /* #{k < 255 : thr[k] <= x} */
+    int lo = 0, hi = 255;
     while (lo < hi) {
         int mid = (lo + hi) >> 1;
-        if (x > codd[mid]) lo = mid + 1;
+        if (thr[mid] <= x) lo = mid + 1;
         else hi = mid;
     }
     return lo;
 }
 
-/* The whole block fills t from the code c (shared memory); ends with a barrier. */
-__device__ void q8f_build(q8f_tab *t, const float *c) {
-    for (int i = threadIdx.x; i < 128; i += blockDim.x) {
-        const int P = 2 * i;
-        t->codd[i] = i < 127 ? c[P + 1] : INFINITY;
-        float lo = P > 0 ? __fmul_rn(__fadd_rn(c[P - 1], c[P]), 0.5f) : -INFINITY;
-        t->mids[i] = make_float2(lo, __fmul_rn(__fadd_rn(c[P + 1], c[P]), 0.5f));
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < 2 * Q8F_NB; i += blockDim.x) {
-        const int b = i % Q8F_NB;
-        const uint32_t base = (uint32_t)Q8F_E0 << 23, w = 1u << (23 - Q8F_MB);
-        const uint32_t alo = b == 0 ? 0u : base + (uint32_t)b * w;
-        const uint32_t ahi = b == Q8F_NB - 1 ? 0x7f800000u : base + (uint32_t)(b + 1) * w - 1u;
-        const bool neg = i >= Q8F_NB;
+/* The whole block fills t from the thresholds thr[0..254] (ascending); returns (to every
+ * thread) whether every bucket qualified. Ends with a barrier. */
+__device__ bool q8t_build(q8t_tab *t, const float *thr) {
+    int bad = 0;
+    for (int i = threadIdx.x; i < 2 * Q8T_NB; i += blockDim.x) {
+        const int b = i % Q8T_NB;
+        const uint32_t g = (uint32_t)(Q8T_E0 << 7) + (uint32_t)b;
+        const uint32_t alo = b == 0 ? 0u : g << 16, ahi = (g << 16) | 0xffffu;
+        const bool neg = i >= Q8T_NB;
         const float xlo = neg ? -__uint_as_float(ahi) : __uint_as_float(alo);
         const float xhi = neg ? -__uint_as_float(alo) : __uint_as_float(ahi);
-        const int clo = q8f_count(t->codd, xlo), chi = q8f_count(t->codd, xhi);
-        t->ent[i] = make_uint2(__float_as_uint(t->codd[clo]), (uint32_t)clo | (chi - clo >= 2 ? 0x100u : 0u));
+        const int base = q8t_count_le(thr, xlo), inside = q8t_count_le(thr, xhi) - base;
+        uint32_t e = (uint32_t)base << 17 | 0x10000u;
+        if (inside == 1 && b != 0) {
+            const uint32_t tb = __float_as_uint(thr[base]) & 0xffffu;
+            e = (uint32_t)base << 17 | (neg ? 0xffffu - tb : tb);
+        } else if (inside != 0) {
+            bad = 1;
+        }
+        t->ent[i] = e;
     }
-    __syncthreads();
+    return !__syncthreads_or(bad);
 }
 
-/* == msbnb__dcode8_of(c, x) for the code t was built from (exhaustively tested). */
-__device__ __forceinline__ uint32_t q8f_code(const q8f_tab *t, float x) {
+/* == msbnb__dcode8_of(c, msbnb__dmul_ftz-flushed x) for finite |x| < 2 (exhaustively tested). */
+__device__ __forceinline__ uint32_t q8t_code(const q8t_tab *t, float x) {
     const uint32_t u = __float_as_uint(x);
-    int k = (int)((u & 0x7fffffffu) >> (23 - Q8F_MB)) - (Q8F_E0 << Q8F_MB);
-    k = min(max(k, 0), Q8F_NB - 1) + (int)(u >> 31) * Q8F_NB;
-    const uint2 e = t->ent[k];
-    int cnt = (int)(e.y & 0xffu) + (x > __uint_as_float(e.x));
-    if (e.y & 0x100u)
-        while (x > t->codd[cnt]) cnt++;
-    cnt = x == x ? cnt : 0;
-    const float2 md = t->mids[cnt];
-    return (uint32_t)(2 * cnt + (x > md.y) - (x < md.x));
+    const uint32_t s = (uint32_t)((int32_t)u >> 31); /* all ones for x < 0 */
+    const int b = max((int)((u & 0x7fffffffu) >> 16) - (Q8T_E0 << 7), 0);
+    const uint32_t e = t->ent[b + (int)(s & Q8T_NB)];
+    return (e >> 17) + (((u ^ s) & 0xffffu) >= (e & 0x1ffffu));
 }
 
-/* Host: may the fast coder stand in for the search on this code? */
+/* Host: the search's thresholds for a sorted finite code (q8f_usable); false if the search
+ * is not a monotone step function (then the search kernel runs). */
+static int cmp_f_asc(const void *a, const void *b);
+static bool q8t_thresholds(const float *c, float *thr) {
+    float cand[256 + 128 + 128];
+    int n = 0;
+    cand[n++] = -INFINITY;
+    for (int i = 0; i < 256; i++) cand[n++] = nextafterf(c[i], INFINITY);
+    for (int P = 0; P < 256; P += 2) {
+        cand[n++] = nextafterf((c[P + 1] + c[P]) * 0.5f, INFINITY); /* x > mid(upper, val) */
+        if (P > 0) cand[n++] = (c[P - 1] + c[P]) * 0.5f;             /* x < mid(lower, val) */
+    }
+    qsort(cand, (size_t)n, sizeof *cand, cmp_f_asc);
+    int k = 1, prev = -1;
+    for (int i = 0; i < n; i++) {
+        const int f = msbnb__code8_of(c, cand[i]);
+        if (f < prev) return false;
+        prev = f;
+        for (; k <= f && k < 256; k++) thr[k - 1] = cand[i];
+    }
+    for (; k < 256; k++) thr[k - 1] = INFINITY;
+    thr[255] = INFINITY;
+    return true;
+}
+
+/* Host: may the table coder stand in for the search on this code? */
 static bool q8f_usable(const float *c) {
     for (int i = 0; i < 256; i++) {
         if (!(fabsf(c[i]) <= 1e38f)) return false; /* NaN, Inf, or a neighbour sum that could overflow */
@@ -230,7 +252,8 @@ static bool q8f_usable(const float *c) {
 
 struct adam8_smem {
     float dm[256], dv[256]; /* dequantization codes */
-    q8f_tab tm, tv;
+    float tm[256], tv[256]; /* thresholds */
+    q8t_tab qm, qv;
 };
 
 /* Blocks of 256 (full ones) by one warp each, lane L holding elements 4L..4L+3 and
@@ -257,18 +280,26 @@ __device__ __forceinline__ void adam8_load(adam8_in &r, const float *p, const ui
     r.av = av[b];
 }
 
-__global__ void __launch_bounds__(32 * Q8_WARPS, 2)
+/* absmax for which the table coder applies: x = m · rcp(absmax) is then finite, |x| < 2 */
+__device__ __forceinline__ bool q8t_absmax_ok(float a) { return a >= 1.17549435e-38f && a <= 3.40282347e38f; }
+
+struct code256x2 {
+    msbnb__code256 cm, cv, tm, tv; /* codes and thresholds (kernel parameters, 4 KB) */
+};
+
+__global__ void __launch_bounds__(32 * Q8_WARPS, 3)
     adamw_8bit_fast(float *p, uint8_t *qm, float *am, uint8_t *qv, float *av, const float *g, int64_t n, adam_k k,
-                    msbnb__code256 cm, msbnb__code256 cv) {
+                    const __grid_constant__ code256x2 cc) {
     extern __shared__ __align__(16) unsigned char adam8_raw[];
     adam8_smem &S = *(adam8_smem *)adam8_raw;
     for (int t = threadIdx.x; t < 256; t += blockDim.x) {
-        S.dm[t] = cm.v[t];
-        S.dv[t] = cv.v[t];
+        S.dm[t] = cc.cm.v[t];
+        S.dv[t] = cc.cv.v[t];
+        S.tm[t] = cc.tm.v[t];
+        S.tv[t] = cc.tv.v[t];
     }
     __syncthreads();
-    q8f_build(&S.tm, S.dm);
-    q8f_build(&S.tv, S.dv);
+    const bool tab_ok = q8t_build(&S.qm, S.tm) & q8t_build(&S.qv, S.tv);
     const int lane = threadIdx.x & 31;
     const int64_t nfull = n / ADAM_Q8_BLOCK, stride = (int64_t)gridDim.x * Q8_WARPS;
     const int64_t b0 = (int64_t)blockIdx.x * Q8_WARPS + (threadIdx.x >> 5);
@@ -302,13 +333,22 @@ __global__ void __launch_bounds__(32 * Q8_WARPS, 2)
         }
         const float im = msbnb__rcp_approx_ftz(mmax), iv = msbnb__rcp_approx_ftz(vmax);
         const int64_t s = b * ADAM_Q8_BLOCK + 4 * lane;
+        const bool fast = tab_ok && q8t_absmax_ok(mmax) && q8t_absmax_ok(vmax); /* warp-uniform */
 #pragma unroll
         for (int h = 0; h < 2; h++) {
             uint32_t cmw = 0, cvw = 0;
+            if (fast) {
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                cmw |= q8f_code(&S.tm, msbnb__dmul_ftz(mv[4 * h + e], im)) << (8 * e);
-                cvw |= q8f_code(&S.tv, msbnb__dmul_ftz(vv[4 * h + e], iv)) << (8 * e);
+                for (int e = 0; e < 4; e++) {
+                    cmw |= q8t_code(&S.qm, __fmul_rn(mv[4 * h + e], im)) << (8 * e);
+                    cvw |= q8t_code(&S.qv, __fmul_rn(vv[4 * h + e], iv)) << (8 * e);
+                }
+            } else {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    cmw |= (uint32_t)msbnb__dcode8_of(S.dm, msbnb__dmul_ftz(mv[4 * h + e], im)) << (8 * e);
+                    cvw |= (uint32_t)msbnb__dcode8_of(S.dv, msbnb__dmul_ftz(vv[4 * h + e], iv)) << (8 * e);
+                }
             }
             __stcs((float4 *)(p + s + 128 * h), make_float4(pv[4 * h], pv[4 * h + 1], pv[4 * h + 2], pv[4 * h + 3]));
             *(uint32_t *)(qm + s + 128 * h) = cmw;
@@ -322,20 +362,29 @@ __global__ void __launch_bounds__(32 * Q8_WARPS, 2)
         adam8_block<false>(p, qm, am, qv, av, g, tail, (int)(n - tail * ADAM_Q8_BLOCK), lane, k, S.dm, S.dv);
 }
 
-/* Test hook: mism[0] += #{x : q8f_code(x) != msbnb__dcode8_of(x)} over the float bit patterns
- * first + i * step, i < count; mism[1] = one such pattern (any). */
-__global__ void q8f_check_kernel(msbnb__code256 c, uint64_t first, uint64_t step, uint64_t count,
+/* Test hook: mism[0] += #{x finite, |x| < 2 : q8t_code(x) != search(ftz(x))} over the float
+ * bit patterns first + i * step, i < count; mism[1] = one such pattern; mism[2] = !ok. */
+__global__ void q8f_check_kernel(msbnb__code256 c, msbnb__code256 thr, uint64_t first, uint64_t step, uint64_t count,
                                  unsigned long long *mism) {
-    __shared__ float sc[256];
-    __shared__ q8f_tab t;
-    for (int i = threadIdx.x; i < 256; i += blockDim.x) sc[i] = c.v[i];
+    __shared__ float sc[256], st[256];
+    __shared__ q8t_tab t;
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) {
+        sc[i] = c.v[i];
+        st[i] = thr.v[i];
+    }
     __syncthreads();
-    q8f_build(&t, sc);
+    const bool ok = q8t_build(&t, st);
+    if (!ok) {
+        if (threadIdx.x == 0) mism[2] = 1;
+        return;
+    }
     unsigned long long bad = 0;
     for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (uint64_t)gridDim.x * blockDim.x) {
         const uint32_t u = (uint32_t)(first + i * step);
         const float x = __uint_as_float(u);
-        if (q8f_code(&t, x) != msbnb__dcode8_of(sc, x)) {
+        if (!(fabsf(x) < 2.0f)) continue;
+        const float xf = fabsf(x) < 1.17549435e-38f ? copysignf(0.0f, x) : x;
+        if (q8t_code(&t, x) != msbnb__dcode8_of(sc, xf)) {
             bad++;
             mism[1] = u;
         }
@@ -350,6 +399,7 @@ static int cmp_f(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;
     return (x > y) - (x < y);
 }
+static int cmp_f_asc(const void *a, const void *b) { return cmp_f(a, b); }
 
 /* bitsandbytes functional.create_dynamic_map(signed=False, max_exponent_bits=7,
  * total_bits=8), with torch.linspace in float32 as aten evaluates it on CUDA (fma; first
@@ -424,8 +474,12 @@ extern "C" msbnb_status msbnb_cuda_adamw8bit_step(float *p, uint8_t *qm, float *
     /* the fast kernel needs sorted codes (q8f_usable) and 16-byte p, g / 4-byte qm, qv;
      * MSBNB_CUDA_ADAM8_REF=1 forces the per-element search kernel (tests, benchmarks) */
     const char *ref = getenv("MSBNB_CUDA_ADAM8_REF");
+    code256x2 cc;
+    cc.cm = cm;
+    cc.cv = cv;
     const bool fast = !(ref && ref[0] == '1') && q8f_usable(cm.v) && q8f_usable(cv.v) &&
-                      !(((uintptr_t)p | (uintptr_t)g) & 15) && !(((uintptr_t)qm | (uintptr_t)qv) & 3);
+                      !(((uintptr_t)p | (uintptr_t)g) & 15) && !(((uintptr_t)qm | (uintptr_t)qv) & 3) &&
+                      q8t_thresholds(cm.v, cc.tm.v) && q8t_thresholds(cv.v, cc.tv.v);
     if (!fast) {
         adamw_8bit_kernel<<<grid_for(nb, Q8_WARPS), 32 * Q8_WARPS>>>(p, qm, am, qv, av, g, n, k, cm, cv);
         MSBNB_CUDA_LAUNCHED();
@@ -440,7 +494,7 @@ extern "C" msbnb_status msbnb_cuda_adamw8bit_step(float *p, uint8_t *qm, float *
     MSBNB_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, adamw_8bit_fast, 32 * Q8_WARPS, smem));
     int64_t grid = (int64_t)sms * (per_sm > 0 ? per_sm : 1), need = (nb + Q8_WARPS - 1) / Q8_WARPS;
     if (grid > need) grid = need;
-    adamw_8bit_fast<<<(unsigned)grid, 32 * Q8_WARPS, smem>>>(p, qm, am, qv, av, g, n, k, cm, cv);
+    adamw_8bit_fast<<<(unsigned)grid, 32 * Q8_WARPS, smem>>>(p, qm, am, qv, av, g, n, k, cc);
     MSBNB_CUDA_LAUNCHED();
     return MSBNB_OK;
 }
@@ -452,19 +506,23 @@ extern "C" msbnb_status msbnb__cuda_q8f_check(const float *code, uint64_t first,
                                    uint64_t *mismatches, uint32_t *example, int *usable) {
     MSBNB_CHECK_NULL(code);
     MSBNB_CHECK_NULL(mismatches);
-    msbnb__code256 c;
+    msbnb__code256 c, thr;
     memcpy(c.v, code, sizeof c.v);
-    if (usable) *usable = q8f_usable(c.v);
-    unsigned long long *d = NULL, h[2] = {0, 0};
+    const bool use = q8f_usable(c.v) && q8t_thresholds(c.v, thr.v);
+    if (usable) *usable = use;
+    *mismatches = 0;
+    if (!use) return MSBNB_OK;
+    unsigned long long *d = NULL, h[3] = {0, 0, 0};
     MSBNB_CUDA_TRY(cudaMalloc(&d, sizeof h));
     cudaError_t e = cudaMemset(d, 0, sizeof h);
     if (e == cudaSuccess) {
-        q8f_check_kernel<<<132 * 4, 256>>>(c, first, step, count, d);
+        q8f_check_kernel<<<132 * 4, 256>>>(c, thr, first, step, count, d);
         e = cudaGetLastError();
     }
     if (e == cudaSuccess) e = cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost);
     cudaFree(d);
     if (e != cudaSuccess) return msbnb__fail(MSBNB_ERR_CUDA, "%s: %s", __func__, cudaGetErrorString(e));
+    if (usable && h[2]) *usable = 0; /* a bucket did not qualify: the kernel would fall back */
     *mismatches = h[0];
     if (example) *example = (uint32_t)h[1];
     return MSBNB_OK;

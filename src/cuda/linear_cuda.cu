@@ -317,34 +317,166 @@ __global__ void __launch_bounds__(32 * I8_WARPS, 2)
     }
 }
 
+/* The same product as gemv_i8_mma, persistent and pipelined: each block takes tiles of 16
+ * rows (blockIdx.x, + gridDim.x, ...; as many tiles per block as balance the grid), its warp
+ * w the k steps w, w + I8_WARPS, ... of each tile; a thread copies its 8 × 16 weight bytes
+ * of an item (tile, step) into its own shared-memory slots with cp.async (no registers
+ * held), I8P_STAGES - 1 items ahead, so the weight stream keeps going across tiles and
+ * through each tile's reduction and epilogue. */
+#define I8P_STAGES 3
+#define I8P_STAGE_BYTES (32 * 8 * 16) /* per warp and stage: 32 lanes x 8 chunks x 16 bytes */
+#define I8P_SMEM (I8_WARPS * I8P_STAGES * I8P_STAGE_BYTES)
+
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, uint32_t bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+template <int NT>
+__global__ void __launch_bounds__(32 * I8_WARPS, 2)
+    gemv_i8_pipe(void *y, bool ybf16, const int8_t *xq, const float *sx, dview w, const float *scb,
+                 const float *bias, int M, outl_view o, int tiles_per_block) {
+    extern __shared__ __align__(16) int4 i8p_stage[]; /* [warp][stage][chunk][lane] */
+    __shared__ int red[I8_WARPS][16][16];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int64_t K = w.k, N = w.n, ntiles = (N + 15) / 16;
+    const int nsteps = (int)((K + 255) / 256), U = (nsteps + I8_WARPS - 1) / I8_WARPS;
+    const int64_t tile0 = (int64_t)blockIdx.x * tiles_per_block;
+    int mytiles = (int)(ntiles - tile0 < tiles_per_block ? ntiles - tile0 : tiles_per_block);
+    if (mytiles < 0) mytiles = 0;
+    const int nitems = mytiles * U;
+    int4 *slots = i8p_stage + (size_t)warp * I8P_STAGES * 8 * 32;
+    const uint32_t slots_s = (uint32_t)__cvta_generic_to_shared(slots);
+
+    auto issue = [&](int it) { /* item it of this warp into stage it % I8P_STAGES */
+        if (it < nitems) {
+            const int64_t tile = tile0 + it / U;
+            const int s = warp + I8_WARPS * (it % U);
+            if (s < nsteps) {
+                const int st = it % I8P_STAGES;
+#pragma unroll
+                for (int c = 0; c < 8; c++) {
+                    int64_t r = tile * 16 + g + 8 * (c >> 2);
+                    r = r < N ? r : N - 1; /* in bounds; never stored */
+                    const int64_t k = (int64_t)s * 256 + t * 64 + (c & 3) * 16;
+                    const bool ok = k < K; /* K % 16 == 0: a piece is all in or all out (zero-filled) */
+                    cp_async16(slots_s + (uint32_t)(((st * 8 + c) * 32 + lane) * 16), w.q8 + r * K + (ok ? k : 0),
+                               ok ? 16u : 0u);
+                }
+            }
+        }
+        cp_async_commit(); /* one group per item, empty or not, so the counts stay in step */
+    };
+#pragma unroll
+    for (int i = 0; i < I8P_STAGES - 1; i++) issue(i);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory"); /* xq, sx: from the kernel before (PDL) */
+#endif
+    int acc[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
+    for (int it = 0; it < nitems; it++) {
+        cp_async_wait<I8P_STAGES - 2>(); /* this thread's copies of item it have landed */
+        const int st = it % I8P_STAGES, u = it % U, s = warp + I8_WARPS * u;
+        int4 Wt[8];
+#pragma unroll
+        for (int c = 0; c < 8; c++) Wt[c] = slots[(st * 8 + c) * 32 + lane];
+        issue(it + I8P_STAGES - 1); /* into the stage read one item ago */
+        if (s < nsteps) {
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                const int m = j * 8 + g;
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const int64_t k = (int64_t)s * 256 + t * 64 + i * 16;
+                    const int4 X =
+                        m < M && k < K ? __ldg((const int4 *)(xq + (int64_t)m * K + k)) : make_int4(0, 0, 0, 0);
+                    mma_s8(acc[j], Wt[i].x, Wt[4 + i].x, Wt[i].y, Wt[4 + i].y, X.x, X.y);
+                    mma_s8(acc[j], Wt[i].z, Wt[4 + i].z, Wt[i].w, Wt[4 + i].w, X.z, X.w);
+                }
+            }
+        }
+        if (u == U - 1) { /* the tile's last step: reduce over the warps, epilogue */
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                red[warp][g][j * 8 + 2 * t] = acc[j][0];
+                red[warp][g][j * 8 + 2 * t + 1] = acc[j][1];
+                red[warp][g + 8][j * 8 + 2 * t] = acc[j][2];
+                red[warp][g + 8][j * 8 + 2 * t + 1] = acc[j][3];
+                acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
+            }
+            __syncthreads();
+            const int rr = threadIdx.x & 15, m = threadIdx.x >> 4;
+            const int64_t r = (tile0 + it / U) * 16 + rr;
+            if (m < M && r < N) {
+                int sum = 0;
+#pragma unroll
+                for (int v = 0; v < I8_WARPS; v++) sum += red[v][rr][m];
+                float f = i8_out((float)sum, sx[m], r, m, w, scb, o);
+                if (bias) f = __fadd_rn(f, bias[r]);
+                lin_store(y, ybf16, (int64_t)m * N + r, f);
+            }
+            __syncthreads();
+        }
+    }
+    cp_async_wait<0>();
+}
+
 /* Launches gemv_i8_mma with programmatic stream serialization where the device has it
  * (sm_90+); a launch the runtime refuses is repeated as a plain one. */
-static msbnb_status launch_i8_mma(int64_t M, unsigned grid, void *y, bool ybf16, const int8_t *xq, const float *sx,
-                                  const dview &w, const float *scb, const float *bias, const outl_view &o) {
+static msbnb_status launch_i8_mma(int64_t M, int64_t N, void *y, bool ybf16, const int8_t *xq, const float *sx,
+                                  const dview &w, const float *scb, const float *bias, const outl_view &o, bool pipe) {
     const char *e = getenv("MSBNB_CUDA_PDL"); /* MSBNB_CUDA_PDL=0 turns PDL off (benchmarks) */
     const bool no_pdl = e && e[0] == '0';
-    int dev = 0, major = 0;
+    int dev = 0, major = 0, sms = 0, smem_sm = 0;
     MSBNB_CUDA_TRY(cudaGetDevice(&dev));
     MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
+    const int64_t ntiles = (N + 15) / 16;
+    const int mi = (int)M;
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.blockDim = dim3(32 * I8_WARPS);
+    cfg.stream = 0;
+    cfg.attrs = attr;
+    cfg.numAttrs = major >= 9 && !no_pdl ? 1 : 0;
+    if (pipe) {
+        void (*kern)(void *, bool, const int8_t *, const float *, dview, const float *, const float *, int, outl_view,
+                     int) = M <= 8 ? gemv_i8_pipe<1> : gemv_i8_pipe<2>;
+        MSBNB_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, I8P_SMEM));
+        /* resident blocks: shared memory allows per_sm (2 on Hopper), registers 2 (launch bounds) */
+        int per_sm = smem_sm / (I8P_SMEM + (int)sizeof(int) * I8_WARPS * 256 + 1024);
+        per_sm = per_sm < 1 ? 1 : per_sm > 2 ? 2 : per_sm;
+        const int64_t slots = (int64_t)sms * per_sm;
+        const int tpb = (int)((ntiles + slots - 1) / slots);        /* tiles per block */
+        cfg.gridDim = dim3((unsigned)((ntiles + tpb - 1) / tpb)); /* every block as busy as the busiest */
+        cfg.dynamicSmemBytes = I8P_SMEM;
+        cudaError_t le = cudaLaunchKernelEx(&cfg, kern, y, ybf16, xq, sx, w, scb, bias, mi, o, tpb);
+        if (le != cudaSuccess && cfg.numAttrs) { /* refused with PDL: plain launch */
+            (void)cudaGetLastError();
+            cfg.numAttrs = 0;
+            le = cudaLaunchKernelEx(&cfg, kern, y, ybf16, xq, sx, w, scb, bias, mi, o, tpb);
+        }
+        MSBNB_CUDA_TRY(le);
+        return MSBNB_OK;
+    }
     void (*kern)(void *, bool, const int8_t *, const float *, dview, const float *, const float *, int, outl_view) =
         M <= 8 ? gemv_i8_mma<1> : gemv_i8_mma<2>;
-    const int mi = (int)M;
-    if (major >= 9 && !no_pdl) {
-        cudaLaunchConfig_t cfg = {};
-        cudaLaunchAttribute attr[1];
-        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        attr[0].val.programmaticStreamSerializationAllowed = 1;
-        cfg.gridDim = dim3(grid);
-        cfg.blockDim = dim3(32 * I8_WARPS);
-        cfg.dynamicSmemBytes = 0;
-        cfg.stream = 0;
-        cfg.attrs = attr;
-        cfg.numAttrs = 1;
-        if (cudaLaunchKernelEx(&cfg, kern, y, ybf16, xq, sx, w, scb, bias, mi, o) == cudaSuccess) return MSBNB_OK;
-        (void)cudaGetLastError(); /* not a sticky error: fall back */
+    cfg.gridDim = dim3((unsigned)ntiles);
+    cudaError_t le = cudaLaunchKernelEx(&cfg, kern, y, ybf16, xq, sx, w, scb, bias, mi, o);
+    if (le != cudaSuccess && cfg.numAttrs) {
+        (void)cudaGetLastError();
+        cfg.numAttrs = 0;
+        le = cudaLaunchKernelEx(&cfg, kern, y, ybf16, xq, sx, w, scb, bias, mi, o);
     }
-    kern<<<grid, 32 * I8_WARPS>>>(y, ybf16, xq, sx, w, scb, bias, mi, o);
-    MSBNB_CUDA_LAUNCHED();
+    MSBNB_CUDA_TRY(le);
     return MSBNB_OK;
 }
 
@@ -607,10 +739,11 @@ extern "C" msbnb_status msbnb_cuda_linear_forward(msbnb_cuda_ctx *ctx, const msb
         }
         if (!big) {
             /* tensor cores where rows are 16-byte aligned and int32 sums cannot overflow;
-             * MSBNB_CUDA_I8_MMA=0 forces the dp4a kernel (tests, benchmarks) */
+             * MSBNB_CUDA_I8_MMA=0 forces the dp4a kernel, =2 the one-tile-per-block
+             * tensor-core kernel (tests, benchmarks) */
             const char *e = getenv("MSBNB_CUDA_I8_MMA");
             if (K % 16 == 0 && K <= I8_MAX_K && !(e && e[0] == '0'))
-                return launch_i8_mma(m, (unsigned)((N + 15) / 16), y, bf, xq, sx, w, l->scb, l->bias, o);
+                return launch_i8_mma(m, N, y, bf, xq, sx, w, l->scb, l->bias, o, !(e && e[0] == '2'));
             bool vec = K % 16 == 0;
 #define LI8(MT) gemv_i8i8<MT><<<rows_grid, 32 * LIN_WARPS>>>(y, bf, xq, sx, w, l->scb, l->bias, (int)m, vec, o)
             LIN_DISPATCH(m, LI8);

@@ -287,7 +287,9 @@ struct code256x2 {
     msbnb__code256 cm, cv, tm, tv; /* codes and thresholds (kernel parameters, 4 KB) */
 };
 
-__global__ void __launch_bounds__(32 * Q8_WARPS, 3)
+/* MINB: blocks per SM the registers must allow (3: 80 registers, 4: 64) */
+template <int MINB>
+__global__ void __launch_bounds__(32 * Q8_WARPS, MINB)
     adamw_8bit_fast(float *p, uint8_t *qm, float *am, uint8_t *qv, float *av, const float *g, int64_t n, adam_k k,
                     const __grid_constant__ code256x2 cc) {
     extern __shared__ __align__(16) unsigned char adam8_raw[];
@@ -487,14 +489,17 @@ extern "C" msbnb_status msbnb_cuda_adamw8bit_step(float *p, uint8_t *qm, float *
     }
     /* persistent grid: as many resident blocks as fit (shared-memory tables, registers) */
     const int smem = (int)sizeof(adam8_smem);
+    const char *occ = getenv("MSBNB_CUDA_ADAM8_OCC"); /* 3 or 4 blocks per SM (benchmarks) */
+    void (*kern)(float *, uint8_t *, float *, uint8_t *, float *, const float *, int64_t, adam_k, code256x2) =
+        occ && occ[0] == '3' ? adamw_8bit_fast<3> : adamw_8bit_fast<4>;
     int dev = 0, sms = 0, per_sm = 0;
     MSBNB_CUDA_TRY(cudaGetDevice(&dev));
     MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    MSBNB_CUDA_TRY(cudaFuncSetAttribute(adamw_8bit_fast, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    MSBNB_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, adamw_8bit_fast, 32 * Q8_WARPS, smem));
+    MSBNB_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    MSBNB_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, 32 * Q8_WARPS, smem));
     int64_t grid = (int64_t)sms * (per_sm > 0 ? per_sm : 1), need = (nb + Q8_WARPS - 1) / Q8_WARPS;
     if (grid > need) grid = need;
-    adamw_8bit_fast<<<(unsigned)grid, 32 * Q8_WARPS, smem>>>(p, qm, am, qv, av, g, n, k, cc);
+    kern<<<(unsigned)grid, 32 * Q8_WARPS, smem>>>(p, qm, am, qv, av, g, n, k, cc);
     MSBNB_CUDA_LAUNCHED();
     return MSBNB_OK;
 }

@@ -218,9 +218,10 @@ __global__ void __launch_bounds__(32 * LIN_WARPS) gemv_i8i8(void *y, bool ybf16,
 
 /* LLM.int8 at M <= 8 NT on the tensor cores: one block of I8_WARPS warps per 16 weight rows,
  * warp w taking the 256-wide k steps w, w + I8_WARPS, ... (adjacent warps stream adjacent
- * bytes), two steps' loads in flight. A step: lane (g = lane / 4, t = lane % 4) loads 64
- * bytes of rows g and g + 8 at k = 256 s + 64 t (four 16-byte loads each) and the same
- * bytes of activation row m = g (+ 8 for the second n tile), and feeds them to
+ * bytes), two steps' loads in flight. A step: lane (g = lane / 4, t = lane % 4) loads the
+ * 16 bytes at k = 256 s + 64 i + 16 t, i < 4, of rows g and g + 8 (so each load of a warp
+ * covers 64 contiguous bytes of 8 rows: whole sectors) and the same bytes of activation row
+ * m = g (+ 8 for the second n tile), and feeds them to
  * mma.sync.m16n8k32 s8 (A = W rows, B = x rows as columns): the A and B fragments hold
  * the same k offsets for a given t (PTX ISA "Matrix Fragments for mma.m16n8k32"), so the
  * k order is permuted but every product is summed once. int32 sums are exact (|sum| <=
@@ -266,7 +267,7 @@ __global__ void __launch_bounds__(32 * I8_WARPS, 2)
         for (int u = 0; u < 2; u++)
 #pragma unroll
             for (int i = 0; i < 4; i++) {
-                const int64_t k = (s0 + u * I8_WARPS) * 256 + t * 64 + i * 16;
+                const int64_t k = (s0 + u * I8_WARPS) * 256 + i * 64 + t * 16;
                 const bool ok = k < K; /* K % 16 == 0: a 16-byte piece is all in or all out */
                 A[u][i] = ok ? ld_stream16(wa + k) : make_int4(0, 0, 0, 0);
                 B[u][i] = ok ? ld_stream16(wb + k) : make_int4(0, 0, 0, 0);
@@ -284,7 +285,7 @@ __global__ void __launch_bounds__(32 * I8_WARPS, 2)
                 const int m = j * 8 + g;
 #pragma unroll
                 for (int i = 0; i < 4; i++) {
-                    const int64_t k = (s0 + u * I8_WARPS) * 256 + t * 64 + i * 16;
+                    const int64_t k = (s0 + u * I8_WARPS) * 256 + i * 64 + t * 16;
                     const int4 X = m < M && k < K ? __ldg((const int4 *)(xq + (int64_t)m * K + k)) : make_int4(0, 0, 0, 0);
                     mma_s8(acc[j], A[u][i].x, B[u][i].x, A[u][i].y, B[u][i].y, X.x, X.y);
                     mma_s8(acc[j], A[u][i].z, B[u][i].z, A[u][i].w, B[u][i].w, X.z, X.w);
@@ -362,7 +363,7 @@ __global__ void __launch_bounds__(32 * I8_WARPS, 2)
                 for (int c = 0; c < 8; c++) {
                     int64_t r = tile * 16 + g + 8 * (c >> 2);
                     r = r < N ? r : N - 1; /* in bounds; never stored */
-                    const int64_t k = (int64_t)s * 256 + t * 64 + (c & 3) * 16;
+                    const int64_t k = (int64_t)s * 256 + (c & 3) * 64 + t * 16;
                     const bool ok = k < K; /* K % 16 == 0: a piece is all in or all out (zero-filled) */
                     cp_async16(slots_s + (uint32_t)(((st * 8 + c) * 32 + lane) * 16), w.q8 + r * K + (ok ? k : 0),
                                ok ? 16u : 0u);
@@ -392,7 +393,7 @@ __global__ void __launch_bounds__(32 * I8_WARPS, 2)
                 const int m = j * 8 + g;
 #pragma unroll
                 for (int i = 0; i < 4; i++) {
-                    const int64_t k = (int64_t)s * 256 + t * 64 + i * 16;
+                    const int64_t k = (int64_t)s * 256 + i * 64 + t * 16;
                     const int4 X =
                         m < M && k < K ? __ldg((const int4 *)(xq + (int64_t)m * K + k)) : make_int4(0, 0, 0, 0);
                     mma_s8(acc[j], Wt[i].x, Wt[4 + i].x, Wt[i].y, Wt[4 + i].y, X.x, X.y);

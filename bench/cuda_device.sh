@@ -46,7 +46,7 @@ for what in "$@"; do
         [ $r -eq 0 ] || { grep -m8 -i "fail\|error\|off" /tmp/t.log; rc=1; }
       done ;;
     sanitize)
-      for t in "$T"/test_cuda_*; do
+      for t in ${SAN_TESTS:-"$T"/test_cuda_*}; do  # SAN_TESTS: a subset (paths)
         echo "== compute-sanitizer $t"
         # API errors off: test_cuda_quant provokes an out-of-memory cudaMalloc on purpose
         MSBNB_SANITIZE_RUN=1 compute-sanitizer --tool memcheck --leak-check full --report-api-errors no --error-exitcode 9 "$t" >/tmp/s.log 2>&1

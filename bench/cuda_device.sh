@@ -40,7 +40,7 @@ for what in "$@"; do
   case "$what" in
     test)
       for t in "$T"/test_cuda_*; do
-        "$t" >/tmp/t.log 2>&1; r=$?
+        timeout 300 "$t" >/tmp/t.log 2>&1; r=$?
         { echo "=== $(basename $t) rc=$r"; cat /tmp/t.log; } >>"$OUT/tests.log"
         echo "$(basename $t): rc=$r $(tail -1 /tmp/t.log)"
         [ $r -eq 0 ] || { grep -m8 -i "fail\|error\|off" /tmp/t.log; rc=1; }

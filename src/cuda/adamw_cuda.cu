@@ -489,9 +489,11 @@ extern "C" msbnb_status msbnb_cuda_adamw8bit_step(float *p, uint8_t *qm, float *
     }
     /* persistent grid: as many resident blocks as fit (shared-memory tables, registers) */
     const int smem = (int)sizeof(adam8_smem);
-    const char *occ = getenv("MSBNB_CUDA_ADAM8_OCC"); /* 3 or 4 blocks per SM (benchmarks) */
+    /* 3 blocks per SM (80 registers); MSBNB_CUDA_ADAM8_OCC=4: 4 at 64 registers, which spills
+     * and measured slower (H200: 1.62 against 1.38 ms at 256 M parameters) */
+    const char *occ = getenv("MSBNB_CUDA_ADAM8_OCC");
     void (*kern)(float *, uint8_t *, float *, uint8_t *, float *, const float *, int64_t, adam_k, code256x2) =
-        occ && occ[0] == '3' ? adamw_8bit_fast<3> : adamw_8bit_fast<4>;
+        occ && occ[0] == '4' ? adamw_8bit_fast<4> : adamw_8bit_fast<3>;
     int dev = 0, sms = 0, per_sm = 0;
     MSBNB_CUDA_TRY(cudaGetDevice(&dev));
     MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));

@@ -233,8 +233,8 @@ static void test_cuda_linear_int8_outliers_match_cpu(void) {
 
 /* The int8 tensor-core kernels at M <= 16 on larger shapes (several k steps per warp, k
  * not a multiple of 256, rows not a multiple of 16, several 16-row tiles per block): the
- * pipelined kernel (default) and the one-tile-per-block one against the CPU, bit for bit at
- * m <= 8 with f32 activations. */
+ * one-tile-per-block kernel (default) and the pipelined one against the CPU, bit for bit at
+ * m <= 8 with f32 activations. (MSBNB_CUDA_I8_MMA=2: the pipelined one.) */
 static void test_cuda_linear_int8_mma_large_shapes_match_cpu(void) {
     static const int64_t shapes[][2] = {{14336, 45}, {4096 + 16, 129}, {64, 5000}};
     static const int64_t Ms[] = {1, 2, 8, 9, 16};

@@ -176,6 +176,11 @@ static void test_cuda_adamw_8bit_matches_cpu(void) {
     adamw8_vs_cpu(c, "clustered code (search fallback)");
     odd_code(c, ODD_UNSORTED);
     adamw8_vs_cpu(c, "unsorted code: search kernel");
+    setenv("MSBNB_CUDA_ADAM8_HALF", "1", 1);
+    adamw8_vs_cpu(NULL, "table coder, two warps per block");
+    odd_code(c, ODD_GEOMETRIC);
+    adamw8_vs_cpu(c, "table coder, two warps per block, geometric code");
+    unsetenv("MSBNB_CUDA_ADAM8_HALF");
     setenv("MSBNB_CUDA_ADAM8_REF", "1", 1);
     adamw8_vs_cpu(NULL, "search kernel");
     unsetenv("MSBNB_CUDA_ADAM8_REF");

@@ -364,6 +364,101 @@ __global__ void __launch_bounds__(32 * Q8_WARPS, MINB)
         adam8_block<false>(p, qm, am, qv, av, g, tail, (int)(n - tail * ADAM_Q8_BLOCK), lane, k, S.dm, S.dv);
 }
 
+/* The same step with a pair of warps per block of 256: warp 2q + h takes elements
+ * 128 h + 4 L .. + 3 (lane L), so a thread holds 4 elements and half the registers; the
+ * pair combines its two absmax through shared memory (double-buffered by iteration parity)
+ * and a 64-thread named barrier. More warps fit per SM (4 blocks at <= 64 registers). */
+template <int MINB>
+__global__ void __launch_bounds__(32 * Q8_WARPS, MINB)
+    adamw_8bit_half(float *p, uint8_t *qm, float *am, uint8_t *qv, float *av, const float *g, int64_t n, adam_k k,
+                    const __grid_constant__ code256x2 cc) {
+    extern __shared__ __align__(16) unsigned char adam8_raw[];
+    adam8_smem &S = *(adam8_smem *)adam8_raw;
+    __shared__ float xch[2][Q8_WARPS][2];
+    for (int t = threadIdx.x; t < 256; t += blockDim.x) {
+        S.dm[t] = cc.cm.v[t];
+        S.dv[t] = cc.cv.v[t];
+        S.tm[t] = cc.tm.v[t];
+        S.tv[t] = cc.tv.v[t];
+    }
+    __syncthreads();
+    const bool tab_ok = q8t_build(&S.qm, S.tm) & q8t_build(&S.qv, S.tv);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, h = warp & 1, pair = warp >> 1;
+    const int64_t nfull = n / ADAM_Q8_BLOCK, stride = (int64_t)gridDim.x * (Q8_WARPS / 2);
+    const int64_t b0 = (int64_t)blockIdx.x * (Q8_WARPS / 2) + pair;
+    struct in4 {
+        float4 p, g;
+        uint32_t qm, qv;
+        float am, av;
+    } cur, nxt;
+    auto load = [&](in4 &r, int64_t b) {
+        const int64_t s = b * ADAM_Q8_BLOCK + 128 * h + 4 * lane;
+        r.p = *(const float4 *)(p + s);
+        r.g = __ldcs((const float4 *)(g + s));
+        r.qm = *(const uint32_t *)(qm + s);
+        r.qv = *(const uint32_t *)(qv + s);
+        r.am = am[b];
+        r.av = av[b];
+    };
+    if (b0 < nfull) load(cur, b0);
+    int par = 0;
+    for (int64_t b = b0; b < nfull; b += stride, par ^= 1) {
+        if (b + stride < nfull) load(nxt, b + stride);
+        float pv[4], mv[4], vv[4];
+        float mmax = 0.0f, vmax = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const float pj = e == 0 ? cur.p.x : e == 1 ? cur.p.y : e == 2 ? cur.p.z : cur.p.w;
+            const float gj = e == 0 ? cur.g.x : e == 1 ? cur.g.y : e == 2 ? cur.g.z : cur.g.w;
+            float mi = __fmul_rn(S.dm[(cur.qm >> (8 * e)) & 255u], cur.am);
+            float vi = __fmul_rn(S.dv[(cur.qv >> (8 * e)) & 255u], cur.av);
+            pv[e] = adam1(pj, mi, vi, gj, k);
+            mv[e] = mi;
+            vv[e] = vi;
+            mmax = fmaxf(mmax, fabsf(mi));
+            vmax = fmaxf(vmax, fabsf(vi));
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            mmax = fmaxf(mmax, __shfl_xor_sync(0xffffffffu, mmax, o));
+            vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, o));
+        }
+        if (lane == 0) {
+            xch[par][warp][0] = mmax;
+            xch[par][warp][1] = vmax;
+        }
+        asm volatile("bar.sync %0, 64;" ::"r"(1 + pair) : "memory");
+        mmax = fmaxf(mmax, xch[par][warp ^ 1][0]);
+        vmax = fmaxf(vmax, xch[par][warp ^ 1][1]);
+        if (lane == 0 && h == 0) {
+            am[b] = mmax;
+            av[b] = vmax;
+        }
+        const float im = msbnb__rcp_approx_ftz(mmax), iv = msbnb__rcp_approx_ftz(vmax);
+        const int64_t s = b * ADAM_Q8_BLOCK + 128 * h + 4 * lane;
+        uint32_t cmw = 0, cvw = 0;
+        if (tab_ok && q8t_absmax_ok(mmax) && q8t_absmax_ok(vmax)) { /* uniform over the pair */
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                cmw |= q8t_code(&S.qm, __fmul_rn(mv[e], im)) << (8 * e);
+                cvw |= q8t_code(&S.qv, __fmul_rn(vv[e], iv)) << (8 * e);
+            }
+        } else {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                cmw |= (uint32_t)msbnb__dcode8_of(S.dm, msbnb__dmul_ftz(mv[e], im)) << (8 * e);
+                cvw |= (uint32_t)msbnb__dcode8_of(S.dv, msbnb__dmul_ftz(vv[e], iv)) << (8 * e);
+            }
+        }
+        __stcs((float4 *)(p + s), make_float4(pv[0], pv[1], pv[2], pv[3]));
+        *(uint32_t *)(qm + s) = cmw;
+        *(uint32_t *)(qv + s) = cvw;
+        cur = nxt;
+    }
+    const int64_t tail = nfull;
+    if (n % ADAM_Q8_BLOCK && h == 0 && b0 == tail % stride)
+        adam8_block<false>(p, qm, am, qv, av, g, tail, (int)(n - tail * ADAM_Q8_BLOCK), lane, k, S.dm, S.dv);
+}
+
 /* Test hook: mism[0] += #{x finite, |x| < 2 : q8t_code(x) != search(ftz(x))} over the float
  * bit patterns first + i * step, i < count; mism[1] = one such pattern; mism[2] = !ok. */
 __global__ void q8f_check_kernel(msbnb__code256 c, msbnb__code256 thr, uint64_t first, uint64_t step, uint64_t count,
@@ -491,15 +586,17 @@ extern "C" msbnb_status msbnb_cuda_adamw8bit_step(float *p, uint8_t *qm, float *
     const int smem = (int)sizeof(adam8_smem);
     /* 3 blocks per SM (80 registers); MSBNB_CUDA_ADAM8_OCC=4: 4 at 64 registers, which spills
      * and measured slower (H200: 1.62 against 1.38 ms at 256 M parameters) */
-    const char *occ = getenv("MSBNB_CUDA_ADAM8_OCC");
+    const char *occ = getenv("MSBNB_CUDA_ADAM8_OCC"), *half = getenv("MSBNB_CUDA_ADAM8_HALF");
+    const bool pairs = half && half[0] == '1'; /* MSBNB_CUDA_ADAM8_HALF=1: two warps per block of 256 */
     void (*kern)(float *, uint8_t *, float *, uint8_t *, float *, const float *, int64_t, adam_k, code256x2) =
-        occ && occ[0] == '4' ? adamw_8bit_fast<4> : adamw_8bit_fast<3>;
+        pairs ? adamw_8bit_half<4> : occ && occ[0] == '4' ? adamw_8bit_fast<4> : adamw_8bit_fast<3>;
     int dev = 0, sms = 0, per_sm = 0;
     MSBNB_CUDA_TRY(cudaGetDevice(&dev));
     MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     MSBNB_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     MSBNB_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, 32 * Q8_WARPS, smem));
-    int64_t grid = (int64_t)sms * (per_sm > 0 ? per_sm : 1), need = (nb + Q8_WARPS - 1) / Q8_WARPS;
+    const int per_block = pairs ? Q8_WARPS / 2 : Q8_WARPS; /* blocks of 256 taken at once */
+    int64_t grid = (int64_t)sms * (per_sm > 0 ? per_sm : 1), need = (nb + per_block - 1) / per_block;
     if (grid > need) grid = need;
     kern<<<(unsigned)grid, 32 * Q8_WARPS, smem>>>(p, qm, am, qv, av, g, n, k, cc);
     MSBNB_CUDA_LAUNCHED();

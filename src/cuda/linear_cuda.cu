@@ -743,11 +743,12 @@ extern "C" msbnb_status msbnb_cuda_linear_forward(msbnb_cuda_ctx *ctx, const msb
         }
         if (!big) {
             /* tensor cores where rows are 16-byte aligned and int32 sums cannot overflow;
-             * MSBNB_CUDA_I8_MMA=0 forces the dp4a kernel, =2 the one-tile-per-block
-             * tensor-core kernel (tests, benchmarks) */
+             * MSBNB_CUDA_I8_MMA=0 forces the dp4a kernel, =2 the pipelined persistent
+             * tensor-core kernel (tests, benchmarks: it measured no faster than the
+             * one-tile-per-block kernel on the H200, and slower at K > N and M = 16) */
             const char *e = getenv("MSBNB_CUDA_I8_MMA");
             if (K % 16 == 0 && K <= I8_MAX_K && !(e && e[0] == '0'))
-                return launch_i8_mma(m, N, y, bf, xq, sx, w, l->scb, l->bias, o, !(e && e[0] == '2'));
+                return launch_i8_mma(m, N, y, bf, xq, sx, w, l->scb, l->bias, o, e && e[0] == '2');
             bool vec = K % 16 == 0;
 #define LI8(MT) gemv_i8i8<MT><<<rows_grid, 32 * LIN_WARPS>>>(y, bf, xq, sx, w, l->scb, l->bias, (int)m, vec, o)
             LIN_DISPATCH(m, LI8);

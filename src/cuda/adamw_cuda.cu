@@ -218,7 +218,7 @@ __device__ __forceinline__ uint32_t q8t_code(const q8t_tab *t, float x) {
 
 /* Host: the search's thresholds for a sorted finite code (q8f_usable); false if the search
  * is not a monotone step function (then the search kernel runs). */
-static int cmp_f_asc(const void *a, const void *b);
+static int cmp_f(const void *a, const void *b);
 static bool q8t_thresholds(const float *c, float *thr) {
     float cand[256 + 128 + 128];
     int n = 0;
@@ -228,7 +228,7 @@ static bool q8t_thresholds(const float *c, float *thr) {
         cand[n++] = nextafterf((c[P + 1] + c[P]) * 0.5f, INFINITY); /* x > mid(upper, val) */
         if (P > 0) cand[n++] = (c[P - 1] + c[P]) * 0.5f;             /* x < mid(lower, val) */
     }
-    qsort(cand, (size_t)n, sizeof *cand, cmp_f_asc);
+    qsort(cand, (size_t)n, sizeof *cand, cmp_f);
     int k = 1, prev = -1;
     for (int i = 0; i < n; i++) {
         const int f = msbnb__code8_of(c, cand[i]);
@@ -496,7 +496,6 @@ static int cmp_f(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;
     return (x > y) - (x < y);
 }
-static int cmp_f_asc(const void *a, const void *b) { return cmp_f(a, b); }
 
 /* bitsandbytes functional.create_dynamic_map(signed=False, max_exponent_bits=7,
  * total_bits=8), with torch.linspace in float32 as aten evaluates it on CUDA (fma; first

@@ -8,8 +8,10 @@
  * "% copy" = that over the copy bandwidth (bytes read + written per second by
  * cudaMemcpy device-to-device of 1 GiB), the practical ceiling of a weight stream.
  *
- * Usage: bench_cuda [--quick | --adam | --m1]     Output: a markdown table for bench/RESULTS.md.
- * --quick: (4096, 14336) only; --adam: the AdamW table only; --m1: M = 1 rows of every shape. */
+ * Usage: bench_cuda [--quick | --adam | --m1 | --int8]   Output: markdown tables for bench/RESULTS.md.
+ * --quick: (4096, 14336) only; --adam: the AdamW table only; --m1: M = 1 rows of every shape;
+ * --int8: LLM.int8 at M = 1..16, kernel variants side by side. */
+#define _POSIX_C_SOURCE 200112L /* setenv */
 #include "benchutil.h"
 #include "msbnb/msbnb.h"
 
@@ -106,7 +108,21 @@ static void adam8_call(void *c_, int i) {
     OK(msbnb_cuda_adamw8bit_step(c->p, c->qm, c->am, c->qv, c->av, c->g, c->n, &c->h, NULL, NULL));
 }
 
-/* AdamW step over 256 M parameters (1 GiB of f32 per array: nothing stays in L2). */
+/* Fills the n floats at d (device) with N(0, scale) values: 16 M drawn on the host, tiled. */
+static void fill_device_normal(float *d, int64_t n, uint64_t seed, float scale) {
+    const int64_t tile = (int64_t)16 << 20;
+    float *h = malloc((size_t)tile * 4);
+    if (!h) DIE("out of memory");
+    bu_fill_normal(h, (size_t)tile, seed, scale);
+    for (int64_t i = 0; i < n; i += tile)
+        OK(msbnb_cuda_memcpy(d + i, h, (size_t)(n - i < tile ? n - i : tile) * 4, MSBNB_CUDA_HOST_TO_DEVICE));
+    free(h);
+}
+
+/* AdamW step over 256 M parameters (1 GiB of f32 per array: nothing stays in L2), random
+ * p and g, states after 8 warm-up steps (not zeros: the 8-bit coder's table lookups would
+ * all hit one address). MSBNB_BENCH_TORCH_ADAMW_MS: torch.optim.AdamW(fused=True) time for
+ * the same count measured in the same run (bench/torch_adamw.py), printed as the baseline. */
 static void bench_adamw(double copy_bw) {
     adam_ctx c;
     memset(&c, 0, sizeof c);
@@ -121,23 +137,53 @@ static void bench_adamw(double copy_bw) {
     OK(msbnb_cuda_malloc((void **)&c.qv, (size_t)c.n));
     OK(msbnb_cuda_malloc((void **)&c.am, nb * 4));
     OK(msbnb_cuda_malloc((void **)&c.av, nb * 4));
-    /* small non-zero data (0x3c3c3c3c ~ 0.0115 as f32), zero 8-bit states */
-    OK(msbnb_cuda_memset(c.p, 0x3c, b));
-    OK(msbnb_cuda_memset(c.g, 0x3c, b));
+    fill_device_normal(c.p, c.n, 11, 0.02f);
+    fill_device_normal(c.g, c.n, 12, 1e-3f);
     OK(msbnb_cuda_memset(c.m, 0, b));
     OK(msbnb_cuda_memset(c.v, 0, b));
     OK(msbnb_cuda_memset(c.qm, 0, (size_t)c.n));
     OK(msbnb_cuda_memset(c.qv, 0, (size_t)c.n));
     OK(msbnb_cuda_memset(c.am, 0, nb * 4));
     OK(msbnb_cuda_memset(c.av, 0, nb * 4));
+    for (int i = 0; i < 8; i++) {
+        adam32_call(&c, 0);
+        adam8_call(&c, 0);
+    }
     double t32 = time_calls(adam32_call, &c, 1, 3, 9);
     double t8 = time_calls(adam8_call, &c, 1, 3, 9);
+    setenv("MSBNB_CUDA_ADAM8_OCC", "4", 1);
+    double t83 = time_calls(adam8_call, &c, 1, 3, 9);
+    unsetenv("MSBNB_CUDA_ADAM8_OCC");
+    setenv("MSBNB_CUDA_ADAM8_HALF", "1", 1);
+    double t8h = time_calls(adam8_call, &c, 1, 3, 9);
+    unsetenv("MSBNB_CUDA_ADAM8_HALF");
+    setenv("MSBNB_CUDA_ADAM8_REF", "1", 1);
+    double t8s = time_calls(adam8_call, &c, 1, 3, 9);
+    unsetenv("MSBNB_CUDA_ADAM8_REF");
+    const char *te = getenv("MSBNB_BENCH_TORCH_ADAMW_MS");
+    double tt = te ? atof(te) * 1e-3 : 0.0;
     double b32 = 28.0 * (double)c.n, b8 = 16.0 * (double)c.n + 16.0 * (double)nb;
-    printf("\n| AdamW step, 256 M params | ms | bytes moved / time | %% copy | time vs f32 |\n|---|---|---|---|---|\n");
-    printf("| f32 states (msbnb_cuda_adamw_step) | %.3f | %.2f TB/s | %.0f %% | 1.00 |\n", t32 * 1e3, b32 / t32 / 1e12,
-           100.0 * b32 / t32 / copy_bw);
-    printf("| 8-bit blockwise states (msbnb_cuda_adamw8bit_step) | %.3f | %.2f TB/s | %.0f %% | %.2f |\n", t8 * 1e3,
-           b8 / t8 / 1e12, 100.0 * b8 / t8 / copy_bw, t8 / t32);
+    printf("\n| AdamW step, 256 M params | ms | bytes moved / time | %% copy | time vs f32 | time vs torch fused |\n"
+           "|---|---|---|---|---|---|\n");
+    if (tt > 0)
+        printf("| torch.optim.AdamW(fused=True), f32 (same run) | %.3f | %.2f TB/s | %.0f %% | %.2f | 1.00 |\n",
+               tt * 1e3, b32 / tt / 1e12, 100.0 * b32 / tt / copy_bw, tt / t32);
+    printf("| f32 states (msbnb_cuda_adamw_step) | %.3f | %.2f TB/s | %.0f %% | 1.00 | %s%.2f |\n", t32 * 1e3,
+           b32 / t32 / 1e12, 100.0 * b32 / t32 / copy_bw, tt > 0 ? "" : "n/a ", tt > 0 ? t32 / tt : 0.0);
+    printf("| 8-bit blockwise states, table coder (msbnb_cuda_adamw8bit_step) | %.3f | %.2f TB/s | %.0f %% | %.2f | "
+           "%s%.2f |\n",
+           t8 * 1e3, b8 / t8 / 1e12, 100.0 * b8 / t8 / copy_bw, t8 / t32, tt > 0 ? "" : "n/a ", tt > 0 ? t8 / tt : 0.0);
+    printf("| 8-bit, table coder at 4 blocks / SM (MSBNB_CUDA_ADAM8_OCC=4) | %.3f | %.2f TB/s | %.0f %% | %.2f | %s%.2f |\n",
+           t83 * 1e3, b8 / t83 / 1e12, 100.0 * b8 / t83 / copy_bw, t83 / t32, tt > 0 ? "" : "n/a ",
+           tt > 0 ? t83 / tt : 0.0);
+    printf("| 8-bit, table coder, two warps per block (MSBNB_CUDA_ADAM8_HALF=1) | %.3f | %.2f TB/s | %.0f %% | %.2f | "
+           "%s%.2f |\n",
+           t8h * 1e3, b8 / t8h / 1e12, 100.0 * b8 / t8h / copy_bw, t8h / t32, tt > 0 ? "" : "n/a ",
+           tt > 0 ? t8h / tt : 0.0);
+    printf("| 8-bit blockwise states, search kernel (MSBNB_CUDA_ADAM8_REF=1) | %.3f | %.2f TB/s | %.0f %% | %.2f | "
+           "%s%.2f |\n",
+           t8s * 1e3, b8 / t8s / 1e12, 100.0 * b8 / t8s / copy_bw, t8s / t32, tt > 0 ? "" : "n/a ",
+           tt > 0 ? t8s / tt : 0.0);
     msbnb_cuda_free(c.p), msbnb_cuda_free(c.m), msbnb_cuda_free(c.v), msbnb_cuda_free(c.g);
     msbnb_cuda_free(c.qm), msbnb_cuda_free(c.qv), msbnb_cuda_free(c.am), msbnb_cuda_free(c.av);
 }
@@ -145,6 +191,73 @@ static void bench_adamw(double copy_bw) {
 static int copies_for(int64_t bytes) {
     int64_t r = ((int64_t)512 << 20) / bytes + 1;
     return (int)(r < 2 ? 2 : r > 64 ? 64 : r);
+}
+
+/* --int8: LLM.int8 at M = 1..16 on the three shapes, three kernel variants in one run (the
+ * tensor-core kernel launched with PDL, the same without PDL, the dp4a kernel), beside
+ * cuBLAS bf16 at the same M. */
+static void bench_int8(msbnb_cuda_ctx *ctx, double copy_bw) {
+    static const int64_t shapes[][2] = {{4096, 4096}, {4096, 14336}, {14336, 4096}};
+    static const int64_t Ms[] = {1, 2, 4, 8, 16};
+    static const struct {
+        const char *name, *var, *val;
+    } vars[] = {{"int8, tile-per-block tensor cores + PDL (default)", NULL, NULL},
+                {"int8, tile-per-block tensor cores, no PDL", "MSBNB_CUDA_PDL", "0"},
+                {"int8, pipelined persistent tensor cores + PDL", "MSBNB_CUDA_I8_MMA", "2"},
+                {"int8, dp4a kernel (before)", "MSBNB_CUDA_I8_MMA", "0"}};
+    const int nvars = sizeof vars / sizeof *vars;
+    const char *only = getenv("MSBNB_BENCH_SHAPE"); /* one shape (0..2), e.g. under ncu */
+    printf("| (K, N) | M | weights | ms | weight TB/s | %% copy | vs cuBLAS |\n|---|---|---|---|---|---|---|\n");
+    for (int s = 0; s < 3; s++) {
+        if (only && atoi(only) != s) continue;
+        const int64_t K = shapes[s][0], N = shapes[s][1];
+        float *wf = malloc((size_t)(N * K) * 4);
+        uint16_t *wh = malloc((size_t)(N * K) * 2);
+        bu_fill_normal(wf, (size_t)(N * K), 7 + (uint64_t)s, 0.02f);
+        OK(msbnb_convert(wh, MSBNB_DTYPE_BF16, wf, MSBNB_DTYPE_F32, N * K));
+        const int rb = copies_for(N * K * 2);
+        uint16_t *wb[64];
+        for (int i = 0; i < rb; i++) {
+            OK(msbnb_cuda_malloc((void **)&wb[i], (size_t)(N * K) * 2));
+            OK(msbnb_cuda_memcpy(wb[i], wh, (size_t)(N * K) * 2, MSBNB_CUDA_HOST_TO_DEVICE));
+        }
+        msbnb_qparams p = msbnb_qparams_default(MSBNB_QTYPE_INT8);
+        msbnb_linear_t *hl;
+        OK(msbnb_linear_create(&hl, K, N, wf, NULL, &p));
+        const int64_t wbytes = msbnb_linear_weight_bytes(hl);
+        const int rk = copies_for(wbytes);
+        msbnb_cuda_linear_t *layers[64];
+        for (int i = 0; i < rk; i++) OK(msbnb_cuda_linear_upload(&layers[i], hl));
+        msbnb_linear_free(hl);
+        float *xf = malloc((size_t)(16 * K) * 4);
+        uint16_t *xh = malloc((size_t)(16 * K) * 2);
+        bu_fill_normal(xf, (size_t)(16 * K), 99, 1.0f);
+        OK(msbnb_convert(xh, MSBNB_DTYPE_BF16, xf, MSBNB_DTYPE_F32, 16 * K));
+        void *dx, *dy;
+        OK(msbnb_cuda_malloc(&dx, (size_t)(16 * K) * 2));
+        OK(msbnb_cuda_malloc(&dy, (size_t)(16 * N) * 2));
+        OK(msbnb_cuda_memcpy(dx, xh, (size_t)(16 * K) * 2, MSBNB_CUDA_HOST_TO_DEVICE));
+        for (int mi = 0; mi < 5; mi++) {
+            const int64_t M = Ms[mi];
+            lin_ctx lc = {ctx, layers, wb, dx, dy, M, N, K};
+            double tb = time_calls(cublas_call, &lc, rb, 32, 15);
+            printf("| (%lld, %lld) | %lld | cuBLAS bf16 | %.4f | %.2f | %.0f %% | 1.00 |\n", (long long)K, (long long)N,
+                   (long long)M, tb * 1e3, (double)(N * K * 2) / tb / 1e12, 100.0 * (double)(N * K * 2) / tb / copy_bw);
+            for (int v = 0; v < nvars; v++) {
+                if (vars[v].var) setenv(vars[v].var, vars[v].val, 1);
+                double t = time_calls(layer_call, &lc, rk, 32, 15);
+                if (vars[v].var) unsetenv(vars[v].var);
+                printf("| (%lld, %lld) | %lld | %s | %.4f | %.2f | %.0f %% | %.2f |\n", (long long)K, (long long)N,
+                       (long long)M, vars[v].name, t * 1e3, (double)wbytes / t / 1e12,
+                       100.0 * (double)wbytes / t / copy_bw, tb / t);
+            }
+            fflush(stdout);
+        }
+        for (int i = 0; i < rk; i++) msbnb_cuda_linear_free(layers[i]);
+        for (int i = 0; i < rb; i++) msbnb_cuda_free(wb[i]);
+        msbnb_cuda_free(dx), msbnb_cuda_free(dy);
+        free(wf), free(wh), free(xf), free(xh);
+    }
 }
 
 int main(int argc, char **argv) {
@@ -171,6 +284,12 @@ int main(int argc, char **argv) {
     printf("## CUDA (%s, %d SMs, %.0f MB L2)\n\n", info.name, info.sm_count, info.l2_bytes / 1e6);
     if (argc > 1 && strcmp(argv[1], "--adam") == 0) { /* the AdamW table only */
         bench_adamw(copy_bw);
+        msbnb_cuda_ctx_free(ctx);
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "--int8") == 0) { /* the LLM.int8 M <= 16 table only */
+        printf("Device-to-device copy: %.2f TB/s (read + write).\n\n", copy_bw / 1e12);
+        bench_int8(ctx, copy_bw);
         msbnb_cuda_ctx_free(ctx);
         return 0;
     }

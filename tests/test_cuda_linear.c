@@ -11,7 +11,8 @@
  *  - bf16 activations at m > 16: W is rounded to bf16 for the tensor cores (2^-9 relative
  *    per weight): + 4e-3 Σ|x w|.
  *  - LLM.int8 at m <= 8 with f32 activations: bit-identical (same int8 activation codes,
- *    exact integer sums, the same float expression). */
+ *    exact integer sums, the same float expression; with an outlier threshold also the
+ *    same outlier columns, summed in the same order). */
 #define _POSIX_C_SOURCE 200112L /* setenv */
 #include "cuda_testutil.h"
 
@@ -66,11 +67,16 @@ static double y_at(const void *y, msbnb_dtype t, int64_t i) {
     return t == MSBNB_DTYPE_F32 ? ((const float *)y)[i] : msbnb_bf16_to_f32(((const uint16_t *)y)[i]);
 }
 
-static void run_forward(msbnb_cuda_ctx *ctx, const fmt_t *f, int64_t K, int64_t N, int64_t M, int bf, int bias) {
+/* Forward on the GPU against the CPU layer. threshold > 0 (LLM.int8 layers): the outlier
+ * threshold, with `plant` columns of x pushed past it in some rows (the N(0, 1) activation
+ * has its own outliers too: |x| >= 3 in 0.3 % of entries). */
+static void run_forward_t(msbnb_cuda_ctx *ctx, const fmt_t *f, int64_t K, int64_t N, int64_t M, int bf, int bias,
+                          float threshold, int plant) {
     float *w = NULL;
     msbnb_linear_t *l = make_layer(f, K, N, bias, &w);
     msbnb_cuda_linear_t *dl = NULL;
     if (!l) goto out;
+    if (threshold > 0) CHECK_OK(msbnb_linear_set_int8_threshold(l, threshold));
     CHECK_OK(msbnb_cuda_linear_upload(&dl, l));
     if (!dl) goto out;
     CHECK(msbnb_cuda_linear_in_features(dl) == K && msbnb_cuda_linear_out_features(dl) == N);
@@ -81,6 +87,12 @@ static void run_forward(msbnb_cuda_ctx *ctx, const fmt_t *f, int64_t K, int64_t 
         float *xf = malloc((size_t)(M * K) * 4);
         uint16_t *xh = malloc((size_t)(M * K) * 2);
         tu_fill_normal(&g_rng, xf, (size_t)(M * K), 1.0f);
+        for (int c = 0; c < plant; c++) {
+            int64_t col = (int64_t)(tu_rng_u64(&g_rng) % (uint64_t)K);
+            for (int64_t m = 0; m < M; m++)
+                if (m == 0 || (tu_rng_u64(&g_rng) & 1))
+                    xf[m * K + col] = (threshold + 0.5f + 4.0f * tu_rng_uniform(&g_rng)) * (m & 1 ? -1.0f : 1.0f);
+        }
         if (bf)
             for (int64_t i = 0; i < M * K; i++) {
                 xh[i] = msbnb_f32_to_bf16(xf[i]);
@@ -105,14 +117,14 @@ static void run_forward(msbnb_cuda_ctx *ctx, const fmt_t *f, int64_t K, int64_t 
                 double tol = exact ? 0.0 : rel * abs_dot(xf + m * K, w + n * K, K) + (bf ? fabs(c) / 128 : 0) + 1e-30;
                 if (!(fabs(g - c) <= tol)) {
                     if (bad < 3)
-                        fprintf(stderr, "  %s K=%lld N=%lld M=%lld %s%s: y[%lld,%lld] gpu %.9g cpu %.9g tol %.3g\n",
+                        fprintf(stderr, "  %s K=%lld N=%lld M=%lld %s%s t=%g: y[%lld,%lld] gpu %.9g cpu %.9g tol %.3g\n",
                                 f->name, (long long)K, (long long)N, (long long)M, bf ? "bf16" : "f32",
-                                bias ? " bias" : "", (long long)m, (long long)n, g, c, tol);
+                                bias ? " bias" : "", (double)threshold, (long long)m, (long long)n, g, c, tol);
                     bad++;
                 }
             }
-        CHECKF(bad == 0, "%s K=%lld N=%lld M=%lld bf=%d: %d of %lld outputs off", f->name, (long long)K,
-               (long long)N, (long long)M, bf, bad, (long long)(M * N));
+        CHECKF(bad == 0, "%s K=%lld N=%lld M=%lld bf=%d threshold %g: %d of %lld outputs off", f->name, (long long)K,
+               (long long)N, (long long)M, bf, (double)threshold, bad, (long long)(M * N));
         free(xf), free(xh), free(cpu), free(gpu);
         msbnb_cuda_free(dx), msbnb_cuda_free(dy);
     }
@@ -120,6 +132,10 @@ out:
     msbnb_cuda_linear_free(dl);
     msbnb_linear_free(l);
     free(w);
+}
+
+static void run_forward(msbnb_cuda_ctx *ctx, const fmt_t *f, int64_t K, int64_t N, int64_t M, int bf, int bias) {
+    run_forward_t(ctx, f, K, N, M, bf, bias, 0.0f, 0);
 }
 
 static void test_cuda_linear_forward_matches_cpu(void) {
@@ -189,6 +205,54 @@ static void test_cuda_linear_backward_dx_matches_cpu(void) {
     msbnb_cuda_ctx_free(ctx);
 }
 
+/* LLM.int8 with an outlier threshold (bitsandbytes MatMul8bitLt): odd shapes, the fused
+ * kernels (m <= 16: tensor-core and dp4a ones) and the cuBLAS path, a few planted outlier
+ * columns, a threshold so low that most columns are outliers, and one no entry reaches.
+ * Exact at m <= 8 with f32 activations, as without a threshold. */
+static void test_cuda_linear_int8_outliers_match_cpu(void) {
+    static const int64_t shapes[][2] = {{64, 5}, {80, 17}, {4096, 37}, {33, 3}, {4097, 7}, {2, 1}};
+    static const int64_t Ms[] = {1, 3, 17, 257};
+    const fmt_t f = {"int8", MSBNB_QTYPE_INT8, 1, 0, 0};
+    msbnb_cuda_ctx *ctx = NULL;
+    CHECK_OK(msbnb_cuda_ctx_create(&ctx));
+    if (!ctx) return;
+    int c = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++, c++) {
+            const int64_t K = shapes[s][0], N = shapes[s][1], M = Ms[mi];
+            run_forward_t(ctx, &f, K, N, M, c & 1, (c >> 1) & 1, 6.0f, 3);
+            run_forward_t(ctx, &f, K, N, M, (c >> 1) & 1, c & 1, 0.5f, 0); /* most columns */
+        }
+    run_forward_t(ctx, &f, 4096, 37, 3, 0, 1, 1e30f, 0); /* no outlier column */
+    setenv("MSBNB_CUDA_I8_MMA", "0", 1);                 /* the dp4a kernel at K % 16 == 0 */
+    run_forward_t(ctx, &f, 4096, 37, 3, 0, 1, 6.0f, 2);
+    run_forward_t(ctx, &f, 4096, 37, 16, 1, 0, 6.0f, 2);
+    unsetenv("MSBNB_CUDA_I8_MMA");
+    msbnb_cuda_ctx_free(ctx);
+}
+
+/* The int8 tensor-core kernels at M <= 16 on larger shapes (several k steps per warp, k
+ * not a multiple of 256, rows not a multiple of 16, several 16-row tiles per block): the
+ * one-tile-per-block kernel (default) and the pipelined one against the CPU, bit for bit at
+ * m <= 8 with f32 activations. (MSBNB_CUDA_I8_MMA=2: the pipelined one.) */
+static void test_cuda_linear_int8_mma_large_shapes_match_cpu(void) {
+    static const int64_t shapes[][2] = {{14336, 45}, {4096 + 16, 129}, {64, 5000}};
+    static const int64_t Ms[] = {1, 2, 8, 9, 16};
+    const fmt_t f = {"int8", MSBNB_QTYPE_INT8, 1, 0, 0};
+    msbnb_cuda_ctx *ctx = NULL;
+    CHECK_OK(msbnb_cuda_ctx_create(&ctx));
+    if (!ctx) return;
+    for (int v = 0; v < 2; v++) {
+        if (v) setenv("MSBNB_CUDA_I8_MMA", "2", 1);
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+            for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++)
+                run_forward_t(ctx, &f, shapes[s][0], shapes[s][1], Ms[mi], (int)(mi & 1), (int)(s & 1), 0.0f, 0);
+        run_forward_t(ctx, &f, 4096, 5000, 3, 0, 1, 6.0f, 4); /* outliers on a multi-tile grid */
+    }
+    unsetenv("MSBNB_CUDA_I8_MMA");
+    msbnb_cuda_ctx_free(ctx);
+}
+
 static void test_cuda_linear_rejects_bad_input(void) {
     const fmt_t f = {"int8", MSBNB_QTYPE_INT8, 1, 0, 0};
     float *w = NULL;
@@ -202,7 +266,6 @@ static void test_cuda_linear_rejects_bad_input(void) {
     CHECK_OK(msbnb_linear_set_int8_threshold(l, 6.0f));
     CHECK_OK(msbnb_cuda_linear_upload(&dl, l));
     void *x = cu_poison(32 * 4 * 4), *y = cu_poison(4 * 4 * 4);
-    CHECK_STATUS(msbnb_cuda_linear_forward(ctx, dl, y, x, MSBNB_DTYPE_F32, 1), MSBNB_ERR_UNSUPPORTED);
     CHECK_STATUS(msbnb_cuda_linear_forward(ctx, dl, y, x, MSBNB_DTYPE_F16, 1), MSBNB_ERR_UNSUPPORTED);
     CHECK_STATUS(msbnb_cuda_linear_forward(ctx, dl, y, x, MSBNB_DTYPE_F32, 0), MSBNB_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(msbnb_cuda_linear_forward(ctx, dl, NULL, x, MSBNB_DTYPE_F32, 1), MSBNB_ERR_INVALID_ARGUMENT);
@@ -232,6 +295,8 @@ int main(void) {
     tu_rng_init(&g_rng, tu_seed());
     RUN_TEST(test_cuda_linear_forward_matches_cpu);
     RUN_TEST(test_cuda_linear_forward_chunked_m1_kernel_matches_cpu);
+    RUN_TEST(test_cuda_linear_int8_outliers_match_cpu);
+    RUN_TEST(test_cuda_linear_int8_mma_large_shapes_match_cpu);
     RUN_TEST(test_cuda_linear_backward_dx_matches_cpu);
     RUN_TEST(test_cuda_linear_rejects_bad_input);
     return tu_finish();

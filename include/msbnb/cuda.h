@@ -103,8 +103,8 @@ MSBNB_API msbnb_status msbnb_cuda_dequantize_blockwise_8bit(void *out, msbnb_dty
                                                             int64_t blocksize,
                                                             const float *code);
 
-/* Device msbnb_int8_vectorwise_quant with threshold 0 (no outlier columns; threshold > 0
- * is MSBNB_ERR_UNSUPPORTED on the GPU for now). a (device, F32/F16/BF16 [rows, cols]) ->
+/* Device msbnb_int8_vectorwise_quant with threshold 0 (no outlier columns; the layer
+ * forward handles thresholds > 0 itself). a (device, F32/F16/BF16 [rows, cols]) ->
  * q [rows*cols], row_absmax [rows]. Synchronizes (NaN/Inf check). */
 MSBNB_API msbnb_status msbnb_cuda_int8_vectorwise_quant(int8_t *q, float *row_absmax,
                                                         const void *a, msbnb_dtype a_type,
@@ -194,9 +194,9 @@ MSBNB_API msbnb_status msbnb_cuda_linear_4bit(msbnb_cuda_ctx *ctx, uint16_t *y, 
 /* ---------------------------------------------------------------- linear layer */
 
 /* A device copy of a CPU linear layer (msbnb/linear.h), any weight format: its forward and
- * backward dX compute what the CPU layer computes (LLM.int8 bit for bit at M <= 16: the
- * same int8 activation codes and exact integer sums; float formats within f32 summation
- * order). Opaque; owns its device memory (one cudaMalloc). Read-only after upload, so
+ * backward dX compute what the CPU layer computes (LLM.int8 bit for bit at M <= 8 with f32
+ * activations: the same int8 activation codes and exact integer sums; float formats within
+ * f32 summation order). Opaque; owns its device memory (one cudaMalloc). Read-only after upload, so
  * forward/backward may run from several host threads with distinct contexts. */
 typedef struct msbnb_cuda_linear msbnb_cuda_linear_t;
 
@@ -213,9 +213,10 @@ MSBNB_API int64_t msbnb_cuda_linear_weight_bytes(const msbnb_cuda_linear_t *l); 
 /* y[m, N] = x[m, K] · Wᵀ + b with x, y device arrays of dtype x_type (F32 or BF16; y is
  * rounded to nearest even for BF16), f32 accumulation. m <= 16 runs fused kernels that read
  * W once; larger m dequantizes W into ctx's scratch (bf16 for BF16 x, f32 for F32 x) and
- * multiplies through cuBLAS. Asynchronous; no NaN check of x. Uses ctx (one host thread at
- * a time). Errors: INVALID_ARGUMENT, OVERFLOW, UNSUPPORTED (x_type; LLM.int8 with an outlier
- * threshold > 0), CUDA. */
+ * multiplies through cuBLAS. LLM.int8 layers with an outlier threshold > 0 add the outlier
+ * columns of x (|x| >= threshold in any row) in float, as the CPU layer. Asynchronous; no
+ * NaN check of x. Uses ctx (one host thread at a time). Errors: INVALID_ARGUMENT, OVERFLOW,
+ * UNSUPPORTED (x_type), CUDA. */
 MSBNB_API msbnb_status msbnb_cuda_linear_forward(msbnb_cuda_ctx *ctx, const msbnb_cuda_linear_t *l, void *y,
                                                  const void *x, msbnb_dtype x_type, int64_t m);
 /* dx[m, K] = dy[m, N] · W (device f32, dx overwritten), W dequantized to f32 in ctx's

@@ -162,6 +162,13 @@ msbnb_status msbnb__cuda_sgemm_rm(msbnb_cuda_ctx *ctx, bool ta, bool tb, int64_t
  * without the host round trip of the NaN check: *bad (device) is set on NaN/Inf. */
 msbnb_status msbnb__cuda_int8_rowwise_async(int8_t *q, float *row_absmax, const void *a, msbnb_dtype a_type,
                                             int64_t rows, int64_t cols, int *bad);
+/* LLM.int8 with outlier threshold > 0 (msbnb_int8_vectorwise_quant's threshold rule):
+ * flags [cols] (scratch) marks columns with |a| >= threshold in any row, outl[0..*nout) lists
+ * them ascending (device), q / row_absmax as the CPU's (absmax over |a| <= threshold,
+ * outlier columns code 0). No NaN check. */
+msbnb_status msbnb__cuda_int8_outliers_async(int8_t *q, float *row_absmax, int *flags, int *outl, int *nout,
+                                             const void *a, msbnb_dtype a_type, int64_t rows, int64_t cols,
+                                             float threshold);
 struct msbnb__code16 { float v[16]; };
 
 #endif

@@ -10,8 +10,11 @@
  *    f32 for f32 ones) and multiplied through cuBLAS; LLM.int8 multiplies the integer codes
  *    (exact in bf16 and f32) and scales after, as the CPU layer does.
  * LLM.int8 (Dettmers et al. 2022, arXiv:2208.07339) quantizes the activation row-wise
- * first, as bitsandbytes' MatMul8bitLt with threshold 0; thresholds > 0 (outlier columns)
- * are not implemented on the GPU (UNSUPPORTED).
+ * first, as bitsandbytes' MatMul8bitLt; with a threshold > 0 the outlier columns (|x| >=
+ * threshold in any row) get code 0 and are added in float against the dequantized weight
+ * columns, in the CPU layer's order: y = ((acc · sx · SCB / 127²) + Σ_c x[:, c] (q[:, c] s))
+ * + b. At M <= 16 the integer sums run on the tensor cores (mma.sync m16n8k32 s8, exact),
+ * launched so that they prefetch the weight while the activation is quantized (PDL).
  * Backward: dX[M, K] = dY[M, N] · W through the f32 dequantized weight and cublasSgemm. */
 #include "cuda/cuda_internal.cuh"
 
@@ -136,12 +139,38 @@ __global__ void __launch_bounds__(32 * LIN_WARPS) gemv_any(void *y, const void *
     }
 }
 
+/* LLM.int8 outlier columns of one call (device): x[m, outl[c]] for c < *nout, in float. */
+struct outl_view {
+    const void *x; /* the activation as given (F32 / BF16) */
+    int xt;
+    const int *cols, *count;
+};
+
+/* y[m, r] before the bias: the CPU layer's ((float)acc · sx · SCB) / 127², then plus the
+ * outlier columns' Σ_c x[m, c] · (q[r, c] · s[r]), summed in column order without FMA. */
+__device__ __forceinline__ float i8_out(float accf, float sxm, int64_t r, int m, const dview &w, const float *scb,
+                                        const outl_view &o) {
+    float f = __fmul_rn(__fmul_rn(__fmul_rn(accf, sxm), scb[r]), LIN_MM_DEQUANT_CONST);
+    if (o.count) {
+        const int nc = *o.count;
+        const int8_t *q = w.q8 + r * w.k;
+        const float s = w.rscale[r];
+        float a = 0.0f;
+        for (int c = 0; c < nc; c++) {
+            const int k = o.cols[c];
+            a = __fadd_rn(a, __fmul_rn(msbnb__ld_f32(o.x, o.xt, (int64_t)m * w.k + k), __fmul_rn((float)q[k], s)));
+        }
+        f = __fadd_rn(f, a);
+    }
+    return f;
+}
+
 /* LLM.int8, M <= MT: acc[m, r] = Σ_k xq[m, k] q[r, k] with dp4a (exact), then
  * y = (float)acc · sx[m] · SCB[r] · 1/127² (+ b), the CPU layer's expression in its order. */
 template <int MT>
 __global__ void __launch_bounds__(32 * LIN_WARPS) gemv_i8i8(void *y, bool ybf16, const int8_t *xq, const float *sx,
                                                             dview w, const float *scb, const float *bias, int M,
-                                                            bool vec) {
+                                                            bool vec, outl_view ov) {
     int64_t r = (int64_t)blockIdx.x * LIN_WARPS + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (r >= w.n) return;
@@ -180,11 +209,279 @@ __global__ void __launch_bounds__(32 * LIN_WARPS) gemv_i8i8(void *y, bool ybf16,
         long long v = acc[m];
         for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
         if (lane == 0) {
-            float f = __fmul_rn(__fmul_rn(__fmul_rn((float)v, sx[m]), scb[r]), LIN_MM_DEQUANT_CONST);
+            float f = i8_out((float)v, sx[m], r, m, w, scb, ov);
             if (bias) f = __fadd_rn(f, bias[r]);
             lin_store(y, ybf16, (int64_t)m * w.n + r, f);
         }
     }
+}
+
+/* LLM.int8 at M <= 8 NT on the tensor cores: one block of I8_WARPS warps per 16 weight rows,
+ * warp w taking the 256-wide k steps w, w + I8_WARPS, ... (adjacent warps stream adjacent
+ * bytes), two steps' loads in flight. A step: lane (g = lane / 4, t = lane % 4) loads the
+ * 16 bytes at k = 256 s + 64 i + 16 t, i < 4, of rows g and g + 8 (so each load of a warp
+ * covers 64 contiguous bytes of 8 rows: whole sectors) and the same bytes of activation row
+ * m = g (+ 8 for the second n tile), and feeds them to
+ * mma.sync.m16n8k32 s8 (A = W rows, B = x rows as columns): the A and B fragments hold
+ * the same k offsets for a given t (PTX ISA "Matrix Fragments for mma.m16n8k32"), so the
+ * k order is permuted but every product is summed once. int32 sums are exact (|sum| <=
+ * K · 127 · 128 < 2^31 for K <= 131072) and reduce over the warps in shared memory.
+ * Launched with PDL: the first steps' weight loads are issued before griddepcontrol.wait,
+ * i.e. while the activation is still being quantized. */
+#define I8_WARPS 8
+#define I8_MAX_K 131072
+
+/* weight bytes: read once (no L1 allocation); the L2 fetches the whole 256-byte segment */
+__device__ __forceinline__ int4 ld_stream16(const int8_t *p) {
+    int4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.s32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ void mma_s8(int (&c)[4], int a0, int a1, int a2, int a3, int b0, int b1) {
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};"
+                 : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+template <int NT>
+__global__ void __launch_bounds__(32 * I8_WARPS, 2)
+    gemv_i8_mma(void *y, bool ybf16, const int8_t *xq, const float *sx, dview w, const float *scb,
+                const float *bias, int M, outl_view o) {
+    __shared__ int red[I8_WARPS][16][16];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int64_t K = w.k, N = w.n, r0 = (int64_t)blockIdx.x * 16;
+    /* rows past N read row N - 1 (in bounds); their sums are never stored */
+    const int8_t *wa = w.q8 + (r0 + g < N ? r0 + g : N - 1) * K;
+    const int8_t *wb = w.q8 + (r0 + g + 8 < N ? r0 + g + 8 : N - 1) * K;
+    const int64_t nsteps = (K + 255) / 256;
+    int acc[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
+    bool waited = false;
+    for (int64_t s0 = warp; s0 < nsteps; s0 += 2 * I8_WARPS) {
+        int4 A[2][4], B[2][4];
+#pragma unroll
+        for (int u = 0; u < 2; u++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int64_t k = (s0 + u * I8_WARPS) * 256 + i * 64 + t * 16;
+                const bool ok = k < K; /* K % 16 == 0: a 16-byte piece is all in or all out */
+                A[u][i] = ok ? ld_stream16(wa + k) : make_int4(0, 0, 0, 0);
+                B[u][i] = ok ? ld_stream16(wb + k) : make_int4(0, 0, 0, 0);
+            }
+        if (!waited) { /* xq and sx come from the kernel before (PDL) */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+            asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+            waited = true;
+        }
+#pragma unroll
+        for (int u = 0; u < 2; u++)
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                const int m = j * 8 + g;
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const int64_t k = (s0 + u * I8_WARPS) * 256 + i * 64 + t * 16;
+                    const int4 X = m < M && k < K ? __ldg((const int4 *)(xq + (int64_t)m * K + k)) : make_int4(0, 0, 0, 0);
+                    mma_s8(acc[j], A[u][i].x, B[u][i].x, A[u][i].y, B[u][i].y, X.x, X.y);
+                    mma_s8(acc[j], A[u][i].z, B[u][i].z, A[u][i].w, B[u][i].w, X.z, X.w);
+                }
+            }
+    }
+    if (!waited) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+    }
+    /* C fragment: c0, c1 = (row g, cols 2t, 2t + 1), c2, c3 = (row g + 8, same cols) */
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        red[warp][g][j * 8 + 2 * t] = acc[j][0];
+        red[warp][g][j * 8 + 2 * t + 1] = acc[j][1];
+        red[warp][g + 8][j * 8 + 2 * t] = acc[j][2];
+        red[warp][g + 8][j * 8 + 2 * t + 1] = acc[j][3];
+    }
+    __syncthreads();
+    const int rr = threadIdx.x & 15, m = threadIdx.x >> 4;
+    const int64_t r = r0 + rr;
+    if (m < M && r < N) {
+        int s = 0;
+#pragma unroll
+        for (int v = 0; v < I8_WARPS; v++) s += red[v][rr][m];
+        float f = i8_out((float)s, sx[m], r, m, w, scb, o);
+        if (bias) f = __fadd_rn(f, bias[r]);
+        lin_store(y, ybf16, (int64_t)m * N + r, f);
+    }
+}
+
+/* The same product as gemv_i8_mma, persistent and pipelined: each block takes tiles of 16
+ * rows (blockIdx.x, + gridDim.x, ...; as many tiles per block as balance the grid), its warp
+ * w the k steps w, w + I8_WARPS, ... of each tile; a thread copies its 8 × 16 weight bytes
+ * of an item (tile, step) into its own shared-memory slots with cp.async (no registers
+ * held), I8P_STAGES - 1 items ahead, so the weight stream keeps going across tiles and
+ * through each tile's reduction and epilogue. */
+#define I8P_STAGES 3
+#define I8P_STAGE_BYTES (32 * 8 * 16) /* per warp and stage: 32 lanes x 8 chunks x 16 bytes */
+#define I8P_SMEM (I8_WARPS * I8P_STAGES * I8P_STAGE_BYTES)
+
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, uint32_t bytes) {
+    /* .L2::256B: the L2 fetches the whole 256-byte segment, which this warp's next three
+     * loads of the row read (larger DRAM requests, fewer misses in flight) */
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+template <int NT>
+__global__ void __launch_bounds__(32 * I8_WARPS, 2)
+    gemv_i8_pipe(void *y, bool ybf16, const int8_t *xq, const float *sx, dview w, const float *scb,
+                 const float *bias, int M, outl_view o, int tiles_per_block) {
+    extern __shared__ __align__(16) int4 i8p_stage[]; /* [warp][stage][chunk][lane] */
+    __shared__ int red[I8_WARPS][16][16];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int64_t K = w.k, N = w.n, ntiles = (N + 15) / 16;
+    const int nsteps = (int)((K + 255) / 256), U = (nsteps + I8_WARPS - 1) / I8_WARPS;
+    const int64_t tile0 = (int64_t)blockIdx.x * tiles_per_block;
+    int mytiles = (int)(ntiles - tile0 < tiles_per_block ? ntiles - tile0 : tiles_per_block);
+    if (mytiles < 0) mytiles = 0;
+    const int nitems = mytiles * U;
+    int4 *slots = i8p_stage + (size_t)warp * I8P_STAGES * 8 * 32;
+    const uint32_t slots_s = (uint32_t)__cvta_generic_to_shared(slots);
+
+    auto issue = [&](int it) { /* item it of this warp into stage it % I8P_STAGES */
+        if (it < nitems) {
+            const int64_t tile = tile0 + it / U;
+            const int s = warp + I8_WARPS * (it % U);
+            if (s < nsteps) {
+                const int st = it % I8P_STAGES;
+#pragma unroll
+                for (int c = 0; c < 8; c++) {
+                    int64_t r = tile * 16 + g + 8 * (c >> 2);
+                    r = r < N ? r : N - 1; /* in bounds; never stored */
+                    const int64_t k = (int64_t)s * 256 + (c & 3) * 64 + t * 16;
+                    const bool ok = k < K; /* K % 16 == 0: a piece is all in or all out (zero-filled) */
+                    cp_async16(slots_s + (uint32_t)(((st * 8 + c) * 32 + lane) * 16), w.q8 + r * K + (ok ? k : 0),
+                               ok ? 16u : 0u);
+                }
+            }
+        }
+        cp_async_commit(); /* one group per item, empty or not, so the counts stay in step */
+    };
+#pragma unroll
+    for (int i = 0; i < I8P_STAGES - 1; i++) issue(i);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory"); /* xq, sx: from the kernel before (PDL) */
+#endif
+    int acc[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
+    for (int it = 0; it < nitems; it++) {
+        cp_async_wait<I8P_STAGES - 2>(); /* this thread's copies of item it have landed */
+        const int st = it % I8P_STAGES, u = it % U, s = warp + I8_WARPS * u;
+        int4 Wt[8];
+#pragma unroll
+        for (int c = 0; c < 8; c++) Wt[c] = slots[(st * 8 + c) * 32 + lane];
+        issue(it + I8P_STAGES - 1); /* into the stage read one item ago */
+        if (s < nsteps) {
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                const int m = j * 8 + g;
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const int64_t k = (int64_t)s * 256 + i * 64 + t * 16;
+                    const int4 X =
+                        m < M && k < K ? __ldg((const int4 *)(xq + (int64_t)m * K + k)) : make_int4(0, 0, 0, 0);
+                    mma_s8(acc[j], Wt[i].x, Wt[4 + i].x, Wt[i].y, Wt[4 + i].y, X.x, X.y);
+                    mma_s8(acc[j], Wt[i].z, Wt[4 + i].z, Wt[i].w, Wt[4 + i].w, X.z, X.w);
+                }
+            }
+        }
+        if (u == U - 1) { /* the tile's last step: reduce over the warps, epilogue */
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                red[warp][g][j * 8 + 2 * t] = acc[j][0];
+                red[warp][g][j * 8 + 2 * t + 1] = acc[j][1];
+                red[warp][g + 8][j * 8 + 2 * t] = acc[j][2];
+                red[warp][g + 8][j * 8 + 2 * t + 1] = acc[j][3];
+                acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
+            }
+            __syncthreads();
+            const int rr = threadIdx.x & 15, m = threadIdx.x >> 4;
+            const int64_t r = (tile0 + it / U) * 16 + rr;
+            if (m < M && r < N) {
+                int sum = 0;
+#pragma unroll
+                for (int v = 0; v < I8_WARPS; v++) sum += red[v][rr][m];
+                float f = i8_out((float)sum, sx[m], r, m, w, scb, o);
+                if (bias) f = __fadd_rn(f, bias[r]);
+                lin_store(y, ybf16, (int64_t)m * N + r, f);
+            }
+            __syncthreads();
+        }
+    }
+    cp_async_wait<0>();
+}
+
+/* Launches gemv_i8_mma with programmatic stream serialization where the device has it
+ * (sm_90+); a launch the runtime refuses is repeated as a plain one. */
+static msbnb_status launch_i8_mma(int64_t M, int64_t N, void *y, bool ybf16, const int8_t *xq, const float *sx,
+                                  const dview &w, const float *scb, const float *bias, const outl_view &o, bool pipe) {
+    const char *e = getenv("MSBNB_CUDA_PDL"); /* MSBNB_CUDA_PDL=0 turns PDL off (benchmarks) */
+    const bool no_pdl = e && e[0] == '0';
+    int dev = 0, major = 0, sms = 0, smem_sm = 0;
+    MSBNB_CUDA_TRY(cudaGetDevice(&dev));
+    MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
+    const int64_t ntiles = (N + 15) / 16;
+    const int mi = (int)M;
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.blockDim = dim3(32 * I8_WARPS);
+    cfg.stream = 0;
+    cfg.attrs = attr;
+    cfg.numAttrs = major >= 9 && !no_pdl ? 1 : 0;
+    if (pipe) {
+        void (*kern)(void *, bool, const int8_t *, const float *, dview, const float *, const float *, int, outl_view,
+                     int) = M <= 8 ? gemv_i8_pipe<1> : gemv_i8_pipe<2>;
+        MSBNB_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, I8P_SMEM));
+        /* resident blocks: shared memory allows per_sm (2 on Hopper), registers 2 (launch bounds) */
+        int per_sm = smem_sm / (I8P_SMEM + (int)sizeof(int) * I8_WARPS * 256 + 1024);
+        per_sm = per_sm < 1 ? 1 : per_sm > 2 ? 2 : per_sm;
+        const int64_t slots = (int64_t)sms * per_sm;
+        const int tpb = (int)((ntiles + slots - 1) / slots);        /* tiles per block */
+        cfg.gridDim = dim3((unsigned)((ntiles + tpb - 1) / tpb)); /* every block as busy as the busiest */
+        cfg.dynamicSmemBytes = I8P_SMEM;
+        cudaError_t le = cudaLaunchKernelEx(&cfg, kern, y, ybf16, xq, sx, w, scb, bias, mi, o, tpb);
+        if (le != cudaSuccess && cfg.numAttrs) { /* refused with PDL: plain launch */
+            (void)cudaGetLastError();
+            cfg.numAttrs = 0;
+            le = cudaLaunchKernelEx(&cfg, kern, y, ybf16, xq, sx, w, scb, bias, mi, o, tpb);
+        }
+        MSBNB_CUDA_TRY(le);
+        return MSBNB_OK;
+    }
+    void (*kern)(void *, bool, const int8_t *, const float *, dview, const float *, const float *, int, outl_view) =
+        M <= 8 ? gemv_i8_mma<1> : gemv_i8_mma<2>;
+    cfg.gridDim = dim3((unsigned)ntiles);
+    cudaError_t le = cudaLaunchKernelEx(&cfg, kern, y, ybf16, xq, sx, w, scb, bias, mi, o);
+    if (le != cudaSuccess && cfg.numAttrs) {
+        (void)cudaGetLastError();
+        cfg.numAttrs = 0;
+        le = cudaLaunchKernelEx(&cfg, kern, y, ybf16, xq, sx, w, scb, bias, mi, o);
+    }
+    MSBNB_CUDA_TRY(le);
+    return MSBNB_OK;
 }
 
 /* out[r, k] = W[r, k] (raw: int8 codes) as f32 or bf16 (exact for codes); rows over
@@ -231,11 +528,11 @@ __global__ void codes_to_float(void *out, bool bf16, const int8_t *q, int64_t n)
  * acc is f32, or the exact int32 sums of the int8 tensor-core GEMM. */
 template <typename ACC>
 __global__ void epilogue(void *y, bool ybf16, const ACC *acc, int64_t M, int64_t N, const float *sx, const float *scb,
-                         const float *bias) {
+                         const float *bias, dview w, outl_view o) {
     for (int64_t m = blockIdx.y; m < M; m += gridDim.y)
         for (int64_t n = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; n < N; n += (int64_t)gridDim.x * blockDim.x) {
             float v = (float)acc[m * N + n];
-            if (sx) v = __fmul_rn(__fmul_rn(__fmul_rn(v, sx[m]), scb[n]), LIN_MM_DEQUANT_CONST);
+            if (sx) v = i8_out(v, sx[m], n, (int)m, w, scb, o);
             if (bias) v = __fadd_rn(v, bias[n]);
             lin_store(y, ybf16, m * N + n, v);
         }
@@ -246,7 +543,7 @@ __global__ void epilogue(void *y, bool ybf16, const ACC *acc, int64_t M, int64_t
 /* Carves `count` regions of the given byte sizes (each 256-byte aligned) out of the
  * context scratch, growing it when needed. */
 static msbnb_status carve(msbnb_cuda_ctx *ctx, void **ptrs, const size_t *sizes, int count) {
-    size_t total = 0, off[8];
+    size_t total = 0, off[16];
     for (int i = 0; i < count; i++) {
         off[i] = total;
         total += (sizes[i] + 255) / 256 * 256;
@@ -410,31 +707,50 @@ extern "C" msbnb_status msbnb_cuda_linear_forward(msbnb_cuda_ctx *ctx, const msb
     const bool bf = x_type == MSBNB_DTYPE_BF16;
     const bool int8 = w.type == MSBNB_QTYPE_INT8 && w.sym;
     const unsigned rows_grid = (unsigned)((N + LIN_WARPS - 1) / LIN_WARPS);
-    if (int8 && l->int8_threshold > 0.0f)
-        return msbnb__fail(MSBNB_ERR_UNSUPPORTED, "%s: LLM.int8 outlier threshold %g is not implemented on the GPU",
-                           __func__, (double)l->int8_threshold);
-
     if (m <= 16 && (w.type == MSBNB_QTYPE_NF4 || w.type == MSBNB_QTYPE_FP4)) {
         msbnb_cuda_weight4 w4 = {(msbnb_qtype)w.type, w.block, l->fmt.double_quant, w.packed, w.absmax,
                                  l->qabsmax, l->nested, l->dq_offset};
         return msbnb__cuda_gemv_4bit_bias(y, x, x_type, &w4, l->bias, m, N, K);
     }
     if (int8) {
-        /* activation -> int8 codes + row absmax (bitsandbytes int8_vectorwise_quant); for
-         * large m also the codes of W and x as floats (exact) and an f32 product */
-        const bool big = m > 16;
+        /* activation -> int8 codes + row absmax (bitsandbytes int8_vectorwise_quant, with
+         * its outlier columns for a threshold > 0); for large m also the codes of W and x as
+         * floats (exact) and an f32 product */
+        const bool big = m > 16, outl = l->int8_threshold > 0.0f;
         const size_t fe = bf ? 2 : 4;
-        void *p[6];
+        void *p[9];
         const bool imma = K % 4 == 0; /* int32 acc [m, N] is 4 bytes an element like the f32 one */
-        size_t sz[6] = {(size_t)(m * K), (size_t)m * 4, 4, big && !imma ? (size_t)(N * K) * fe : 0,
-                        big && !imma ? (size_t)(m * K) * fe : 0, big ? (size_t)(m * N) * 4 : 0};
-        MSBNB_TRY(carve(ctx, p, sz, 6));
+        size_t sz[9] = {(size_t)(m * K),
+                        (size_t)m * 4,
+                        4,
+                        big && !imma ? (size_t)(N * K) * fe : 0,
+                        big && !imma ? (size_t)(m * K) * fe : 0,
+                        big ? (size_t)(m * N) * 4 : 0,
+                        outl ? (size_t)K * 4 : 0,
+                        outl ? (size_t)K * 4 : 0,
+                        outl ? 4u : 0u};
+        MSBNB_TRY(carve(ctx, p, sz, 9));
         int8_t *xq = (int8_t *)p[0];
         float *sx = (float *)p[1];
-        MSBNB_TRY(msbnb__cuda_int8_rowwise_async(xq, sx, x, x_type, m, K, (int *)p[2]));
+        outl_view o = {x, (int)x_type, NULL, NULL};
+        if (outl) {
+            o.cols = (const int *)p[7];
+            o.count = (const int *)p[8];
+            MSBNB_TRY(msbnb__cuda_int8_outliers_async(xq, sx, (int *)p[6], (int *)p[7], (int *)p[8], x, x_type, m, K,
+                                                      l->int8_threshold));
+        } else {
+            MSBNB_TRY(msbnb__cuda_int8_rowwise_async(xq, sx, x, x_type, m, K, (int *)p[2]));
+        }
         if (!big) {
+            /* tensor cores where rows are 16-byte aligned and int32 sums cannot overflow;
+             * MSBNB_CUDA_I8_MMA=0 forces the dp4a kernel, =2 the pipelined persistent
+             * tensor-core kernel (tests, benchmarks: it measured no faster than the
+             * one-tile-per-block kernel on the H200, and slower at K > N and M = 16) */
+            const char *e = getenv("MSBNB_CUDA_I8_MMA");
+            if (K % 16 == 0 && K <= I8_MAX_K && !(e && e[0] == '0'))
+                return launch_i8_mma(m, N, y, bf, xq, sx, w, l->scb, l->bias, o, e && e[0] == '2');
             bool vec = K % 16 == 0;
-#define LI8(MT) gemv_i8i8<MT><<<rows_grid, 32 * LIN_WARPS>>>(y, bf, xq, sx, w, l->scb, l->bias, (int)m, vec)
+#define LI8(MT) gemv_i8i8<MT><<<rows_grid, 32 * LIN_WARPS>>>(y, bf, xq, sx, w, l->scb, l->bias, (int)m, vec, o)
             LIN_DISPATCH(m, LI8);
 #undef LI8
             MSBNB_CUDA_LAUNCHED();
@@ -442,7 +758,7 @@ extern "C" msbnb_status msbnb_cuda_linear_forward(msbnb_cuda_ctx *ctx, const msb
         }
         if (imma) { /* exact int8 · int8 on the tensor cores (IMMA), then the scale epilogue */
             MSBNB_TRY(msbnb__cuda_gemm_i8(ctx, (int32_t *)p[5], xq, w.q8, m, N, K));
-            epilogue<int32_t><<<grid2d(m, N), 256>>>(y, bf, (const int32_t *)p[5], m, N, sx, l->scb, l->bias);
+            epilogue<int32_t><<<grid2d(m, N), 256>>>(y, bf, (const int32_t *)p[5], m, N, sx, l->scb, l->bias, w, o);
             MSBNB_CUDA_LAUNCHED();
             return MSBNB_OK;
         }
@@ -450,7 +766,7 @@ extern "C" msbnb_status msbnb_cuda_linear_forward(msbnb_cuda_ctx *ctx, const msb
         codes_to_float<<<lin_grid(m * K), 256>>>(p[4], bf, xq, m * K);
         MSBNB_CUDA_LAUNCHED();
         MSBNB_TRY(msbnb__cuda_gemm_f32out(ctx, (float *)p[5], p[4], p[3], bf, m, N, K));
-        epilogue<float><<<grid2d(m, N), 256>>>(y, bf, (const float *)p[5], m, N, sx, l->scb, l->bias);
+        epilogue<float><<<grid2d(m, N), 256>>>(y, bf, (const float *)p[5], m, N, sx, l->scb, l->bias, w, o);
         MSBNB_CUDA_LAUNCHED();
         return MSBNB_OK;
     }
@@ -488,7 +804,7 @@ extern "C" msbnb_status msbnb_cuda_linear_forward(msbnb_cuda_ctx *ctx, const msb
     float *acc = bf ? (float *)p[1] : (float *)y;
     MSBNB_TRY(msbnb__cuda_gemm_f32out(ctx, acc, x, wd, bf, m, N, K));
     if (bf || l->bias) {
-        epilogue<float><<<grid2d(m, N), 256>>>(y, bf, acc, m, N, NULL, NULL, l->bias);
+        epilogue<float><<<grid2d(m, N), 256>>>(y, bf, acc, m, N, NULL, NULL, l->bias, w, outl_view{});
         MSBNB_CUDA_LAUNCHED();
     }
     return MSBNB_OK;

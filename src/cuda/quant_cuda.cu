@@ -332,6 +332,15 @@ extern "C" msbnb_status msbnb_cuda_double_dequant_absmax(float *absmax, const ui
 
 /* ---------------------------------------------------------------- LLM.int8 row-wise */
 
+/* PDL (programmatic dependent launch, sm_90): lets the kernel launched after this one in
+ * the stream (the int8 GEMV) start now and prefetch its weights; it waits for this grid's
+ * results itself (griddepcontrol.wait). No effect on a plain launch or an older GPU. */
+__device__ __forceinline__ void allow_dependent_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ int8_t sat8(float v) {
     if (v > 127.0f) return 127;
     if (v < -128.0f) return -128;
@@ -344,6 +353,7 @@ __global__ void int8_rowwise_kernel(int8_t *q, float *row_absmax, const void *a,
                                     int64_t cols, int *bad) {
     __shared__ float red[32];
     __shared__ int sbad;
+    allow_dependent_launch();
     for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
         float m = 0.0f;
         int nonfinite = 0;
@@ -373,6 +383,85 @@ __global__ void int8_rowwise_kernel(int8_t *q, float *row_absmax, const void *a,
         }
         __syncthreads();
     }
+}
+
+/* LLM.int8 outlier columns (bitsandbytes MatMul8bitLt, threshold > 0), as the CPU's
+ * msbnb_int8_vectorwise_quant: column c is an outlier if |a[r, c]| >= threshold in any row.
+ * flags [cols] must be zero before. */
+__global__ void int8_outlier_flags_kernel(int *flags, const void *a, int dt, int64_t rows, int64_t cols, float t) {
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
+        for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += (int64_t)gridDim.x * blockDim.x)
+            if (fabsf(msbnb__ld_f32(a, dt, r * cols + c)) >= t) flags[c] = 1;
+}
+
+/* One block: the flagged columns in ascending order -> outl[0..*nout). */
+__global__ void int8_outlier_compact_kernel(int *outl, int *nout, const int *flags, int64_t cols) {
+    __shared__ int wsum[32];
+    __shared__ int base;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    if (threadIdx.x == 0) base = 0;
+    __syncthreads();
+    for (int64_t c0 = 0; c0 < cols; c0 += blockDim.x) {
+        const int64_t c = c0 + threadIdx.x;
+        const bool f = c < cols && flags[c];
+        const unsigned bal = __ballot_sync(0xffffffffu, f);
+        if (lane == 0) wsum[warp] = __popc(bal);
+        __syncthreads();
+        int off = base;
+        for (int w = 0; w < warp; w++) off += wsum[w];
+        if (f) outl[off + __popc(bal & ((1u << lane) - 1u))] = (int)c;
+        __syncthreads();
+        if (threadIdx.x == 0)
+            for (int w = 0; w < nw; w++) base += wsum[w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *nout = base;
+}
+
+/* One block per row: int8_rowwise_kernel with outlier columns: the absmax skips |a| >
+ * threshold (bitsandbytes' kInt8VectorQuant; an |a| == threshold counts, though its column
+ * is an outlier) and outlier columns get code 0. */
+__global__ void int8_rowwise_outl_kernel(int8_t *q, float *row_absmax, const void *a, int dt, int64_t rows,
+                                         int64_t cols, float t, const int *flags) {
+    __shared__ float red[32];
+    allow_dependent_launch();
+    for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        float m = 0.0f;
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+            float v = fabsf(msbnb__ld_f32(a, dt, r * cols + c));
+            m = fmaxf(m, v > t ? 0.0f : v);
+        }
+        m = warp_max(m);
+        __syncthreads();
+        if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = m;
+        __syncthreads();
+        m = 0.0f;
+        for (int w = 0; w < (int)(blockDim.x >> 5); w++) m = fmaxf(m, red[w]);
+        if (threadIdx.x == 0) row_absmax[r] = m;
+        float s = __fmul_rn(127.0f, msbnb__rcp_approx_ftz(m));
+        for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+            float v = __fmul_rn(msbnb__ld_f32(a, dt, r * cols + c), s);
+            q[r * cols + c] = flags[c] ? 0 : (v == v) ? sat8(rintf(v)) : 0;
+        }
+    }
+}
+
+msbnb_status msbnb__cuda_int8_outliers_async(int8_t *q, float *row_absmax, int *flags, int *outl, int *nout,
+                                             const void *a, msbnb_dtype a_type, int64_t rows, int64_t cols,
+                                             float threshold) {
+    MSBNB_CUDA_TRY(cudaMemsetAsync(flags, 0, (size_t)cols * sizeof(int), 0));
+    int64_t gx = (cols + 255) / 256, gy = rows;
+    if (gx > 1024) gx = 1024;
+    if (gy > 65535) gy = 65535;
+    int8_outlier_flags_kernel<<<dim3((unsigned)gx, (unsigned)gy), 256>>>(flags, a, (int)a_type, rows, cols, threshold);
+    MSBNB_CUDA_LAUNCHED();
+    int8_outlier_compact_kernel<<<1, 1024>>>(outl, nout, flags, cols);
+    MSBNB_CUDA_LAUNCHED();
+    int64_t g = rows < 65535LL * 16 ? rows : 65535LL * 16;
+    int8_rowwise_outl_kernel<<<(unsigned)g, rows < 132 * 2 ? 1024 : 256>>>(q, row_absmax, a, (int)a_type, rows, cols,
+                                                                            threshold, flags);
+    MSBNB_CUDA_LAUNCHED();
+    return MSBNB_OK;
 }
 
 msbnb_status msbnb__cuda_int8_rowwise_async(int8_t *q, float *row_absmax, const void *a, msbnb_dtype a_type,

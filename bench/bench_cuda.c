@@ -8,9 +8,10 @@
  * "% copy" = that over the copy bandwidth (bytes read + written per second by
  * cudaMemcpy device-to-device of 1 GiB), the practical ceiling of a weight stream.
  *
- * Usage: bench_cuda [--quick | --adam | --m1 | --int8]   Output: markdown tables for bench/RESULTS.md.
+ * Usage: bench_cuda [--quick | --adam | --m1 | --int8 | --fold]   Output: markdown tables for bench/RESULTS.md.
  * --quick: (4096, 14336) only; --adam: the AdamW table only; --m1: M = 1 rows of every shape;
- * --int8: LLM.int8 at M = 1..16, kernel variants side by side. */
+ * --int8: LLM.int8 at M = 1..16, kernel variants side by side; --fold: the 4-bit M = 1
+ * kernel variants side by side. */
 #define _POSIX_C_SOURCE 200112L /* setenv */
 #include "benchutil.h"
 #include "msbnb/msbnb.h"
@@ -151,6 +152,10 @@ static void bench_adamw(double copy_bw) {
     }
     double t32 = time_calls(adam32_call, &c, 1, 3, 9);
     double t8 = time_calls(adam8_call, &c, 1, 3, 9);
+    setenv("MSBNB_CUDA_ADAM8_DIV", "0", 1);
+    double t8d = time_calls(adam8_call, &c, 1, 3, 9);
+    unsetenv("MSBNB_CUDA_ADAM8_DIV");
+    double t8b = time_calls(adam8_call, &c, 1, 3, 9); /* the default again: the run-to-run spread */
     setenv("MSBNB_CUDA_ADAM8_OCC", "4", 1);
     double t83 = time_calls(adam8_call, &c, 1, 3, 9);
     unsetenv("MSBNB_CUDA_ADAM8_OCC");
@@ -173,6 +178,12 @@ static void bench_adamw(double copy_bw) {
     printf("| 8-bit blockwise states, table coder (msbnb_cuda_adamw8bit_step) | %.3f | %.2f TB/s | %.0f %% | %.2f | "
            "%s%.2f |\n",
            t8 * 1e3, b8 / t8 / 1e12, 100.0 * b8 / t8 / copy_bw, t8 / t32, tt > 0 ? "" : "n/a ", tt > 0 ? t8 / tt : 0.0);
+    printf("| 8-bit, table coder, default again (spread) | %.3f | %.2f TB/s | %.0f %% | %.2f | %s%.2f |\n", t8b * 1e3,
+           b8 / t8b / 1e12, 100.0 * b8 / t8b / copy_bw, t8b / t32, tt > 0 ? "" : "n/a ", tt > 0 ? t8b / tt : 0.0);
+    printf("| 8-bit, IEEE division by the step constant (MSBNB_CUDA_ADAM8_DIV=0) | %.3f | %.2f TB/s | %.0f %% | %.2f | "
+           "%s%.2f |\n",
+           t8d * 1e3, b8 / t8d / 1e12, 100.0 * b8 / t8d / copy_bw, t8d / t32, tt > 0 ? "" : "n/a ",
+           tt > 0 ? t8d / tt : 0.0);
     printf("| 8-bit, table coder at 4 blocks / SM (MSBNB_CUDA_ADAM8_OCC=4) | %.3f | %.2f TB/s | %.0f %% | %.2f | %s%.2f |\n",
            t83 * 1e3, b8 / t83 / 1e12, 100.0 * b8 / t83 / copy_bw, t83 / t32, tt > 0 ? "" : "n/a ",
            tt > 0 ? t83 / tt : 0.0);
@@ -260,6 +271,82 @@ static void bench_int8(msbnb_cuda_ctx *ctx, double copy_bw) {
     }
 }
 
+/* --fold: the 4-bit GEMV at M = 1 on the three shapes, kernel variants side by side (the
+ * fold kernel in its launch shapes, with and without PDL, and the FFMA kernels it replaces),
+ * beside cuBLAS bf16 at M = 1. */
+static void bench_fold(msbnb_cuda_ctx *ctx, double copy_bw) {
+    static const int64_t shapes[][2] = {{4096, 4096}, {4096, 14336}, {14336, 4096}};
+    static const struct {
+        const char *name;
+        msbnb_qtype t;
+        int dq;
+    } kinds[] = {{"nf4", MSBNB_QTYPE_NF4, 0}, {"nf4+dq", MSBNB_QTYPE_NF4, 1}, {"fp4", MSBNB_QTYPE_FP4, 0}};
+    static const struct {
+        const char *name, *var, *val, *var2, *val2;
+        int all; /* 0: nf4 and nf4+dq only */
+    } vars[] = {{"fold 16x4 + PDL (default)", NULL, NULL, NULL, NULL, 1},
+                {"fold 16x4, no PDL", "MSBNB_CUDA_PDL", "0", NULL, NULL, 1},
+                {"fold 16x8 + PDL", "MSBNB_CUDA_FOLD_CFG", "16x8", NULL, NULL, 0},
+                {"fold 32x2 + PDL", "MSBNB_CUDA_FOLD_CFG", "32x2", NULL, NULL, 0},
+                {"fold 8x8 + PDL", "MSBNB_CUDA_FOLD_CFG", "8x8", NULL, NULL, 0},
+                {"FFMA kernels (before)", "MSBNB_CUDA_GEMV4_FOLD", "0", NULL, NULL, 1}};
+    const int nvars = sizeof vars / sizeof *vars;
+    printf("| (K, N) | M | weights | kernel | ms | weight TB/s | %% copy | vs cuBLAS |\n"
+           "|---|---|---|---|---|---|---|---|\n");
+    for (int s = 0; s < 3; s++) {
+        const int64_t K = shapes[s][0], N = shapes[s][1];
+        float *wf = malloc((size_t)(N * K) * 4);
+        uint16_t *wh = malloc((size_t)(N * K) * 2);
+        bu_fill_normal(wf, (size_t)(N * K), 7 + (uint64_t)s, 0.02f);
+        OK(msbnb_convert(wh, MSBNB_DTYPE_BF16, wf, MSBNB_DTYPE_F32, N * K));
+        const int rb = copies_for(N * K * 2);
+        uint16_t *wb[64];
+        for (int i = 0; i < rb; i++) {
+            OK(msbnb_cuda_malloc((void **)&wb[i], (size_t)(N * K) * 2));
+            OK(msbnb_cuda_memcpy(wb[i], wh, (size_t)(N * K) * 2, MSBNB_CUDA_HOST_TO_DEVICE));
+        }
+        float *xf = malloc((size_t)K * 4);
+        uint16_t *xh = malloc((size_t)K * 2);
+        bu_fill_normal(xf, (size_t)K, 99, 1.0f);
+        OK(msbnb_convert(xh, MSBNB_DTYPE_BF16, xf, MSBNB_DTYPE_F32, K));
+        void *dx, *dy;
+        OK(msbnb_cuda_malloc(&dx, (size_t)K * 2));
+        OK(msbnb_cuda_malloc(&dy, (size_t)N * 2));
+        OK(msbnb_cuda_memcpy(dx, xh, (size_t)K * 2, MSBNB_CUDA_HOST_TO_DEVICE));
+        lin_ctx lc = {ctx, NULL, wb, dx, dy, 1, N, K};
+        double tb = time_calls(cublas_call, &lc, rb, 32, 15);
+        printf("| (%lld, %lld) | 1 | bf16 | cuBLAS | %.4f | %.2f | %.0f %% | 1.00 |\n", (long long)K, (long long)N,
+               tb * 1e3, (double)(N * K * 2) / tb / 1e12, 100.0 * (double)(N * K * 2) / tb / copy_bw);
+        for (int k = 0; k < 3; k++) {
+            msbnb_qparams p = msbnb_qparams_default(kinds[k].t);
+            p.double_quant = kinds[k].dq;
+            p.block = 64;
+            msbnb_linear_t *hl;
+            OK(msbnb_linear_create(&hl, K, N, wf, NULL, &p));
+            const int64_t wbytes = msbnb_linear_weight_bytes(hl);
+            const int rk = copies_for(wbytes);
+            msbnb_cuda_linear_t *layers[64];
+            for (int i = 0; i < rk; i++) OK(msbnb_cuda_linear_upload(&layers[i], hl));
+            msbnb_linear_free(hl);
+            lc.layers = layers;
+            for (int v = 0; v < nvars; v++) {
+                if (!vars[v].all && kinds[k].t == MSBNB_QTYPE_FP4) continue;
+                if (vars[v].var) setenv(vars[v].var, vars[v].val, 1);
+                double t = time_calls(layer_call, &lc, rk, 32, 15);
+                if (vars[v].var) unsetenv(vars[v].var);
+                printf("| (%lld, %lld) | 1 | %s | %s | %.4f | %.2f | %.0f %% | %.2f |\n", (long long)K, (long long)N,
+                       kinds[k].name, vars[v].name, t * 1e3, (double)wbytes / t / 1e12,
+                       100.0 * (double)wbytes / t / copy_bw, tb / t);
+            }
+            fflush(stdout);
+            for (int i = 0; i < rk; i++) msbnb_cuda_linear_free(layers[i]);
+        }
+        for (int i = 0; i < rb; i++) msbnb_cuda_free(wb[i]);
+        msbnb_cuda_free(dx), msbnb_cuda_free(dy);
+        free(wf), free(wh), free(xf), free(xh);
+    }
+}
+
 int main(int argc, char **argv) {
     int quick = argc > 1 && strcmp(argv[1], "--quick") == 0, m1 = argc > 1 && strcmp(argv[1], "--m1") == 0;
     if (msbnb_cuda_device_count() <= 0) {
@@ -284,6 +371,12 @@ int main(int argc, char **argv) {
     printf("## CUDA (%s, %d SMs, %.0f MB L2)\n\n", info.name, info.sm_count, info.l2_bytes / 1e6);
     if (argc > 1 && strcmp(argv[1], "--adam") == 0) { /* the AdamW table only */
         bench_adamw(copy_bw);
+        msbnb_cuda_ctx_free(ctx);
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "--fold") == 0) { /* the 4-bit M = 1 kernel variants only */
+        printf("Device-to-device copy: %.2f TB/s (read + write).\n\n", copy_bw / 1e12);
+        bench_fold(ctx, copy_bw);
         msbnb_cuda_ctx_free(ctx);
         return 0;
     }

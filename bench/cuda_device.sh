@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds msbnb with CUDA on the lent GPU machine and runs what is asked:
-#   bench/cuda_device.sh [test] [sanitize] [bench] [adam] [int8] [sass]
+#   bench/cuda_device.sh [test] [sanitize] [bench] [adam] [int8] [fold] [sass]
 #   test: the CUDA tests; sanitize: them under compute-sanitizer memcheck; bench: bench_cuda;
 #   adam: the AdamW table with torch's fused AdamW measured first (bench/torch_adamw.py);
-#   int8: bench_cuda --int8; sass: instruction counts of the kernels named in $SASS_FUNS;
+#   int8: bench_cuda --int8; fold: bench_cuda --fold (4-bit M = 1 variants); sass: instruction counts of the kernels named in $SASS_FUNS;
 #   profile: Nsight Compute sections of the int8 GEMV and 8-bit AdamW kernels.
 # The machine has the CUDA toolkit but not libcjson-dev / libopenblas-dev: their Debian
 # packages travel in .debs/ (apt-get download here) and are unpacked under /tmp/deps, not /.
@@ -58,6 +58,7 @@ for what in "$@"; do
       cat "$OUT/torch.log"
       MSBNB_BENCH_TORCH_ADAMW_MS=$tm "$BENCH" --adam 2>&1 | tee "$OUT/adam.log" || rc=1 ;;
     int8) "$BENCH" --int8 2>&1 | tee "$OUT/int8.log" || rc=1 ;;
+    fold) "$BENCH" --fold 2>&1 | tee "$OUT/fold.log" || rc=1 ;;
     sass)
       for f in ${SASS_FUNS:-}; do
         cuobjdump -sass -fun "$f" "$BENCH" >/tmp/sass.txt 2>&1

@@ -153,6 +153,80 @@ static void test_cuda_gemv_4bit_mma_bf16_codes(void) {
     unsetenv("MSBNB_CUDA_GEMV4_MMA");
 }
 
+/* The M = 1 fold kernel (msbnb_cuda_linear_4bit with a context: x folded into per-pair
+ * tables, K-slices summed through the context's scratch) against the CPU, forced wherever it
+ * applies, for every launch shape (warps x batch), NF4 / FP4, plain and double-quantized
+ * absmax, block sizes 32..1024. Odd N (partial row groups), K with a partial last slice
+ * (2080, 96), K = 32768 (more slices than SMs), K % 32 != 0 (falls back to the FFMA
+ * kernels). Every product runs twice on the same context (the kernel must leave its
+ * accumulator and counters zeroed), and the shapes alternate small and large N (the
+ * scratch grows). bf16 x and y (the tolerance of check_y). */
+static void test_cuda_linear_4bit_fold_m1_matches_cpu(void) {
+    static const shape_t shapes[] = {{1, 32},   {3, 64},    {37, 4096}, {5, 33},  {17, 160}, {1001, 96},
+                                     {64, 2080}, {9, 14336}, {3, 32768}, {133, 384}, {4100, 128}};
+    static const char *cfgs[] = {"16x4", "16x8", "32x2", "8x8"};
+    msbnb_cuda_ctx *ctx = NULL;
+    CHECK_OK(msbnb_cuda_ctx_create(&ctx));
+    if (!ctx) return;
+    setenv("MSBNB_CUDA_GEMV4_FOLD", "1", 1);
+    int c = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int t = 0; t < 2; t++)
+            for (int dq = 0; dq < 2; dq++, c++) {
+                int64_t N = shapes[s].N, K = shapes[s].K, nk = N * K, bs = (int64_t)32 << (c % 6);
+                int64_t nb = msbnb_nblocks(nk, bs), nn = msbnb_nblocks(nb, 256);
+                msbnb_qtype qt = t ? MSBNB_QTYPE_FP4 : MSBNB_QTYPE_NF4;
+                float *wf = malloc((size_t)nk * 4), off = 0;
+                tu_fill_normal(&g_rng, wf, (size_t)nk, 0.05f);
+                uint8_t *packed = malloc((size_t)(nk + 1) / 2), *qa = malloc((size_t)nb);
+                float *absmax = malloc((size_t)nb * 4), *nested = malloc((size_t)nn * 4);
+                CHECK_OK(msbnb_quantize_4bit(packed, absmax, wf, MSBNB_DTYPE_F32, nk, bs, qt, 1));
+                if (dq) {
+                    CHECK_OK(msbnb_double_quant_absmax(qa, nested, &off, absmax, nb));
+                    CHECK_OK(msbnb_double_dequant_absmax(absmax, qa, nested, off, nb));
+                }
+                CHECK_OK(msbnb_dequantize_4bit(wf, MSBNB_DTYPE_F32, packed, absmax, nk, bs, qt, 1));
+                msbnb_cuda_weight4 w = {qt, bs, dq, NULL, NULL, NULL, NULL, NULL};
+                w.packed = cu_up(packed, (size_t)(nk + 1) / 2);
+                if (dq) {
+                    w.qabsmax = cu_up(qa, (size_t)nb);
+                    w.nested_absmax = cu_up(nested, (size_t)nn * 4);
+                    w.offset = cu_up(&off, 4);
+                } else {
+                    w.absmax = cu_up(absmax, (size_t)nb * 4);
+                }
+                for (size_t v = 0; v < sizeof cfgs / sizeof *cfgs; v++) {
+                    setenv("MSBNB_CUDA_FOLD_CFG", cfgs[v], 1);
+                    float *xf = malloc((size_t)K * 4);
+                    uint16_t *xh = malloc((size_t)K * 2);
+                    tu_fill_normal(&g_rng, xf, (size_t)K, 1.0f);
+                    to_bf16(xh, xf, K);
+                    void *dx = cu_up(xh, (size_t)K * 2);
+                    for (int rep = 0; rep < 2; rep++) {
+                        void *dy = cu_poison((size_t)N * 2);
+                        CHECK_OK(msbnb_cuda_linear_4bit(ctx, dy, dx, &w, 1, N, K));
+                        void *y = cu_down(dy, (size_t)N * 2);
+                        char what[160];
+                        snprintf(what, sizeof what, "fold %s %s dq=%d bs=%lld N=%lld K=%lld call %d",
+                                 cfgs[v], t ? "fp4" : "nf4", dq, (long long)bs, (long long)N, (long long)K, rep);
+                        int bad = check_y(y, MSBNB_DTYPE_BF16, xf, wf, 1, N, K, g_rel4, what);
+                        CHECKF(bad == 0, "%s: %d outputs off", what, bad);
+                        free(y);
+                        msbnb_cuda_free(dy);
+                    }
+                    free(xf), free(xh);
+                    msbnb_cuda_free(dx);
+                }
+                free(wf), free(packed), free(qa), free(absmax), free(nested);
+                msbnb_cuda_free((void *)w.packed), msbnb_cuda_free((void *)w.absmax);
+                msbnb_cuda_free((void *)w.qabsmax), msbnb_cuda_free((void *)w.nested_absmax);
+                msbnb_cuda_free((void *)w.offset);
+            }
+    unsetenv("MSBNB_CUDA_FOLD_CFG");
+    unsetenv("MSBNB_CUDA_GEMV4_FOLD");
+    msbnb_cuda_ctx_free(ctx);
+}
+
 static void test_cuda_gemv_int8_matches_cpu(void) {
     static const shape_t shapes[] = {{1, 16}, {3, 48}, {37, 4096}, {5, 33}, {64, 2064}};
     static const int64_t Ms[] = {1, 2, 4, 7, 16};
@@ -244,6 +318,7 @@ int main(void) {
     RUN_TEST(test_cuda_gemv_4bit_chunked_m1_kernel_matches_cpu);
     RUN_TEST(test_cuda_gemv_4bit_word_kernel_matches_cpu);
     RUN_TEST(test_cuda_gemv_4bit_mma_bf16_codes);
+    RUN_TEST(test_cuda_linear_4bit_fold_m1_matches_cpu);
     RUN_TEST(test_cuda_gemv_int8_matches_cpu);
     RUN_TEST(test_cuda_linear_4bit_large_m_uses_gemm);
     return tu_finish();

@@ -290,11 +290,20 @@ static void test_cuda_linear_forward_chunked_m1_kernel_matches_cpu(void) {
     unsetenv("MSBNB_CUDA_GEMV4_M1");
 }
 
+/* Forward again with the M = 1 fold kernel (gemv4_fold: f32 and bf16 activations, bias)
+ * forced wherever it applies (K % 32 == 0): by default it only runs from 16 M weights. */
+static void test_cuda_linear_forward_fold_m1_kernel_matches_cpu(void) {
+    setenv("MSBNB_CUDA_GEMV4_FOLD", "1", 1);
+    test_cuda_linear_forward_matches_cpu();
+    unsetenv("MSBNB_CUDA_GEMV4_FOLD");
+}
+
 int main(void) {
     if (cu_skip_if_no_device()) return CU_SKIP_CODE;
     tu_rng_init(&g_rng, tu_seed());
     RUN_TEST(test_cuda_linear_forward_matches_cpu);
     RUN_TEST(test_cuda_linear_forward_chunked_m1_kernel_matches_cpu);
+    RUN_TEST(test_cuda_linear_forward_fold_m1_kernel_matches_cpu);
     RUN_TEST(test_cuda_linear_int8_outliers_match_cpu);
     RUN_TEST(test_cuda_linear_int8_mma_large_shapes_match_cpu);
     RUN_TEST(test_cuda_linear_backward_dx_matches_cpu);
@@ -303,6 +312,14 @@ int main(void) {
 }
 
 #else
+/* Forward again with the M = 1 fold kernel (gemv4_fold: f32 and bf16 activations, bias)
+ * forced wherever it applies (K % 32 == 0): by default it only runs from 16 M weights. */
+static void test_cuda_linear_forward_fold_m1_kernel_matches_cpu(void) {
+    setenv("MSBNB_CUDA_GEMV4_FOLD", "1", 1);
+    test_cuda_linear_forward_matches_cpu();
+    unsetenv("MSBNB_CUDA_GEMV4_FOLD");
+}
+
 int main(void) {
     printf("SKIPPED: CUDA backend not built (no CUDA device code)\n");
     return 77;

@@ -143,6 +143,22 @@ struct msbnb__code256 { float v[256]; };
 /* msbnb_cuda_gemv_4bit plus bias[N] (device, or NULL) added before the output rounding. */
 msbnb_status msbnb__cuda_gemv_4bit_bias(void *y, const void *x, msbnb_dtype x_type, const msbnb_cuda_weight4 *w,
                                         const float *bias, int64_t M, int64_t N, int64_t K);
+/* The same with a context (may be NULL): M = 1 then runs the fold kernel where it applies
+ * (gemv4_fold_cuda.cu), which needs the context's scratch. pdl: launch it with programmatic
+ * dependent launch, which reads W before the previous kernel is done (only for weights no
+ * kernel writes, i.e. uploaded layers). */
+msbnb_status msbnb__cuda_gemv_4bit_ctx(msbnb_cuda_ctx *ctx, void *y, const void *x, msbnb_dtype x_type,
+                                       const msbnb_cuda_weight4 *w, const float *bias, int64_t M, int64_t N,
+                                       int64_t K, bool pdl);
+/* gemv4_fold_cuda.cu: whether the fold kernel takes this M = 1 product (shape, alignment,
+ * size rule, MSBNB_CUDA_GEMV4_FOLD), and its launch (arguments already validated). */
+extern "C" bool msbnb__cuda_gemv4_fold_applies(int64_t N, int64_t K, const msbnb_cuda_weight4 *w);
+extern "C" msbnb_status msbnb__cuda_gemv4_fold(msbnb_cuda_ctx *ctx, void *y, const void *x, bool xbf16,
+                                              const msbnb_cuda_weight4 *w, int bs_log2, const float *bias,
+                                              int64_t N, int64_t K, bool pdl);
+/* The context's fold scratch: acc [n] floats and cnt [ceil(n / 8)] counters, zero at
+ * allocation and left zero by every fold kernel; grown (freed, reallocated) when n grows. */
+msbnb_status msbnb__cuda_ctx_fold_scratch(msbnb_cuda_ctx *ctx, int64_t n, float **acc, unsigned **cnt);
 /* The context's scratch, grown to at least `bytes` (contents not kept across growth). */
 msbnb_status msbnb__cuda_ctx_scratch(msbnb_cuda_ctx *ctx, size_t bytes, void **out);
 /* y[M, N] (f32) = x[M, K] · W[N, K]ᵀ through cuBLAS; x and W bf16 (bf16 = true) or f32. */

@@ -815,6 +815,12 @@ extern "C" msbnb_status msbnb_cuda_gemv_4bit(void *y, const void *x, msbnb_dtype
 
 msbnb_status msbnb__cuda_gemv_4bit_bias(void *y, const void *x, msbnb_dtype x_type, const msbnb_cuda_weight4 *w,
                                         const float *bias, int64_t M, int64_t N, int64_t K) {
+    return msbnb__cuda_gemv_4bit_ctx(NULL, y, x, x_type, w, bias, M, N, K, false);
+}
+
+msbnb_status msbnb__cuda_gemv_4bit_ctx(msbnb_cuda_ctx *ctx, void *y, const void *x, msbnb_dtype x_type,
+                                       const msbnb_cuda_weight4 *w, const float *bias, int64_t M, int64_t N,
+                                       int64_t K, bool pdl) {
     MSBNB_CHECK_NULL(y);
     MSBNB_CHECK_NULL(x);
     MSBNB_CHECK_NULL(w);
@@ -854,6 +860,8 @@ msbnb_status msbnb__cuda_gemv_4bit_bias(void *y, const void *x, msbnb_dtype x_ty
     unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
     int bf = x_type == MSBNB_DTYPE_BF16, dq = w->double_quant != 0;
     const int mma_l = bs >= 128 ? 16 : 8;
+    if (ctx && M == 1 && msbnb__cuda_gemv4_fold_applies(N, K, w))
+        return msbnb__cuda_gemv4_fold(ctx, y, x, bf != 0, w, a.bs_log2, bias, N, K, pdl);
     if (bf && bs >= 64 && K % bs == 0 && K % (8 * mma_l) == 0 && aligned16(w->packed) && aligned16(x) &&
         use_mma_kernel(M)) {
         int sms = 0;
@@ -926,6 +934,8 @@ struct msbnb_cuda_ctx {
     cublasHandle_t blas;
     void *scratch;
     size_t scratch_bytes;
+    void *fold;      /* the fold kernel's accumulator and counters (kept zero) */
+    int64_t fold_n;  /* rows they hold */
 };
 
 #define MSBNB_CUBLAS_TRY(call)                                                            \
@@ -954,7 +964,29 @@ extern "C" void msbnb_cuda_ctx_free(msbnb_cuda_ctx *ctx) {
     if (!ctx) return;
     cublasDestroy(ctx->blas);
     cudaFree(ctx->scratch);
+    cudaFree(ctx->fold);
     free(ctx);
+}
+
+msbnb_status msbnb__cuda_ctx_fold_scratch(msbnb_cuda_ctx *c, int64_t n, float **acc, unsigned **cnt) {
+    const int64_t acc_bytes = (n + 63) / 64 * 256; /* the counters start 256-byte aligned */
+    if (c->fold_n < n) {
+        cudaFree(c->fold); /* waits for the kernels using it */
+        c->fold = NULL;
+        c->fold_n = 0;
+        const size_t bytes = (size_t)acc_bytes + (size_t)((n + 7) / 8) * sizeof(unsigned);
+        MSBNB_TRY(msbnb_cuda_malloc(&c->fold, bytes));
+        cudaError_t e = cudaMemset(c->fold, 0, bytes); /* stream-ordered before the kernels */
+        if (e != cudaSuccess) {
+            cudaFree(c->fold);
+            c->fold = NULL;
+            return msbnb__fail(MSBNB_ERR_CUDA, "%s: cudaMemset: %s", __func__, cudaGetErrorString(e));
+        }
+        c->fold_n = n;
+    }
+    *acc = (float *)c->fold;
+    *cnt = (unsigned *)((char *)c->fold + ((c->fold_n + 63) / 64 * 256));
+    return MSBNB_OK;
 }
 
 static msbnb_status scratch_reserve(msbnb_cuda_ctx *c, size_t bytes) {
@@ -987,7 +1019,8 @@ extern "C" msbnb_status msbnb_cuda_linear_4bit(msbnb_cuda_ctx *ctx, uint16_t *y,
                                               const msbnb_cuda_weight4 *w, int64_t M, int64_t N, int64_t K) {
     MSBNB_CHECK_NULL(ctx);
     MSBNB_CHECK_NULL(w);
-    if (M >= 1 && M <= 16) return msbnb_cuda_gemv_4bit(y, x, MSBNB_DTYPE_BF16, w, M, N, K);
+    /* the caller's W may come from the kernel before: no PDL */
+    if (M >= 1 && M <= 16) return msbnb__cuda_gemv_4bit_ctx(ctx, y, x, MSBNB_DTYPE_BF16, w, NULL, M, N, K, false);
     MSBNB_CHECK_NULL(y);
     MSBNB_CHECK_NULL(x);
     MSBNB_CHECK_NULL(w->packed);

@@ -710,7 +710,8 @@ extern "C" msbnb_status msbnb_cuda_linear_forward(msbnb_cuda_ctx *ctx, const msb
     if (m <= 16 && (w.type == MSBNB_QTYPE_NF4 || w.type == MSBNB_QTYPE_FP4)) {
         msbnb_cuda_weight4 w4 = {(msbnb_qtype)w.type, w.block, l->fmt.double_quant, w.packed, w.absmax,
                                  l->qabsmax, l->nested, l->dq_offset};
-        return msbnb__cuda_gemv_4bit_bias(y, x, x_type, &w4, l->bias, m, N, K);
+        /* an uploaded weight is never written by a kernel: PDL may read it early */
+        return msbnb__cuda_gemv_4bit_ctx(ctx, y, x, x_type, &w4, l->bias, m, N, K, true);
     }
     if (int8) {
         /* activation -> int8 codes + row absmax (bitsandbytes int8_vectorwise_quant, with

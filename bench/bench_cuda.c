@@ -152,9 +152,6 @@ static void bench_adamw(double copy_bw) {
     }
     double t32 = time_calls(adam32_call, &c, 1, 3, 9);
     double t8 = time_calls(adam8_call, &c, 1, 3, 9);
-    setenv("MSBNB_CUDA_ADAM8_DIV", "0", 1);
-    double t8d = time_calls(adam8_call, &c, 1, 3, 9);
-    unsetenv("MSBNB_CUDA_ADAM8_DIV");
     double t8b = time_calls(adam8_call, &c, 1, 3, 9); /* the default again: the run-to-run spread */
     setenv("MSBNB_CUDA_ADAM8_OCC", "4", 1);
     double t83 = time_calls(adam8_call, &c, 1, 3, 9);
@@ -180,10 +177,6 @@ static void bench_adamw(double copy_bw) {
            t8 * 1e3, b8 / t8 / 1e12, 100.0 * b8 / t8 / copy_bw, t8 / t32, tt > 0 ? "" : "n/a ", tt > 0 ? t8 / tt : 0.0);
     printf("| 8-bit, table coder, default again (spread) | %.3f | %.2f TB/s | %.0f %% | %.2f | %s%.2f |\n", t8b * 1e3,
            b8 / t8b / 1e12, 100.0 * b8 / t8b / copy_bw, t8b / t32, tt > 0 ? "" : "n/a ", tt > 0 ? t8b / tt : 0.0);
-    printf("| 8-bit, IEEE division by the step constant (MSBNB_CUDA_ADAM8_DIV=0) | %.3f | %.2f TB/s | %.0f %% | %.2f | "
-           "%s%.2f |\n",
-           t8d * 1e3, b8 / t8d / 1e12, 100.0 * b8 / t8d / copy_bw, t8d / t32, tt > 0 ? "" : "n/a ",
-           tt > 0 ? t8d / tt : 0.0);
     printf("| 8-bit, table coder at 4 blocks / SM (MSBNB_CUDA_ADAM8_OCC=4) | %.3f | %.2f TB/s | %.0f %% | %.2f | %s%.2f |\n",
            t83 * 1e3, b8 / t83 / 1e12, 100.0 * b8 / t83 / copy_bw, t83 / t32, tt > 0 ? "" : "n/a ",
            tt > 0 ? t83 / tt : 0.0);
@@ -284,12 +277,15 @@ static void bench_fold(msbnb_cuda_ctx *ctx, double copy_bw) {
     static const struct {
         const char *name, *var, *val, *var2, *val2;
         int all; /* 0: nf4 and nf4+dq only */
-    } vars[] = {{"fold 16x4 + PDL (default)", NULL, NULL, NULL, NULL, 1},
-                {"fold 16x4, no PDL", "MSBNB_CUDA_PDL", "0", NULL, NULL, 1},
-                {"fold 16x8 + PDL", "MSBNB_CUDA_FOLD_CFG", "16x8", NULL, NULL, 0},
-                {"fold 32x2 + PDL", "MSBNB_CUDA_FOLD_CFG", "32x2", NULL, NULL, 0},
-                {"fold 8x8 + PDL", "MSBNB_CUDA_FOLD_CFG", "8x8", NULL, NULL, 0},
-                {"FFMA kernels (before)", "MSBNB_CUDA_GEMV4_FOLD", "0", NULL, NULL, 1}};
+    } vars[] = {{"fold, slice-major layout, 16x4 + PDL", NULL, NULL, NULL, NULL, 1},
+                {"fold, slice-major layout, 16x4, no PDL", "MSBNB_CUDA_PDL", "0", NULL, NULL, 1},
+                {"fold, slice-major layout, 16x8 + PDL", "MSBNB_CUDA_FOLD_CFG", "16x8", NULL, NULL, 0},
+                {"fold, slice-major layout, 32x2 + PDL", "MSBNB_CUDA_FOLD_CFG", "32x2", NULL, NULL, 0},
+                {"fold, slice-major, no REDs (timing only)", "MSBNB_CUDA_FOLD_DIAG", "1", NULL, NULL, 0},
+                {"fold, slice-major, no lookups (timing only)", "MSBNB_CUDA_FOLD_DIAG", "2", NULL, NULL, 0},
+                {"fold, bnb layout, 16x4 + PDL", "MSBNB_CUDA_FOLD_BNB", "1", NULL, NULL, 1},
+                {"fold, bnb layout, no REDs (timing only)", "MSBNB_CUDA_FOLD_BNB", "1", "MSBNB_CUDA_FOLD_DIAG", "1", 0},
+                {"FFMA kernels (default)", "MSBNB_CUDA_GEMV4_FOLD", "0", NULL, NULL, 1}};
     const int nvars = sizeof vars / sizeof *vars;
     printf("| (K, N) | M | weights | kernel | ms | weight TB/s | %% copy | vs cuBLAS |\n"
            "|---|---|---|---|---|---|---|---|\n");
@@ -326,14 +322,18 @@ static void bench_fold(msbnb_cuda_ctx *ctx, double copy_bw) {
             const int64_t wbytes = msbnb_linear_weight_bytes(hl);
             const int rk = copies_for(wbytes);
             msbnb_cuda_linear_t *layers[64];
+            setenv("MSBNB_CUDA_FOLD_LAYOUT", "1", 1); /* both layouts on the device */
             for (int i = 0; i < rk; i++) OK(msbnb_cuda_linear_upload(&layers[i], hl));
+            unsetenv("MSBNB_CUDA_FOLD_LAYOUT");
             msbnb_linear_free(hl);
             lc.layers = layers;
             for (int v = 0; v < nvars; v++) {
                 if (!vars[v].all && kinds[k].t == MSBNB_QTYPE_FP4) continue;
                 if (vars[v].var) setenv(vars[v].var, vars[v].val, 1);
+                if (vars[v].var2) setenv(vars[v].var2, vars[v].val2, 1);
                 double t = time_calls(layer_call, &lc, rk, 32, 15);
                 if (vars[v].var) unsetenv(vars[v].var);
+                if (vars[v].var2) unsetenv(vars[v].var2);
                 printf("| (%lld, %lld) | 1 | %s | %s | %.4f | %.2f | %.0f %% | %.2f |\n", (long long)K, (long long)N,
                        kinds[k].name, vars[v].name, t * 1e3, (double)wbytes / t / 1e12,
                        100.0 * (double)wbytes / t / copy_bw, tb / t);

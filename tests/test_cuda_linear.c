@@ -298,12 +298,44 @@ static void test_cuda_linear_forward_fold_m1_kernel_matches_cpu(void) {
     unsetenv("MSBNB_CUDA_GEMV4_FOLD");
 }
 
+/* The fold kernel on the slice-major layout (MSBNB_CUDA_FOLD_LAYOUT=1 at upload), forced
+ * (MSBNB_CUDA_GEMV4_FOLD=1) at M = 1 for every launch shape, and the other paths (M = 3, 17)
+ * of such a layer; 4-bit formats with blocks 32..1024 (one scale per chunk, per block, per
+ * slice), K with a partial last slice (2080, 160, 96: one scale per chunk) and K = 32768
+ * (more slices than SMs), N not a multiple of 8 (padded rows), f32 and bf16 activations,
+ * with and without bias. Several layers per context (the scratch is reused and grown). */
+static void test_cuda_linear_forward_fold_layout_matches_cpu(void) {
+    static const fmt_t fmts[] = {{"nf4-b64", MSBNB_QTYPE_NF4, 1, 64, 0},     {"nf4-dq-b64", MSBNB_QTYPE_NF4, 1, 64, 1},
+                                 {"fp4-b128", MSBNB_QTYPE_FP4, 1, 128, 0},   {"fp4-dq-b32", MSBNB_QTYPE_FP4, 1, 32, 1},
+                                 {"nf4-b256", MSBNB_QTYPE_NF4, 1, 256, 0},   {"nf4-dq-b1024", MSBNB_QTYPE_NF4, 1, 1024, 1},
+                                 {"fp4-b32", MSBNB_QTYPE_FP4, 1, 32, 0}};
+    static const int64_t shapes[][2] = {{64, 3}, {4096, 37}, {2080, 9}, {160, 17}, {32768, 3}, {384, 133}, {128, 1001}, {96, 8}};
+    static const char *cfgs[] = {"16x4", "16x8", "32x2"};
+    msbnb_cuda_ctx *ctx = NULL;
+    CHECK_OK(msbnb_cuda_ctx_create(&ctx));
+    if (!ctx) return;
+    setenv("MSBNB_CUDA_FOLD_LAYOUT", "1", 1);
+    setenv("MSBNB_CUDA_GEMV4_FOLD", "1", 1);
+    int c = 0;
+    for (size_t f = 0; f < sizeof fmts / sizeof *fmts; f++)
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++, c++) {
+            setenv("MSBNB_CUDA_FOLD_CFG", cfgs[c % 3], 1);
+            run_forward(ctx, &fmts[f], shapes[s][0], shapes[s][1], 1, c & 1, (c >> 1) & 1);
+            if (s % 3 == 0) run_forward(ctx, &fmts[f], shapes[s][0], shapes[s][1], c % 2 ? 3 : 17, c & 1, 1);
+        }
+    unsetenv("MSBNB_CUDA_FOLD_CFG");
+    unsetenv("MSBNB_CUDA_GEMV4_FOLD");
+    unsetenv("MSBNB_CUDA_FOLD_LAYOUT");
+    msbnb_cuda_ctx_free(ctx);
+}
+
 int main(void) {
     if (cu_skip_if_no_device()) return CU_SKIP_CODE;
     tu_rng_init(&g_rng, tu_seed());
     RUN_TEST(test_cuda_linear_forward_matches_cpu);
     RUN_TEST(test_cuda_linear_forward_chunked_m1_kernel_matches_cpu);
     RUN_TEST(test_cuda_linear_forward_fold_m1_kernel_matches_cpu);
+    RUN_TEST(test_cuda_linear_forward_fold_layout_matches_cpu);
     RUN_TEST(test_cuda_linear_int8_outliers_match_cpu);
     RUN_TEST(test_cuda_linear_int8_mma_large_shapes_match_cpu);
     RUN_TEST(test_cuda_linear_backward_dx_matches_cpu);

@@ -2,12 +2,15 @@
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 int tu_checks_failed = 0;
 int tu_tests_passed = 0, tu_tests_failed = 0;
 
 void tu_run(const char *name, void (*fn)(void)) {
+    const char *only = getenv("MSBNB_TEST_ONLY"); /* run only the tests whose name contains it */
+    if (only && *only && !strstr(name, only)) return;
     int before = tu_checks_failed;
     fn();
     if (tu_checks_failed == before) {

@@ -69,33 +69,6 @@ __device__ __forceinline__ float adam1(float p, float &m, float &v, float g, con
     return __fsub_rn(__fmul_rn(p, k.decay), __fdiv_rn(__fmul_rn(k.stepsize, m), denom));
 }
 
-/* x / c for the step's constant c = sqrt(bc2) (normal, 0 < c <= 1) and x = sqrt(v) >= 0,
- * correctly rounded as __fdiv_rn but without its range check and slow path: q = RN(x rc),
- * rc = RN(1 / c), is within an ulp of x / c, r = x - c q is exact (an FMA), and
- * RN(q + r rc) = RN(x / c) (Markstein's theorem: Muller et al., Handbook of Floating-Point
- * Arithmetic, "Newton-Raphson-based division with an FMA"). No overflow or underflow for
- * such x and c; inf and NaN pass through q. Checked bit for bit against __fdiv_rn on every
- * float x >= 0 for several c (tests/test_cuda_optim.c). */
-__device__ __forceinline__ float div_by_const(float x, float c, float rc) {
-    const float q = __fmul_rn(x, rc);
-    const float q2 = __fmaf_rn(__fmaf_rn(-q, c, x), rc, q);
-    return fabsf(q) < INFINITY ? q2 : q;
-}
-
-/* adam1 with the division by bc2_sqrt through div_by_const (rc = RN(1 / bc2_sqrt)). */
-__device__ __forceinline__ float adam1_rc(float p, float &m, float &v, float g, const adam_k &k, float rc) {
-    float gi = __fmul_rn(g, k.gm);
-    m = __fadd_rn(__fmul_rn(k.b1, m), __fmul_rn(__fsub_rn(1.0f, k.b1), gi));
-    v = __fadd_rn(__fmul_rn(k.b2, v), __fmul_rn(__fmul_rn(__fsub_rn(1.0f, k.b2), gi), gi));
-    float denom = __fadd_rn(div_by_const(__fsqrt_rn(v), k.bc2_sqrt, rc), k.eps);
-    return __fsub_rn(__fmul_rn(p, k.decay), __fdiv_rn(__fmul_rn(k.stepsize, m), denom));
-}
-
-template <bool RC>
-__device__ __forceinline__ float adam1_t(float p, float &m, float &v, float g, const adam_k &k, float rc) {
-    return RC ? adam1_rc(p, m, v, g, k, rc) : adam1(p, m, v, g, k);
-}
-
 __global__ void adamw_f32_kernel(float *p, float *m, float *v, const float *g, int64_t n, adam_k k) {
     const int64_t n4 = n / 4, stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += stride) {
@@ -314,9 +287,8 @@ struct code256x2 {
     msbnb__code256 cm, cv, tm, tv; /* codes and thresholds (kernel parameters, 4 KB) */
 };
 
-/* MINB: blocks per SM the registers must allow (3: 80 registers, 4: 64); RC: the division
- * by bc2_sqrt through div_by_const */
-template <int MINB, bool RC>
+/* MINB: blocks per SM the registers must allow (3: 80 registers, 4: 64) */
+template <int MINB>
 __global__ void __launch_bounds__(32 * Q8_WARPS, MINB)
     adamw_8bit_fast(float *p, uint8_t *qm, float *am, uint8_t *qv, float *av, const float *g, int64_t n, adam_k k,
                     const __grid_constant__ code256x2 cc) {
@@ -331,7 +303,6 @@ __global__ void __launch_bounds__(32 * Q8_WARPS, MINB)
     __syncthreads();
     const bool tab_ok = q8t_build(&S.qm, S.tm) & q8t_build(&S.qv, S.tv);
     const int lane = threadIdx.x & 31;
-    const float rc = __frcp_rn(k.bc2_sqrt);
     const int64_t nfull = n / ADAM_Q8_BLOCK, stride = (int64_t)gridDim.x * Q8_WARPS;
     const int64_t b0 = (int64_t)blockIdx.x * Q8_WARPS + (threadIdx.x >> 5);
     adam8_in cur, nxt;
@@ -348,7 +319,7 @@ __global__ void __launch_bounds__(32 * Q8_WARPS, MINB)
             const float gj = e == 0 ? gg.x : e == 1 ? gg.y : e == 2 ? gg.z : gg.w;
             float mi = __fmul_rn(S.dm[(cur.qm[h] >> (8 * e)) & 255u], cur.am);
             float vi = __fmul_rn(S.dv[(cur.qv[h] >> (8 * e)) & 255u], cur.av);
-            pv[j] = adam1_t<RC>(pj, mi, vi, gj, k, rc);
+            pv[j] = adam1(pj, mi, vi, gj, k);
             mv[j] = mi;
             vv[j] = vi;
             mmax = fmaxf(mmax, fabsf(mi));
@@ -397,7 +368,7 @@ __global__ void __launch_bounds__(32 * Q8_WARPS, MINB)
  * 128 h + 4 L .. + 3 (lane L), so a thread holds 4 elements and half the registers; the
  * pair combines its two absmax through shared memory (double-buffered by iteration parity)
  * and a 64-thread named barrier. More warps fit per SM (4 blocks at <= 64 registers). */
-template <int MINB, bool RC>
+template <int MINB>
 __global__ void __launch_bounds__(32 * Q8_WARPS, MINB)
     adamw_8bit_half(float *p, uint8_t *qm, float *am, uint8_t *qv, float *av, const float *g, int64_t n, adam_k k,
                     const __grid_constant__ code256x2 cc) {
@@ -413,7 +384,6 @@ __global__ void __launch_bounds__(32 * Q8_WARPS, MINB)
     __syncthreads();
     const bool tab_ok = q8t_build(&S.qm, S.tm) & q8t_build(&S.qv, S.tv);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, h = warp & 1, pair = warp >> 1;
-    const float rc = __frcp_rn(k.bc2_sqrt);
     const int64_t nfull = n / ADAM_Q8_BLOCK, stride = (int64_t)gridDim.x * (Q8_WARPS / 2);
     const int64_t b0 = (int64_t)blockIdx.x * (Q8_WARPS / 2) + pair;
     struct in4 {
@@ -442,7 +412,7 @@ __global__ void __launch_bounds__(32 * Q8_WARPS, MINB)
             const float gj = e == 0 ? cur.g.x : e == 1 ? cur.g.y : e == 2 ? cur.g.z : cur.g.w;
             float mi = __fmul_rn(S.dm[(cur.qm >> (8 * e)) & 255u], cur.am);
             float vi = __fmul_rn(S.dv[(cur.qv >> (8 * e)) & 255u], cur.av);
-            pv[e] = adam1_t<RC>(pj, mi, vi, gj, k, rc);
+            pv[e] = adam1(pj, mi, vi, gj, k);
             mv[e] = mi;
             vv[e] = vi;
             mmax = fmaxf(mmax, fabsf(mi));
@@ -518,44 +488,6 @@ __global__ void q8f_check_kernel(msbnb__code256 c, msbnb__code256 thr, uint64_t 
     }
     for (int o = 16; o > 0; o >>= 1) bad += __shfl_xor_sync(0xffffffffu, bad, o);
     if ((threadIdx.x & 31) == 0 && bad) atomicAdd(mism, bad);
-}
-
-/* Test hook: mism[0] = #{x = bits first + i * step >= 0, not NaN : div_by_const(x, c) !=
- * __fdiv_rn(x, c)} (bitwise), mism[1] = one such x. */
-__global__ void div_check_kernel(float c, uint64_t first, uint64_t step, uint64_t count, unsigned long long *mism) {
-    const float rc = __frcp_rn(c);
-    unsigned long long bad = 0;
-    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (uint64_t)gridDim.x * blockDim.x) {
-        const uint32_t u = (uint32_t)(first + i * step);
-        const float x = __uint_as_float(u);
-        if (!(x >= 0.0f)) continue; /* negatives, NaN: never a square root's value */
-        if (__float_as_uint(div_by_const(x, c, rc)) != __float_as_uint(__fdiv_rn(x, c))) {
-            bad++;
-            mism[1] = u;
-        }
-    }
-    for (int o = 16; o > 0; o >>= 1) bad += __shfl_xor_sync(0xffffffffu, bad, o);
-    if ((threadIdx.x & 31) == 0 && bad) atomicAdd(mism, bad);
-}
-
-extern "C" msbnb_status msbnb__cuda_div_check(float c, uint64_t first, uint64_t step, uint64_t count,
-                                             uint64_t *mismatches, uint32_t *example) {
-    MSBNB_CHECK_NULL(mismatches);
-    if (!(c > 1.17549435e-38f && c <= 1.0f))
-        return msbnb__fail(MSBNB_ERR_INVALID_ARGUMENT, "%s: c must be a normal float in (0, 1]", __func__);
-    unsigned long long *d = NULL, h[2] = {0, 0};
-    MSBNB_CUDA_TRY(cudaMalloc(&d, sizeof h));
-    cudaError_t e = cudaMemset(d, 0, sizeof h);
-    if (e == cudaSuccess) {
-        div_check_kernel<<<132 * 4, 256>>>(c, first, step, count, d);
-        e = cudaGetLastError();
-    }
-    if (e == cudaSuccess) e = cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost);
-    cudaFree(d);
-    if (e != cudaSuccess) return msbnb__fail(MSBNB_ERR_CUDA, "%s: %s", __func__, cudaGetErrorString(e));
-    *mismatches = h[0];
-    if (example) *example = (uint32_t)h[1];
-    return MSBNB_OK;
 }
 
 /* ---------------------------------------------------------------- host side */
@@ -655,13 +587,8 @@ extern "C" msbnb_status msbnb_cuda_adamw8bit_step(float *p, uint8_t *qm, float *
      * and measured slower (H200: 1.62 against 1.38 ms at 256 M parameters) */
     const char *occ = getenv("MSBNB_CUDA_ADAM8_OCC"), *half = getenv("MSBNB_CUDA_ADAM8_HALF");
     const bool pairs = half && half[0] == '1'; /* MSBNB_CUDA_ADAM8_HALF=1: two warps per block of 256 */
-    /* MSBNB_CUDA_ADAM8_DIV=0: the division by bc2_sqrt through __fdiv_rn (before div_by_const) */
-    const char *dv = getenv("MSBNB_CUDA_ADAM8_DIV");
-    const bool rcd = !(dv && dv[0] == '0');
     void (*kern)(float *, uint8_t *, float *, uint8_t *, float *, const float *, int64_t, adam_k, code256x2) =
-        pairs ? (rcd ? adamw_8bit_half<4, true> : adamw_8bit_half<4, false>)
-        : occ && occ[0] == '4' ? (rcd ? adamw_8bit_fast<4, true> : adamw_8bit_fast<4, false>)
-                               : (rcd ? adamw_8bit_fast<3, true> : adamw_8bit_fast<3, false>);
+        pairs ? adamw_8bit_half<4> : occ && occ[0] == '4' ? adamw_8bit_fast<4> : adamw_8bit_fast<3>;
     int dev = 0, sms = 0, per_sm = 0;
     MSBNB_CUDA_TRY(cudaGetDevice(&dev));
     MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));

@@ -143,19 +143,38 @@ struct msbnb__code256 { float v[256]; };
 /* msbnb_cuda_gemv_4bit plus bias[N] (device, or NULL) added before the output rounding. */
 msbnb_status msbnb__cuda_gemv_4bit_bias(void *y, const void *x, msbnb_dtype x_type, const msbnb_cuda_weight4 *w,
                                         const float *bias, int64_t M, int64_t N, int64_t K);
+/* A 4-bit weight re-laid for the fold kernel (gemv4_fold_cuda.cu), slice-major: the 64 code
+ * bytes of slice s (k = 128 s .. 128 s + 127) of row n at w + (s * npad + n) * 64, rows
+ * padded to npad = 8 ceil(N / 8) and the last slice past K with zero bytes; the scale of
+ * chunk c (32 codes) of that (slice, row) at ((s * npad + n) << sc_log2) + (c >> (2 -
+ * sc_log2)) of absmax (f32) or, double-quantized, of qabsmax (the absmax code; nested and
+ * offset stay bnb's); zero past K and N. Device pointers, owned by the uploaded layer. */
+struct msbnb__fold_layout {
+    const uint8_t *w;
+    const float *absmax;
+    const uint8_t *qabsmax;
+    int64_t npad;
+    int sc_log2; /* log2 of the scales per (slice, row): 2 (one per chunk), 1 or 0 */
+};
 /* The same with a context (may be NULL): M = 1 then runs the fold kernel where it applies
- * (gemv4_fold_cuda.cu), which needs the context's scratch. pdl: launch it with programmatic
- * dependent launch, which reads W before the previous kernel is done (only for weights no
- * kernel writes, i.e. uploaded layers). */
+ * (gemv4_fold_cuda.cu), which needs the context's scratch; fl: the weight's fold layout, or
+ * NULL. pdl: launch it with programmatic dependent launch, which reads W before the previous
+ * kernel is done (only for weights no kernel writes, i.e. uploaded layers). */
 msbnb_status msbnb__cuda_gemv_4bit_ctx(msbnb_cuda_ctx *ctx, void *y, const void *x, msbnb_dtype x_type,
-                                       const msbnb_cuda_weight4 *w, const float *bias, int64_t M, int64_t N,
-                                       int64_t K, bool pdl);
+                                       const msbnb_cuda_weight4 *w, const msbnb__fold_layout *fl, const float *bias,
+                                       int64_t M, int64_t N, int64_t K, bool pdl);
 /* gemv4_fold_cuda.cu: whether the fold kernel takes this M = 1 product (shape, alignment,
  * size rule, MSBNB_CUDA_GEMV4_FOLD), and its launch (arguments already validated). */
-extern "C" bool msbnb__cuda_gemv4_fold_applies(int64_t N, int64_t K, const msbnb_cuda_weight4 *w);
+extern "C" bool msbnb__cuda_gemv4_fold_applies(int64_t N, int64_t K, const msbnb_cuda_weight4 *w, bool has_layout);
 extern "C" msbnb_status msbnb__cuda_gemv4_fold(msbnb_cuda_ctx *ctx, void *y, const void *x, bool xbf16,
-                                              const msbnb_cuda_weight4 *w, int bs_log2, const float *bias,
-                                              int64_t N, int64_t K, bool pdl);
+                                              const msbnb_cuda_weight4 *w, const msbnb__fold_layout *fl,
+                                              int bs_log2, const float *bias, int64_t N, int64_t K, bool pdl);
+/* Host: builds the fold layout of a bnb-packed 4-bit weight (host arrays: packed, and absmax
+ * or, double-quantized, the absmax codes qabsmax) in one device allocation *arena (the
+ * caller cudaFrees it) described by *fl. Needs K % 32 == 0 and a power-of-two block >= 32. */
+extern "C" msbnb_status msbnb__cuda_fold_layout_upload(void **arena, msbnb__fold_layout *fl, const uint8_t *packed,
+                                                      const float *absmax, const uint8_t *qabsmax, int64_t N,
+                                                      int64_t K, int64_t bs);
 /* The context's fold scratch: acc [n] floats and cnt [ceil(n / 8)] counters, zero at
  * allocation and left zero by every fold kernel; grown (freed, reallocated) when n grows. */
 msbnb_status msbnb__cuda_ctx_fold_scratch(msbnb_cuda_ctx *ctx, int64_t n, float **acc, unsigned **cnt);

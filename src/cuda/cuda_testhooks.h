@@ -15,11 +15,4 @@
 msbnb_status msbnb__cuda_q8f_check(const float *code, uint64_t first, uint64_t step, uint64_t count,
                                    uint64_t *mismatches, uint32_t *example, int *usable);
 
-/* adamw_cuda.cu: over the float bit patterns first + i * step (i < count, mod 2^32) that are
- * >= 0 (NaN skipped), counts where the 8-bit AdamW's division by a constant c (normal, in
- * (0, 1]: the step's sqrt(1 - beta2^t)) and IEEE x / c (__fdiv_rn) differ in any bit;
- * *example (may be NULL) gets one such x. Synchronous. Errors: INVALID_ARGUMENT, CUDA. */
-msbnb_status msbnb__cuda_div_check(float c, uint64_t first, uint64_t step, uint64_t count, uint64_t *mismatches,
-                                   uint32_t *example);
-
 #endif

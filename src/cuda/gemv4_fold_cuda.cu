@@ -51,8 +51,14 @@ struct fold_args {
     const float *bias;
     float *acc;    /* [N], zero between calls */
     unsigned *cnt; /* [RG], zero between calls */
+    const uint8_t *fw; /* RL: the slice-major layout (msbnb__fold_layout) */
+    const float *fa;
+    const uint8_t *fq;
+    int64_t npad;
+    int sc_log2;
     int N, K, bs_log2;
     int S, RG, W; /* slices, groups of 8 rows, units S * RG */
+    int diag;     /* measurements only (MSBNB_CUDA_FOLD_DIAG): 1 no REDs, 2 no lookups; y is then wrong */
 };
 
 __device__ __forceinline__ uint32_t fold_prmt(uint32_t a, uint32_t b, uint32_t s) {
@@ -91,8 +97,9 @@ struct fold_pos {
 
 /* Loads the units uf, uf + NW, ..., uf + NW (U - 1) of this warp; units past the block's
  * range, rows past N and chunks past K load zeros (their table entries are 0 or their sums
- * are never stored). */
-template <int NW, int U, bool DQ>
+ * are never stored). RL: from the slice-major layout, where a unit's 512 code bytes are
+ * contiguous and so are consecutive units (the padding is zeros). */
+template <int NW, int U, bool DQ, bool RL>
 __device__ __forceinline__ void fold_load(fold_batch<U, DQ> &b, const fold_args &a, const fold_pos &ps, int uf) {
 #pragma unroll
     for (int i = 0; i < U; i++) {
@@ -100,7 +107,19 @@ __device__ __forceinline__ void fold_load(fold_batch<U, DQ> &b, const fold_args 
         b.q[i] = make_uint4(0u, 0u, 0u, 0u);
         b.am[i] = 0.0f;
         if (DQ) b.qa[i] = 0u;
-        if (u < ps.u1) {
+        if (RL && u < ps.u1) {
+            const int s = u < ps.ub ? ps.s0 : ps.s0 + 1;
+            const int n = 8 * (u - s * a.RG) + ps.r, k0 = FOLD_SK * s + 32 * ps.c;
+            const int64_t row = (int64_t)s * a.npad + n;
+            b.q[i] = fold_ld16(a.fw + row * 64 + 16 * ps.c);
+            const int64_t si = (row << a.sc_log2) + (ps.c >> (2 - a.sc_log2));
+            if (DQ) {
+                b.qa[i] = __ldg(a.fq + si);
+                if (n < a.N && k0 < a.K) b.am[i] = __ldg(a.nested + ((((int64_t)n * a.K + k0) >> a.bs_log2) >> 8));
+            } else {
+                b.am[i] = __ldg(a.fa + si);
+            }
+        } else if (u < ps.u1) {
             const int s = u < ps.ub ? ps.s0 : ps.s0 + 1;
             const int n = 8 * (u - s * a.RG) + ps.r, k0 = FOLD_SK * s + 32 * ps.c;
             if (n < a.N && k0 < a.K) {
@@ -148,27 +167,32 @@ __device__ __forceinline__ void fold_emit(const fold_args &a, const fold_pos &ps
     if (u >= ps.u1) return;
     const int s = u < ps.ub ? ps.s0 : ps.s0 + 1;
     const int n = 8 * (u - s * a.RG) + ps.r;
-    if (n < a.N) atomicAdd(a.acc + n, v); /* result unused: a RED, no round trip */
+    if (n < a.N && a.diag != 1) atomicAdd(a.acc + n, v); /* result unused: a RED, no round trip */
 }
 
 /* One batch: the next batch's loads go out first, then the U units of cur are summed, their
  * chunk sums combined across the 4 lanes of a row (transposed: 3 shuffles per 4 units) and
  * emitted. Returns false after the warp's last batch. */
-template <int NW, int U, bool DQ>
+template <int NW, int U, bool DQ, bool RL>
 __device__ __forceinline__ bool fold_step(fold_batch<U, DQ> &cur, fold_batch<U, DQ> &nxt, const fold_args &a,
                                           const fold_pos &ps, int &uf, uint32_t y0, uint32_t y1,
                                           const uint32_t (&sel)[4], const char *tab, const float *sdyn, float off) {
     if (uf >= ps.u1) return false;
     const int un = uf + NW * U;
     const bool more = un < ps.u1;
-    if (more) fold_load<NW, U, DQ>(nxt, a, ps, un);
+    if (more) fold_load<NW, U, DQ, RL>(nxt, a, ps, un);
     const bool rhi = ps.r >= 4;
     float part[U];
 #pragma unroll
     for (int i = 0; i < U; i++) {
         const int u = uf + NW * i; /* warp-uniform branches */
         float d = 0.0f;
-        if (u < ps.u1) d = u < ps.ub ? fold_dot<0>(cur.q[i], rhi, y0, y1, sel, tab) : fold_dot<1>(cur.q[i], rhi, y0, y1, sel, tab);
+        if (a.diag == 2) {
+            const uint4 &q = cur.q[i];
+            d = __uint_as_float(((q.x ^ q.y ^ q.z ^ q.w) & 0x007fffffu) | 0x3f800000u);
+        } else if (u < ps.u1) {
+            d = u < ps.ub ? fold_dot<0>(cur.q[i], rhi, y0, y1, sel, tab) : fold_dot<1>(cur.q[i], rhi, y0, y1, sel, tab);
+        }
         /* QLoRA double quant: dynamic_map[q] * nested + offset, as msbnb_double_dequant_absmax */
         const float am = DQ ? __fadd_rn(__fmul_rn(sdyn[cur.qa[i]], cur.am[i]), off) : cur.am[i];
         part[i] = d * am;
@@ -195,7 +219,7 @@ __device__ __forceinline__ bool fold_step(fold_batch<U, DQ> &cur, fold_batch<U, 
     return more;
 }
 
-template <int NW, int U, bool DQ, bool XBF16>
+template <int NW, int U, bool DQ, bool XBF16, bool RL>
 __global__ void __launch_bounds__(32 * NW, 1) gemv4_fold(fold_args a, msbnb__code16 code, msbnb__code256 dyn) {
     extern __shared__ __align__(16) float fsm[]; /* 2 tables [256][64], then (DQ) the dynamic map */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -223,7 +247,7 @@ __global__ void __launch_bounds__(32 * NW, 1) gemv4_fold(fold_args a, msbnb__cod
     }
     fold_batch<U, DQ> b0, b1;
     int uf = u0 + warp;
-    fold_load<NW, U, DQ>(b0, a, ps, uf); /* weights only: no kernel writes them (PDL) */
+    fold_load<NW, U, DQ, RL>(b0, a, ps, uf); /* weights only: no kernel writes them (PDL) */
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory"); /* x, acc, cnt: after the kernel before */
 #endif
@@ -262,8 +286,8 @@ __global__ void __launch_bounds__(32 * NW, 1) gemv4_fold(fold_args a, msbnb__cod
     const float off = DQ ? __ldg(a.offset) : 0.0f;
     const char *tab = (const char *)fsm;
     for (;;) { /* ping-pong between the two batches (no register copies) */
-        if (!fold_step<NW, U, DQ>(b0, b1, a, ps, uf, y0, y1, sel, tab, sdyn, off)) break;
-        if (!fold_step<NW, U, DQ>(b1, b0, a, ps, uf, y0, y1, sel, tab, sdyn, off)) break;
+        if (!fold_step<NW, U, DQ, RL>(b0, b1, a, ps, uf, y0, y1, sel, tab, sdyn, off)) break;
+        if (!fold_step<NW, U, DQ, RL>(b1, b0, a, ps, uf, y0, y1, sel, tab, sdyn, off)) break;
     }
     /* Count this warp's units; the last of the S contributions to a row group finishes it.
      * Each lane's REDs are ordered before the counter by its fence and the warp barrier
@@ -291,30 +315,77 @@ __global__ void __launch_bounds__(32 * NW, 1) gemv4_fold(fold_args a, msbnb__cod
 /* ---------------------------------------------------------------- host side */
 
 /* Launch shapes (warps per block x units per batch): MSBNB_CUDA_FOLD_CFG = 16x4 (default),
- * 16x8, 32x2 or 8x8, for measurements. */
+ * 16x8 or 32x2, for measurements. */
 static int fold_cfg(void) {
     const char *e = getenv("MSBNB_CUDA_FOLD_CFG");
     if (!e || !*e) return 0;
     if (!strcmp(e, "16x8")) return 1;
     if (!strcmp(e, "32x2")) return 2;
-    if (!strcmp(e, "8x8")) return 3;
     return 0;
 }
 
-extern "C" bool msbnb__cuda_gemv4_fold_applies(int64_t N, int64_t K, const msbnb_cuda_weight4 *w) {
+/* Default: only with the slice-major layout (on bnb's row-major packing the kernel streams
+ * 64 bytes per row per block and measured no faster than the FFMA kernels: bench/RESULTS.md). */
+extern "C" bool msbnb__cuda_gemv4_fold_applies(int64_t N, int64_t K, const msbnb_cuda_weight4 *w, bool has_layout) {
     const char *e = getenv("MSBNB_CUDA_GEMV4_FOLD"); /* 0: never, 1: wherever it applies */
     if (e && e[0] == '0') return false;
     if (K % 32 || ((uintptr_t)w->packed & 15) || w->blocksize < 32) return false;
     const int64_t S = (K + FOLD_SK - 1) / FOLD_SK, RG = (N + 7) / 8;
     if (N > INT_MAX - 8 || K > INT_MAX - FOLD_SK || S * RG > INT_MAX) return false;
     if (e && e[0] == '1') return true;
-    return N * K >= ((int64_t)1 << 24); /* 16 M weights: below, the FFMA kernels (no table to build) */
+    return has_layout && N * K >= ((int64_t)1 << 22);
 }
 
-template <int NW, int U, bool DQ, bool XBF16>
+extern "C" msbnb_status msbnb__cuda_fold_layout_upload(void **arena, msbnb__fold_layout *fl, const uint8_t *packed,
+                                                      const float *absmax, const uint8_t *qabsmax, int64_t N,
+                                                      int64_t K, int64_t bs) {
+    *arena = NULL;
+    int bs_log2 = 0;
+    while ((1LL << bs_log2) < bs) bs_log2++;
+    if (K % 32 || bs < 32 || (1LL << bs_log2) != bs || (!absmax && !qabsmax))
+        return msbnb__fail(MSBNB_ERR_UNSUPPORTED, "%s: needs K %% 32 == 0 and a power-of-two block >= 32", __func__);
+    const int64_t S = (K + FOLD_SK - 1) / FOLD_SK, npad = (N + 7) / 8 * 8;
+    /* scales per (slice, row): one per block when slices are block-aligned (K % 128 == 0), else
+     * one per 32-code chunk (a chunk never straddles two blocks) */
+    const int sc_log2 = K % FOLD_SK ? 2 : bs_log2 >= 7 ? 0 : 7 - bs_log2;
+    const int64_t nsc = S * npad << sc_log2, wbytes = S * npad * 64;
+    const size_t sc_bytes = (size_t)nsc * (qabsmax ? 1 : 4), total = (size_t)wbytes + (sc_bytes + 255) / 256 * 256;
+    uint8_t *h = (uint8_t *)calloc(1, total);
+    if (!h) return msbnb__fail(MSBNB_ERR_OUT_OF_MEMORY, "%s: out of memory", __func__);
+    uint8_t *hw = h, *hq = h + wbytes;
+    float *ha = (float *)(h + wbytes);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t s = 0; s < S; s++) {
+            const int64_t b0 = 64 * s, nb = K / 2 - b0 < 64 ? K / 2 - b0 : 64;
+            memcpy(hw + (s * npad + n) * 64, packed + n * (K / 2) + b0, (size_t)nb);
+            for (int j = 0; j < (1 << sc_log2); j++) {
+                const int64_t k = FOLD_SK * s + 32 * ((int64_t)j << (2 - sc_log2)); /* first chunk of scale j */
+                if (k >= K) continue;
+                const int64_t blk = (n * K + k) >> bs_log2, i = ((s * npad + n) << sc_log2) + j;
+                if (qabsmax) hq[i] = qabsmax[blk];
+                else ha[i] = absmax[blk];
+            }
+        }
+    msbnb_status st = msbnb_cuda_malloc(arena, total);
+    if (st == MSBNB_OK) st = msbnb_cuda_memcpy(*arena, h, total, MSBNB_CUDA_HOST_TO_DEVICE);
+    free(h);
+    if (st != MSBNB_OK) {
+        cudaFree(*arena);
+        *arena = NULL;
+        return st;
+    }
+    fl->w = (const uint8_t *)*arena;
+    fl->absmax = qabsmax ? NULL : (const float *)((const uint8_t *)*arena + wbytes);
+    fl->qabsmax = qabsmax ? (const uint8_t *)*arena + wbytes : NULL;
+    fl->npad = npad;
+    fl->sc_log2 = sc_log2;
+    return MSBNB_OK;
+}
+
+template <int NW, int U, bool DQ, bool XBF16, bool RL>
 static cudaError_t fold_launch_t(const fold_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn,
                                  unsigned grid, bool pdl) {
-    void (*kern)(fold_args, msbnb__code16, msbnb__code256) = gemv4_fold<NW, U, DQ, XBF16>;
+    void (*kern)(fold_args, msbnb__code16, msbnb__code256) = gemv4_fold<NW, U, DQ, XBF16, RL>;
     const int smem = (2 * FOLD_TAB_WORDS + (DQ ? 256 : 0)) * 4;
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (e != cudaSuccess) return e;
@@ -337,18 +408,25 @@ static cudaError_t fold_launch_t(const fold_args &a, const msbnb__code16 &code, 
     return e;
 }
 
-template <int NW, int U>
-static cudaError_t fold_launch_c(const fold_args &a, bool dq, bool bf, const msbnb__code16 &code,
+template <int NW, int U, bool RL>
+static cudaError_t fold_launch_l(const fold_args &a, bool dq, bool bf, const msbnb__code16 &code,
                                  const msbnb__code256 &dyn, unsigned grid, bool pdl) {
-    if (dq) return bf ? fold_launch_t<NW, U, true, true>(a, code, dyn, grid, pdl)
-                      : fold_launch_t<NW, U, true, false>(a, code, dyn, grid, pdl);
-    return bf ? fold_launch_t<NW, U, false, true>(a, code, dyn, grid, pdl)
-              : fold_launch_t<NW, U, false, false>(a, code, dyn, grid, pdl);
+    if (dq) return bf ? fold_launch_t<NW, U, true, true, RL>(a, code, dyn, grid, pdl)
+                      : fold_launch_t<NW, U, true, false, RL>(a, code, dyn, grid, pdl);
+    return bf ? fold_launch_t<NW, U, false, true, RL>(a, code, dyn, grid, pdl)
+              : fold_launch_t<NW, U, false, false, RL>(a, code, dyn, grid, pdl);
+}
+
+template <int NW, int U>
+static cudaError_t fold_launch_c(const fold_args &a, bool rl, bool dq, bool bf, const msbnb__code16 &code,
+                                 const msbnb__code256 &dyn, unsigned grid, bool pdl) {
+    return rl ? fold_launch_l<NW, U, true>(a, dq, bf, code, dyn, grid, pdl)
+              : fold_launch_l<NW, U, false>(a, dq, bf, code, dyn, grid, pdl);
 }
 
 extern "C" msbnb_status msbnb__cuda_gemv4_fold(msbnb_cuda_ctx *ctx, void *y, const void *x, bool xbf16,
-                                              const msbnb_cuda_weight4 *w, int bs_log2, const float *bias,
-                                              int64_t N, int64_t K, bool pdl) {
+                                              const msbnb_cuda_weight4 *w, const msbnb__fold_layout *fl,
+                                              int bs_log2, const float *bias, int64_t N, int64_t K, bool pdl) {
     fold_args a;
     memset(&a, 0, sizeof a);
     a.y = y;
@@ -365,6 +443,16 @@ extern "C" msbnb_status msbnb__cuda_gemv4_fold(msbnb_cuda_ctx *ctx, void *y, con
     a.S = (int)((K + FOLD_SK - 1) / FOLD_SK);
     a.RG = (int)((N + 7) / 8);
     a.W = a.S * a.RG;
+    const char *be = getenv("MSBNB_CUDA_FOLD_BNB"), *de = getenv("MSBNB_CUDA_FOLD_DIAG");
+    const bool rl = fl && !(be && be[0] == '1'); /* MSBNB_CUDA_FOLD_BNB=1: bnb's packing even with the layout */
+    if (rl) {
+        a.fw = fl->w;
+        a.fa = fl->absmax;
+        a.fq = fl->qabsmax;
+        a.npad = fl->npad;
+        a.sc_log2 = fl->sc_log2;
+    }
+    a.diag = de ? atoi(de) : 0;
     MSBNB_TRY(msbnb__cuda_ctx_fold_scratch(ctx, N, &a.acc, &a.cnt));
     int dev = 0, sms = 0, major = 0;
     MSBNB_CUDA_TRY(cudaGetDevice(&dev));
@@ -382,10 +470,9 @@ extern "C" msbnb_status msbnb__cuda_gemv4_fold(msbnb_cuda_ctx *ctx, void *y, con
     const bool dq = w->double_quant != 0;
     cudaError_t e;
     switch (fold_cfg()) {
-    case 1: e = fold_launch_c<16, 8>(a, dq, xbf16, code, dyn, (unsigned)grid, pdl); break;
-    case 2: e = fold_launch_c<32, 2>(a, dq, xbf16, code, dyn, (unsigned)grid, pdl); break;
-    case 3: e = fold_launch_c<8, 8>(a, dq, xbf16, code, dyn, (unsigned)grid, pdl); break;
-    default: e = fold_launch_c<16, 4>(a, dq, xbf16, code, dyn, (unsigned)grid, pdl); break;
+    case 1: e = fold_launch_c<16, 8>(a, rl, dq, xbf16, code, dyn, (unsigned)grid, pdl); break;
+    case 2: e = fold_launch_c<32, 2>(a, rl, dq, xbf16, code, dyn, (unsigned)grid, pdl); break;
+    default: e = fold_launch_c<16, 4>(a, rl, dq, xbf16, code, dyn, (unsigned)grid, pdl); break;
     }
     MSBNB_CUDA_TRY(e);
     MSBNB_CUDA_LAUNCHED();

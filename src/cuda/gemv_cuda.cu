@@ -815,12 +815,12 @@ extern "C" msbnb_status msbnb_cuda_gemv_4bit(void *y, const void *x, msbnb_dtype
 
 msbnb_status msbnb__cuda_gemv_4bit_bias(void *y, const void *x, msbnb_dtype x_type, const msbnb_cuda_weight4 *w,
                                         const float *bias, int64_t M, int64_t N, int64_t K) {
-    return msbnb__cuda_gemv_4bit_ctx(NULL, y, x, x_type, w, bias, M, N, K, false);
+    return msbnb__cuda_gemv_4bit_ctx(NULL, y, x, x_type, w, NULL, bias, M, N, K, false);
 }
 
 msbnb_status msbnb__cuda_gemv_4bit_ctx(msbnb_cuda_ctx *ctx, void *y, const void *x, msbnb_dtype x_type,
-                                       const msbnb_cuda_weight4 *w, const float *bias, int64_t M, int64_t N,
-                                       int64_t K, bool pdl) {
+                                       const msbnb_cuda_weight4 *w, const msbnb__fold_layout *fl, const float *bias,
+                                       int64_t M, int64_t N, int64_t K, bool pdl) {
     MSBNB_CHECK_NULL(y);
     MSBNB_CHECK_NULL(x);
     MSBNB_CHECK_NULL(w);
@@ -860,8 +860,8 @@ msbnb_status msbnb__cuda_gemv_4bit_ctx(msbnb_cuda_ctx *ctx, void *y, const void 
     unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
     int bf = x_type == MSBNB_DTYPE_BF16, dq = w->double_quant != 0;
     const int mma_l = bs >= 128 ? 16 : 8;
-    if (ctx && M == 1 && msbnb__cuda_gemv4_fold_applies(N, K, w))
-        return msbnb__cuda_gemv4_fold(ctx, y, x, bf != 0, w, a.bs_log2, bias, N, K, pdl);
+    if (ctx && M == 1 && msbnb__cuda_gemv4_fold_applies(N, K, w, fl != NULL))
+        return msbnb__cuda_gemv4_fold(ctx, y, x, bf != 0, w, fl, a.bs_log2, bias, N, K, pdl);
     if (bf && bs >= 64 && K % bs == 0 && K % (8 * mma_l) == 0 && aligned16(w->packed) && aligned16(x) &&
         use_mma_kernel(M)) {
         int sms = 0;
@@ -1020,7 +1020,7 @@ extern "C" msbnb_status msbnb_cuda_linear_4bit(msbnb_cuda_ctx *ctx, uint16_t *y,
     MSBNB_CHECK_NULL(ctx);
     MSBNB_CHECK_NULL(w);
     /* the caller's W may come from the kernel before: no PDL */
-    if (M >= 1 && M <= 16) return msbnb__cuda_gemv_4bit_ctx(ctx, y, x, MSBNB_DTYPE_BF16, w, NULL, M, N, K, false);
+    if (M >= 1 && M <= 16) return msbnb__cuda_gemv_4bit_ctx(ctx, y, x, MSBNB_DTYPE_BF16, w, NULL, NULL, M, N, K, false);
     MSBNB_CHECK_NULL(y);
     MSBNB_CHECK_NULL(x);
     MSBNB_CHECK_NULL(w->packed);

@@ -50,6 +50,8 @@ struct msbnb_cuda_linear {
     const float *nested, *dq_offset;
     const float *scb;     /* LLM.int8 row absmax [N] */
     int64_t weight_bytes;
+    void *fold_arena;     /* NF4/FP4 slice-major copy for the M = 1 fold kernel, or NULL */
+    msbnb__fold_layout fold;
 };
 
 /* ---------------------------------------------------------------- device side */
@@ -652,6 +654,18 @@ extern "C" msbnb_status msbnb_cuda_linear_upload(msbnb_cuda_linear_t **out, cons
     l->int8_threshold = msbnb_linear_int8_threshold(host);
     l->weight_bytes = msbnb_linear_weight_bytes(host);
     l->scb = (const float *)dptr[11];
+    /* MSBNB_CUDA_FOLD_LAYOUT=1: also the slice-major copy of the codes and scales that the M = 1
+     * fold kernel streams contiguously (a second copy of the weight's bytes) */
+    const char *fe = getenv("MSBNB_CUDA_FOLD_LAYOUT");
+    if (fe && fe[0] == '1' && (t == MSBNB_QTYPE_NF4 || t == MSBNB_QTYPE_FP4) && K % 32 == 0 && w.bs_log2 >= 5 &&
+        v.packed && (qa || v.absmax)) {
+        st = msbnb__cuda_fold_layout_upload(&l->fold_arena, &l->fold, v.packed, qa ? NULL : v.absmax, qa, N, K,
+                                            v.block);
+        if (st != MSBNB_OK) {
+            msbnb_cuda_linear_free(l);
+            return st;
+        }
+    }
     *out = l;
     return MSBNB_OK;
 }
@@ -659,6 +673,7 @@ extern "C" msbnb_status msbnb_cuda_linear_upload(msbnb_cuda_linear_t **out, cons
 extern "C" void msbnb_cuda_linear_free(msbnb_cuda_linear_t *l) {
     if (!l) return;
     cudaFree(l->arena);
+    cudaFree(l->fold_arena);
     free(l);
 }
 
@@ -711,7 +726,8 @@ extern "C" msbnb_status msbnb_cuda_linear_forward(msbnb_cuda_ctx *ctx, const msb
         msbnb_cuda_weight4 w4 = {(msbnb_qtype)w.type, w.block, l->fmt.double_quant, w.packed, w.absmax,
                                  l->qabsmax, l->nested, l->dq_offset};
         /* an uploaded weight is never written by a kernel: PDL may read it early */
-        return msbnb__cuda_gemv_4bit_ctx(ctx, y, x, x_type, &w4, l->bias, m, N, K, true);
+        return msbnb__cuda_gemv_4bit_ctx(ctx, y, x, x_type, &w4, l->fold_arena ? &l->fold : NULL, l->bias, m, N, K,
+                                         true);
     }
     if (int8) {
         /* activation -> int8 codes + row absmax (bitsandbytes int8_vectorwise_quant, with

@@ -290,8 +290,9 @@ static void test_cuda_linear_forward_chunked_m1_kernel_matches_cpu(void) {
     unsetenv("MSBNB_CUDA_GEMV4_M1");
 }
 
-/* Forward again with the M = 1 fold kernel (gemv4_fold: f32 and bf16 activations, bias)
- * forced wherever it applies (K % 32 == 0): by default it only runs from 16 M weights. */
+/* Forward again with the M = 1 fold kernel (gemv4_fold: f32 and bf16 activations, bias) on
+ * bnb's packing, forced wherever it applies (K % 32 == 0): by default it only runs for layers
+ * uploaded with the slice-major layout. */
 static void test_cuda_linear_forward_fold_m1_kernel_matches_cpu(void) {
     setenv("MSBNB_CUDA_GEMV4_FOLD", "1", 1);
     test_cuda_linear_forward_matches_cpu();
@@ -344,14 +345,6 @@ int main(void) {
 }
 
 #else
-/* Forward again with the M = 1 fold kernel (gemv4_fold: f32 and bf16 activations, bias)
- * forced wherever it applies (K % 32 == 0): by default it only runs from 16 M weights. */
-static void test_cuda_linear_forward_fold_m1_kernel_matches_cpu(void) {
-    setenv("MSBNB_CUDA_GEMV4_FOLD", "1", 1);
-    test_cuda_linear_forward_matches_cpu();
-    unsetenv("MSBNB_CUDA_GEMV4_FOLD");
-}
-
 int main(void) {
     printf("SKIPPED: CUDA backend not built (no CUDA device code)\n");
     return 77;

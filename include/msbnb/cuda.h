@@ -186,7 +186,9 @@ MSBNB_API msbnb_status msbnb_cuda_gemm_bf16(msbnb_cuda_ctx *ctx, uint16_t *y, co
 
 /* Linear forward of a 4-bit weight for any M (bf16 x and y): the fused GEMV for M <= 16,
  * otherwise W is dequantized to bf16 into the context's scratch and multiplied through
- * cuBLAS. Asynchronous. */
+ * cuBLAS. Asynchronous. MSBNB_CUDA_GEMV4_FOLD=1 runs M = 1 (K % 32 == 0) on the fold kernel
+ * (x folded into per-pair tables; K-slices summed in the context's scratch with atomics, so
+ * the summation order, and the last bits, may change between calls). */
 MSBNB_API msbnb_status msbnb_cuda_linear_4bit(msbnb_cuda_ctx *ctx, uint16_t *y, const uint16_t *x,
                                               const msbnb_cuda_weight4 *w, int64_t M,
                                               int64_t N, int64_t K);
@@ -202,6 +204,9 @@ typedef struct msbnb_cuda_linear msbnb_cuda_linear_t;
 
 /* Uploads `host` (weights in their quantized format, bias, LLM.int8 threshold) into a new
  * device layer *out; the host layer is only read and may be freed afterwards. Synchronizes.
+ * Environment: MSBNB_CUDA_FOLD_LAYOUT=1 also stores NF4/FP4 weights (K % 32 == 0) slice-major
+ * for the M = 1 fold kernel, which forward then uses for M = 1 when K <= N (from 4 M weights):
+ * a second copy of the codes and scales (about twice the layer's device memory).
  * Errors: INVALID_ARGUMENT (NULL), CUDA (out of device memory, ...). */
 MSBNB_API msbnb_status msbnb_cuda_linear_upload(msbnb_cuda_linear_t **out, const msbnb_linear_t *host);
 /* Releases the layer's device memory. Accepts NULL. */

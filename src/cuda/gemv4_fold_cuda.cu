@@ -30,7 +30,17 @@
  *
  * Launched with PDL (programmatic dependent launch) for uploaded layers, whose weights no
  * kernel writes: the first batch of weight loads is issued before griddepcontrol.wait, the
- * table (x) and the scratch after it, and the next kernel may start as blocks retire. */
+ * table (x) and the scratch after it, and the next kernel may start as blocks retire.
+ *
+ * Memory: on bnb's row-major packing a unit reads 64 bytes of each of 8 rows, rows K / 2
+ * bytes apart, and no block ever reads along a row; uploaded layers can carry a slice-major
+ * copy (msbnb__fold_layout, MSBNB_CUDA_FOLD_LAYOUT=1 at upload: a second copy of the codes
+ * and scales) in which a block's units are one contiguous stream. Measured on the H200
+ * (bench/RESULTS.md, 2026-12-02): 0.0237 ms at (4096, 14336) NF4 with the layout against
+ * 0.0269 for the FFMA kernels and 0.029 on bnb's packing; the lookups themselves cost
+ * ~4 us there (0.0195 ms with them replaced by a bit cast) and the REDs < 1 us, so what
+ * bounds it is the weight stream of per-thread 16-byte loads (~1.7 TB/s without lookups)
+ * plus ~5 us per call (tables after the wait, the tail), not the decode any more. */
 #include "cuda/cuda_internal.cuh"
 
 #include <limits.h>
@@ -314,18 +324,21 @@ __global__ void __launch_bounds__(32 * NW, 1) gemv4_fold(fold_args a, msbnb__cod
 
 /* ---------------------------------------------------------------- host side */
 
-/* Launch shapes (warps per block x units per batch): MSBNB_CUDA_FOLD_CFG = 16x4 (default),
- * 16x8 or 32x2, for measurements. */
+/* Launch shapes (warps per block x units per batch): 32x2 by default (the fastest of the
+ * three at 4 of the 6 measured (shape, format) points on the H200, bench/RESULTS.md);
+ * MSBNB_CUDA_FOLD_CFG = 16x4 or 16x8 for measurements. */
 static int fold_cfg(void) {
     const char *e = getenv("MSBNB_CUDA_FOLD_CFG");
-    if (!e || !*e) return 0;
+    if (!e || !*e) return 2;
+    if (!strcmp(e, "16x4")) return 0;
     if (!strcmp(e, "16x8")) return 1;
-    if (!strcmp(e, "32x2")) return 2;
-    return 0;
+    return 2;
 }
 
-/* Default: only with the slice-major layout (on bnb's row-major packing the kernel streams
- * 64 bytes per row per block and measured no faster than the FFMA kernels: bench/RESULTS.md). */
+/* Default: only with the slice-major layout and K <= N. On bnb's row-major packing the kernel
+ * reads 64 bytes per row per block and measured slower than the FFMA kernels; with the
+ * layout it measured 12 % (NF4) and 17 % (NF4 + double quant) faster at (4096, 14336), but
+ * not at (14336, 4096), where the chunked FFMA kernel stays faster (H200, bench/RESULTS.md). */
 extern "C" bool msbnb__cuda_gemv4_fold_applies(int64_t N, int64_t K, const msbnb_cuda_weight4 *w, bool has_layout) {
     const char *e = getenv("MSBNB_CUDA_GEMV4_FOLD"); /* 0: never, 1: wherever it applies */
     if (e && e[0] == '0') return false;
@@ -333,7 +346,7 @@ extern "C" bool msbnb__cuda_gemv4_fold_applies(int64_t N, int64_t K, const msbnb
     const int64_t S = (K + FOLD_SK - 1) / FOLD_SK, RG = (N + 7) / 8;
     if (N > INT_MAX - 8 || K > INT_MAX - FOLD_SK || S * RG > INT_MAX) return false;
     if (e && e[0] == '1') return true;
-    return has_layout && N * K >= ((int64_t)1 << 22);
+    return has_layout && K <= N && N * K >= ((int64_t)1 << 22);
 }
 
 extern "C" msbnb_status msbnb__cuda_fold_layout_upload(void **arena, msbnb__fold_layout *fl, const uint8_t *packed,
@@ -470,9 +483,9 @@ extern "C" msbnb_status msbnb__cuda_gemv4_fold(msbnb_cuda_ctx *ctx, void *y, con
     const bool dq = w->double_quant != 0;
     cudaError_t e;
     switch (fold_cfg()) {
+    case 0: e = fold_launch_c<16, 4>(a, rl, dq, xbf16, code, dyn, (unsigned)grid, pdl); break;
     case 1: e = fold_launch_c<16, 8>(a, rl, dq, xbf16, code, dyn, (unsigned)grid, pdl); break;
-    case 2: e = fold_launch_c<32, 2>(a, rl, dq, xbf16, code, dyn, (unsigned)grid, pdl); break;
-    default: e = fold_launch_c<16, 4>(a, rl, dq, xbf16, code, dyn, (unsigned)grid, pdl); break;
+    default: e = fold_launch_c<32, 2>(a, rl, dq, xbf16, code, dyn, (unsigned)grid, pdl); break;
     }
     MSBNB_CUDA_TRY(e);
     MSBNB_CUDA_LAUNCHED();

@@ -143,6 +143,10 @@ struct msbnb__code256 { float v[256]; };
 /* msbnb_cuda_gemv_4bit plus bias[N] (device, or NULL) added before the output rounding. */
 msbnb_status msbnb__cuda_gemv_4bit_bias(void *y, const void *x, msbnb_dtype x_type, const msbnb_cuda_weight4 *w,
                                         const float *bias, int64_t M, int64_t N, int64_t K);
+/* Symmetric INT4 (group a power of two in [32, 4096] dividing K) through the 4-bit kernels. */
+msbnb_status msbnb__cuda_gemv_int4sym_bias(void *y, const void *x, msbnb_dtype x_type, const uint8_t *packed,
+                                           const float *scales, int64_t group, const float *bias, int64_t M,
+                                           int64_t N, int64_t K);
 /* The context's scratch, grown to at least `bytes` (contents not kept across growth). */
 msbnb_status msbnb__cuda_ctx_scratch(msbnb_cuda_ctx *ctx, size_t bytes, void **out);
 /* y[M, N] (f32) = x[M, K] · W[N, K]ᵀ through cuBLAS; x and W bf16 (bf16 = true) or f32. */

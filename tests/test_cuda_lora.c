@@ -30,6 +30,7 @@ static void run_lora(msbnb_cuda_ctx *ctx, msbnb_qtype qt, int64_t K, int64_t N, 
     CHECK_OK(msbnb_linear_create(&l, K, N, w, bias, &p));
     if (!l) goto done;
     CHECK_OK(msbnb_linear_dequantize_weight(l, w));
+    CHECK_OK(msbnb_linear_set_exact(l, 1)); /* the CPU reference in f32 arithmetic */
     CHECK_OK(msbnb_cuda_linear_upload(&dl, l));
     if (!dl) goto done;
     {

@@ -143,6 +143,26 @@ static void test_json_round_trip(void) {
         CHECK_STATUS(msbnb_qconfig_to_json(&cs[i], buf, 10, &need), MSBNB_ERR_BUFFER_TOO_SMALL);
         CHECK(need == len);
     }
+    /* thresholds at the bound: the double 1e30 (and a longer spelling of it) becomes the
+     * float 1.0000000150474662e30, which must read back (fuzz_qconfig found this) */
+    static const char *edge[] = {
+        "{\"quantization_config\": {\"load_in_4bit\": true, \"llm_int8_threshold\": 1e30}}",
+        "{\"quantization_config\": {\"load_in_4bit\": true, \"llm_int8_threshold\": "
+        "0001000000000000000000000000000001742850041}}",
+    };
+    for (int i = 0; i < 2; i++) {
+        msbnb_qconfig e, back;
+        if (msbnb_qconfig_from_json(&e, edge[i], strlen(edge[i])) != MSBNB_OK) continue; /* a rejection is fine */
+        char ebuf[2048];
+        size_t elen = 0;
+        CHECK_OK(msbnb_qconfig_to_json(&e, ebuf, sizeof ebuf, &elen));
+        CHECKF(msbnb_qconfig_from_json(&back, ebuf, elen) == MSBNB_OK, "edge %d: own output %s rejected: %s", i,
+               ebuf, msbnb_last_error());
+        CHECK(back.llm_int8_threshold == e.llm_int8_threshold);
+    }
+    const char *over = "{\"quantization_config\": {\"load_in_4bit\": true, \"llm_int8_threshold\": 1.1e30}}";
+    msbnb_qconfig o;
+    CHECK_STATUS(msbnb_qconfig_from_json(&o, over, strlen(over)), MSBNB_ERR_FORMAT);
     /* bitsandbytes' block is the one transformers writes (nf4dq folder, keys sorted) */
     char buf[2048];
     size_t len = 0;

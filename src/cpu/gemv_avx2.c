@@ -430,8 +430,9 @@ static inline __m256i dot64(const __m256i c[4], const int16_t *xq) {
 /* Rows [r0, r1) against M prepared activation rows, R rows at a time (R weight streams;
  * r1 - r0 a multiple of R). Row r's scale units start at unit ub(r) (i16_ok: rows start
  * on a unit boundary) and chunk c lies in unit ub(r) + uo[c] (B32: units of 32, the
- * chunk's two in its two 128-bit lanes). The loop is kept to ~25 instructions per chunk
- * and row: at M = 1 it is bound by the 6-wide dispatch (llvm-mca, znver3). */
+ * chunk's two in its two 128-bit lanes). The loop is kept to ~29 instructions per chunk
+ * and row: at M = 1 it is bound by the two shuffle pipes (llvm-mca, znver3: FP1 / FP2 at 80 %,
+ * ~6 cycles per chunk and row). */
 static inline __attribute__((always_inline)) void i16_rows(const msbnb__wview *w, float *y,
                                                             int64_t ldy, const int16_t *xq,
                                                             const float *xd, const float *xh,
@@ -486,14 +487,14 @@ static inline __attribute__((always_inline)) void i16_rows(const msbnb__wview *w
     }
 }
 
-#define I16_CALL(MM, RR, RA, RB)                                                                    \
+#define I16_CALL(MM, RR, RA, RB)                                                            \
     do {                                                                                    \
         if (has_min) {                                                                      \
-            if (b32) i16_rows(w, y, ldy, xq, xd, xh, uo, RA, RB, MM, RR, 1, 1, tlo, thi);       \
-            else i16_rows(w, y, ldy, xq, xd, xh, uo, RA, RB, MM, RR, 1, 0, tlo, thi);           \
+            if (b32) i16_rows(w, y, ldy, xq, xd, xh, uo, RA, RB, MM, RR, 1, 1, tlo, thi);   \
+            else i16_rows(w, y, ldy, xq, xd, xh, uo, RA, RB, MM, RR, 1, 0, tlo, thi);       \
         } else {                                                                            \
-            if (b32) i16_rows(w, y, ldy, xq, xd, xh, uo, RA, RB, MM, RR, 0, 1, tlo, thi);       \
-            else i16_rows(w, y, ldy, xq, xd, xh, uo, RA, RB, MM, RR, 0, 0, tlo, thi);           \
+            if (b32) i16_rows(w, y, ldy, xq, xd, xh, uo, RA, RB, MM, RR, 0, 1, tlo, thi);   \
+            else i16_rows(w, y, ldy, xq, xd, xh, uo, RA, RB, MM, RR, 0, 0, tlo, thi);       \
         }                                                                                   \
     } while (0)
 /* m >= 2: whole rows as well. Slicing K so that the activation rows stay in L1 (they are

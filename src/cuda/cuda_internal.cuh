@@ -164,11 +164,13 @@ msbnb_status msbnb__cuda_gemv_4bit_ctx(msbnb_cuda_ctx *ctx, void *y, const void 
                                        const msbnb_cuda_weight4 *w, const msbnb__fold_layout *fl, const float *bias,
                                        int64_t M, int64_t N, int64_t K, bool pdl);
 /* gemv4_fold_cuda.cu: whether the fold kernel takes this M = 1 product (shape, alignment,
- * size rule, MSBNB_CUDA_GEMV4_FOLD), and its launch (arguments already validated). */
+ * size rule, MSBNB_CUDA_GEMV4_FOLD), and its launch with the 16-entry code table codev
+ * (arguments already validated). */
 extern "C" bool msbnb__cuda_gemv4_fold_applies(int64_t N, int64_t K, const msbnb_cuda_weight4 *w, bool has_layout);
 extern "C" msbnb_status msbnb__cuda_gemv4_fold(msbnb_cuda_ctx *ctx, void *y, const void *x, bool xbf16,
-                                              const msbnb_cuda_weight4 *w, const msbnb__fold_layout *fl,
-                                              int bs_log2, const float *bias, int64_t N, int64_t K, bool pdl);
+                                              const msbnb_cuda_weight4 *w, const float *codev,
+                                              const msbnb__fold_layout *fl, int bs_log2, const float *bias,
+                                              int64_t N, int64_t K, bool pdl);
 /* Host: builds the fold layout of a bnb-packed 4-bit weight (host arrays: packed, and absmax
  * or, double-quantized, the absmax codes qabsmax) in one device allocation *arena (the
  * caller cudaFrees it) described by *fl. Needs K % 32 == 0 and a power-of-two block >= 32. */
@@ -178,6 +180,10 @@ extern "C" msbnb_status msbnb__cuda_fold_layout_upload(void **arena, msbnb__fold
 /* The context's fold scratch: acc [n] floats and cnt [ceil(n / 8)] counters, zero at
  * allocation and left zero by every fold kernel; grown (freed, reallocated) when n grows. */
 msbnb_status msbnb__cuda_ctx_fold_scratch(msbnb_cuda_ctx *ctx, int64_t n, float **acc, unsigned **cnt);
+/* Symmetric INT4 (group a power of two in [32, 4096] dividing K) through the 4-bit kernels. */
+msbnb_status msbnb__cuda_gemv_int4sym_bias(void *y, const void *x, msbnb_dtype x_type, const uint8_t *packed,
+                                           const float *scales, int64_t group, const float *bias, int64_t M,
+                                           int64_t N, int64_t K);
 /* The context's scratch, grown to at least `bytes` (contents not kept across growth). */
 msbnb_status msbnb__cuda_ctx_scratch(msbnb_cuda_ctx *ctx, size_t bytes, void **out);
 /* y[M, N] (f32) = x[M, K] · W[N, K]ᵀ through cuBLAS; x and W bf16 (bf16 = true) or f32. */

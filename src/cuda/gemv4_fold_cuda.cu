@@ -438,8 +438,9 @@ static cudaError_t fold_launch_c(const fold_args &a, bool rl, bool dq, bool bf, 
 }
 
 extern "C" msbnb_status msbnb__cuda_gemv4_fold(msbnb_cuda_ctx *ctx, void *y, const void *x, bool xbf16,
-                                              const msbnb_cuda_weight4 *w, const msbnb__fold_layout *fl,
-                                              int bs_log2, const float *bias, int64_t N, int64_t K, bool pdl) {
+                                              const msbnb_cuda_weight4 *w, const float *codev,
+                                              const msbnb__fold_layout *fl, int bs_log2, const float *bias,
+                                              int64_t N, int64_t K, bool pdl) {
     fold_args a;
     memset(&a, 0, sizeof a);
     a.y = y;
@@ -477,7 +478,7 @@ extern "C" msbnb_status msbnb__cuda_gemv4_fold(msbnb_cuda_ctx *ctx, void *y, con
     const char *pe = getenv("MSBNB_CUDA_PDL"); /* MSBNB_CUDA_PDL=0 turns PDL off (benchmarks) */
     pdl = pdl && major >= 9 && !(pe && pe[0] == '0');
     msbnb__code16 code;
-    memcpy(code.v, w->type == MSBNB_QTYPE_NF4 ? msbnb__nf4_code : msbnb__fp4_dequant, sizeof code.v);
+    memcpy(code.v, codev, sizeof code.v);
     msbnb__code256 dyn;
     memcpy(dyn.v, msbnb__dynamic_map, sizeof dyn.v);
     const bool dq = w->double_quant != 0;

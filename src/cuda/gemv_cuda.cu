@@ -813,21 +813,16 @@ extern "C" msbnb_status msbnb_cuda_gemv_4bit(void *y, const void *x, msbnb_dtype
     return msbnb__cuda_gemv_4bit_bias(y, x, x_type, w, NULL, M, N, K);
 }
 
-msbnb_status msbnb__cuda_gemv_4bit_bias(void *y, const void *x, msbnb_dtype x_type, const msbnb_cuda_weight4 *w,
-                                        const float *bias, int64_t M, int64_t N, int64_t K) {
-    return msbnb__cuda_gemv_4bit_ctx(NULL, y, x, x_type, w, NULL, bias, M, N, K, false);
-}
-
-msbnb_status msbnb__cuda_gemv_4bit_ctx(msbnb_cuda_ctx *ctx, void *y, const void *x, msbnb_dtype x_type,
-                                       const msbnb_cuda_weight4 *w, const msbnb__fold_layout *fl, const float *bias,
-                                       int64_t M, int64_t N, int64_t K, bool pdl) {
+/* The 4-bit GEMV for any 16-entry code table: W[n, k] = code[q] * absmax[(n K + k) / bs].
+ * ctx (may be NULL), fl, pdl: as msbnb__cuda_gemv_4bit_ctx. */
+static msbnb_status gemv4_code(msbnb_cuda_ctx *ctx, const msbnb__fold_layout *fl, bool pdl, void *y, const void *x,
+                               msbnb_dtype x_type, const msbnb_cuda_weight4 *w, const float *codev, const float *bias,
+                               int64_t M, int64_t N, int64_t K) {
     MSBNB_CHECK_NULL(y);
     MSBNB_CHECK_NULL(x);
     MSBNB_CHECK_NULL(w);
     MSBNB_CHECK_NULL(w->packed);
     MSBNB_TRY(check_gemv_dims(M, N, K, x_type, __func__));
-    if (w->type != MSBNB_QTYPE_NF4 && w->type != MSBNB_QTYPE_FP4)
-        return msbnb__fail(MSBNB_ERR_UNSUPPORTED, "%s: weight type must be nf4 or fp4", __func__);
     int64_t bs = w->blocksize;
     if (bs < 32 || bs > 4096 || (bs & (bs - 1)))
         return msbnb__fail(MSBNB_ERR_UNSUPPORTED, "%s: block size %lld is not a power of two in [32, 4096]", __func__,
@@ -854,14 +849,14 @@ msbnb_status msbnb__cuda_gemv_4bit_ctx(msbnb_cuda_ctx *ctx, void *y, const void 
     a.K = (int)K;
     while ((1LL << a.bs_log2) < bs) a.bs_log2++;
     msbnb__code16 code;
-    memcpy(code.v, w->type == MSBNB_QTYPE_NF4 ? msbnb__nf4_code : msbnb__fp4_dequant, sizeof code.v);
+    memcpy(code.v, codev, sizeof code.v);
     msbnb__code256 dyn;
     memcpy(dyn.v, msbnb__dynamic_map, sizeof dyn.v);
     unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
     int bf = x_type == MSBNB_DTYPE_BF16, dq = w->double_quant != 0;
     const int mma_l = bs >= 128 ? 16 : 8;
     if (ctx && M == 1 && msbnb__cuda_gemv4_fold_applies(N, K, w, fl != NULL))
-        return msbnb__cuda_gemv4_fold(ctx, y, x, bf != 0, w, fl, a.bs_log2, bias, N, K, pdl);
+        return msbnb__cuda_gemv4_fold(ctx, y, x, bf != 0, w, codev, fl, a.bs_log2, bias, N, K, pdl);
     if (bf && bs >= 64 && K % bs == 0 && K % (8 * mma_l) == 0 && aligned16(w->packed) && aligned16(x) &&
         use_mma_kernel(M)) {
         int sms = 0;
@@ -891,6 +886,36 @@ msbnb_status msbnb__cuda_gemv_4bit_ctx(msbnb_cuda_ctx *ctx, void *y, const void 
     }
     MSBNB_CUDA_LAUNCHED();
     return MSBNB_OK;
+}
+
+msbnb_status msbnb__cuda_gemv_4bit_bias(void *y, const void *x, msbnb_dtype x_type, const msbnb_cuda_weight4 *w,
+                                        const float *bias, int64_t M, int64_t N, int64_t K) {
+    return msbnb__cuda_gemv_4bit_ctx(NULL, y, x, x_type, w, NULL, bias, M, N, K, false);
+}
+
+msbnb_status msbnb__cuda_gemv_4bit_ctx(msbnb_cuda_ctx *ctx, void *y, const void *x, msbnb_dtype x_type,
+                                       const msbnb_cuda_weight4 *w, const msbnb__fold_layout *fl, const float *bias,
+                                       int64_t M, int64_t N, int64_t K, bool pdl) {
+    MSBNB_CHECK_NULL(w);
+    if (w->type != MSBNB_QTYPE_NF4 && w->type != MSBNB_QTYPE_FP4)
+        return msbnb__fail(MSBNB_ERR_UNSUPPORTED, "msbnb_cuda_gemv_4bit: weight type must be nf4 or fp4");
+    return gemv4_code(ctx, fl, pdl, y, x, x_type, w, w->type == MSBNB_QTYPE_NF4 ? msbnb__nf4_code : msbnb__fp4_dequant,
+                      bias, M, N, K);
+}
+
+/* Symmetric INT4 whose groups divide K: its per-row groups are then the flat blocks of the
+ * 4-bit kernels, and W = (q - 8) * scale is code[q] * scale with the table q - 8 (exact in
+ * f32 and in bf16, so the tensor-core kernel's residual MMA adds zeros). */
+msbnb_status msbnb__cuda_gemv_int4sym_bias(void *y, const void *x, msbnb_dtype x_type, const uint8_t *packed,
+                                           const float *scales, int64_t group, const float *bias, int64_t M,
+                                           int64_t N, int64_t K) {
+    if (group <= 0 || K % group)
+        return msbnb__fail(MSBNB_ERR_UNSUPPORTED, "%s: group %lld does not divide K = %lld", __func__,
+                           (long long)group, (long long)K);
+    float t[16];
+    for (int i = 0; i < 16; i++) t[i] = (float)(i - 8);
+    msbnb_cuda_weight4 w = {MSBNB_QTYPE_INT4, group, 0, packed, scales, NULL, NULL, NULL};
+    return gemv4_code(NULL, NULL, false, y, x, x_type, &w, t, bias, M, N, K);
 }
 
 extern "C" msbnb_status msbnb_cuda_gemv_int8(void *y, const void *x, msbnb_dtype x_type, const int8_t *q,

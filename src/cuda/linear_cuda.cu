@@ -729,6 +729,8 @@ extern "C" msbnb_status msbnb_cuda_linear_forward(msbnb_cuda_ctx *ctx, const msb
         return msbnb__cuda_gemv_4bit_ctx(ctx, y, x, x_type, &w4, l->fold_arena ? &l->fold : NULL, l->bias, m, N, K,
                                          true);
     }
+    if (m <= 16 && w.type == MSBNB_QTYPE_INT4 && w.sym && w.bs_log2 >= 5 && w.bs_log2 <= 12 && K % w.block == 0)
+        return msbnb__cuda_gemv_int4sym_bias(y, x, x_type, w.packed, w.absmax, w.block, l->bias, m, N, K);
     if (int8) {
         /* activation -> int8 codes + row absmax (bitsandbytes int8_vectorwise_quant, with
          * its outlier columns for a threshold > 0); for large m also the codes of W and x as

@@ -155,8 +155,38 @@ extern "C" msbnb_status msbnb_cuda_quantize_blockwise_8bit(uint8_t *q, float *ab
     return launch_quant(q, absmax, x, x_type, n, blocksize, -1, code, NULL);
 }
 
-/* Eight outputs per thread: out[i] = code[nibble or byte] * absmax[i / bs] (one block
+/* Eight outputs per group: out[i] = code[nibble or byte] * absmax[i / bs] (one block
  * covers all eight since bs >= 32). */
+__device__ __forceinline__ void dequant_group(void *out, int ot, const uint8_t *q, const float *scode,
+                                              int64_t i0, int64_t n, float a, int four_bit) {
+    float v[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        int64_t i = i0 + j;
+        if (i >= n) break;
+        int c = four_bit ? ((i & 1) ? (q[i >> 1] & 15) : (q[i >> 1] >> 4)) : q[i];
+        v[j] = __fmul_rn(scode[c], a);
+    }
+    if (i0 + 8 <= n && ot == MSBNB_DTYPE_BF16 && ((uintptr_t)out & 15) == 0) {
+        uint4 pk;
+        uint32_t *w = (uint32_t *)&pk;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            __nv_bfloat162 h = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
+            w[j] = *(uint32_t *)&h;
+        }
+        ((uint4 *)out)[i0 / 8] = pk;
+    } else {
+        for (int j = 0; j < 8 && i0 + j < n; j++) msbnb__st_f32(out, ot, i0 + j, v[j]);
+    }
+}
+
+/* fast4 (4-bit to 16-byte-aligned bf16): each thread takes DQ4_ILP groups of 8 codes a
+ * block-width apart, all of their 4-byte loads issued before any use — one load in flight
+ * per thread left the stream at about a third of the copy bandwidth (the layer's m > 16
+ * path dequantizes the whole weight before cuBLAS). */
+#define DQ4_ILP 4
+
 __global__ void dequant_blocks_kernel(void *out, int ot, const uint8_t *q, const float *absmax,
                                       int64_t n, int bs_log2, int four_bit, int fast4, msbnb__code256 code) {
     __shared__ float scode[256];
@@ -165,46 +195,47 @@ __global__ void dequant_blocks_kernel(void *out, int ot, const uint8_t *q, const
     for (int t = threadIdx.x; t < 16 * 32; t += blockDim.x) slut[t] = code.v[(t >> 5) & 15];
     __syncthreads();
     const int lane = threadIdx.x & 31;
+    if (fast4) {
+        const int64_t nfull = n / 8, bd = blockDim.x;
+        for (int64_t g0 = (int64_t)blockIdx.x * bd * DQ4_ILP + threadIdx.x; g0 < nfull;
+             g0 += (int64_t)gridDim.x * bd * DQ4_ILP) {
+            uint32_t wv[DQ4_ILP];
+            float av[DQ4_ILP];
+#pragma unroll
+            for (int u = 0; u < DQ4_ILP; u++) {
+                const int64_t g = g0 + u * bd;
+                if (g < nfull) {
+                    wv[u] = __ldg((const uint32_t *)q + g);
+                    av[u] = __ldg(absmax + ((g * 8) >> bs_log2));
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < DQ4_ILP; u++) {
+                const int64_t g = g0 + u * bd;
+                if (g >= nfull) break;
+                uint4 pk;
+                uint32_t *o = (uint32_t *)&pk;
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    uint32_t byte = wv[u] >> (8 * j);
+                    float hi = __fmul_rn(slut[((byte >> 4) & 15) * 32 + lane], av[u]);
+                    float lo = __fmul_rn(slut[(byte & 15) * 32 + lane], av[u]);
+                    __nv_bfloat162 h = __floats2bfloat162_rn(hi, lo);
+                    o[j] = *(uint32_t *)&h;
+                }
+                ((uint4 *)out)[g] = pk;
+            }
+        }
+        /* the last, partial group */
+        if (blockIdx.x == 0 && threadIdx.x == 0 && nfull * 8 < n)
+            dequant_group(out, ot, q, scode, nfull * 8, n, absmax[(nfull * 8) >> bs_log2], four_bit);
+        return;
+    }
     int64_t ngroups = (n + 7) / 8;
     for (int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; g < ngroups;
          g += (int64_t)gridDim.x * blockDim.x) {
-        int64_t i0 = g * 8;
-        float a = absmax[i0 >> bs_log2];
-        if (fast4 && i0 + 8 <= n) { /* one 4-byte load, 16-byte bf16 store */
-            uint32_t w = __ldg((const uint32_t *)q + g);
-            uint4 pk;
-            uint32_t *o = (uint32_t *)&pk;
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                uint32_t byte = w >> (8 * j);
-                float hi = __fmul_rn(slut[((byte >> 4) & 15) * 32 + lane], a);
-                float lo = __fmul_rn(slut[(byte & 15) * 32 + lane], a);
-                __nv_bfloat162 h = __floats2bfloat162_rn(hi, lo);
-                o[j] = *(uint32_t *)&h;
-            }
-            ((uint4 *)out)[g] = pk;
-            continue;
-        }
-        float v[8];
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            int64_t i = i0 + j;
-            if (i >= n) break;
-            int c = four_bit ? ((i & 1) ? (q[i >> 1] & 15) : (q[i >> 1] >> 4)) : q[i];
-            v[j] = __fmul_rn(scode[c], a);
-        }
-        if (i0 + 8 <= n && ot == MSBNB_DTYPE_BF16 && ((uintptr_t)out & 15) == 0) {
-            uint4 pk;
-            uint32_t *w = (uint32_t *)&pk;
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                __nv_bfloat162 h = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
-                w[j] = *(uint32_t *)&h;
-            }
-            ((uint4 *)out)[g] = pk;
-        } else {
-            for (int j = 0; j < 8 && i0 + j < n; j++) msbnb__st_f32(out, ot, i0 + j, v[j]);
-        }
+        const int64_t i0 = g * 8;
+        dequant_group(out, ot, q, scode, i0, n, absmax[i0 >> bs_log2], four_bit);
     }
 }
 
@@ -216,8 +247,9 @@ static msbnb_status launch_dequant(void *out, msbnb_dtype ot, const uint8_t *q, 
     int bs_log2 = 0;
     while ((1LL << bs_log2) < bs) bs_log2++; /* block sizes are powers of two (validated) */
     int fast4 = four_bit && ot == MSBNB_DTYPE_BF16 && ((uintptr_t)out & 15) == 0 && ((uintptr_t)q & 3) == 0;
-    dequant_blocks_kernel<<<msbnb__grid((n + 7) / 8, 256), 256>>>(out, (int)ot, q, absmax, n, bs_log2, four_bit, fast4,
-                                                                  c);
+    const int64_t per_thread = fast4 ? 8 * DQ4_ILP : 8;
+    dequant_blocks_kernel<<<msbnb__grid((n + per_thread - 1) / per_thread, 256), 256>>>(out, (int)ot, q, absmax, n,
+                                                                                        bs_log2, four_bit, fast4, c);
     MSBNB_CUDA_LAUNCHED();
     return MSBNB_OK;
 }

@@ -297,7 +297,10 @@ static msbnb_status from_obj(msbnb_qconfig *out, const cJSON *q) {
         }
         const cJSON *th = cJSON_GetObjectItemCaseSensitive(q, "llm_int8_threshold");
         if (cJSON_IsNumber(th)) {
-            if (!(th->valuedouble >= 0 && th->valuedouble <= 1e30))
+            /* bounded as the float it becomes, as msbnb_qconfig_validate checks it: the double
+             * 1e30 rounds up to the float 1.0000000150474662e30, which must parse back
+             * (found by fuzz_qconfig); the double bound first keeps the conversion defined */
+            if (!(th->valuedouble >= 0 && th->valuedouble <= 2e30) || !((float)th->valuedouble <= 1e30f))
                 return msbnb__fail(MSBNB_ERR_FORMAT, "quantization_config: llm_int8_threshold must be "
                                    "a finite number >= 0");
             c.llm_int8_threshold = (float)th->valuedouble;

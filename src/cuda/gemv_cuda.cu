@@ -1,5 +1,8 @@
 /* Quantized linear forward on the GPU.
  *
+ * M = 1 with a context (layers, msbnb_cuda_linear_4bit): the fold kernel of
+ * gemv4_fold_cuda.cu where its rule applies (x folded into per-pair tables).
+ *
  * M = 1, large layers (use_m1_kernel): gemv4_m1, 16-byte chunks of R rows per warp decoded
  * through a byte -> code-pair table, on a persistent grid (comment above the kernel).
  *

@@ -147,17 +147,29 @@ static void i16_slack(double *out, const kind_t *kd, const float *x, const float
 static msbnb_cpu_tier tiers[3];
 static int n_tiers;
 
-static void check_forward_case(const kind_t *kd, int64_t m, int64_t K, int64_t N, int with_bias) {
-    float *w = malloc((size_t)(N * K) * 4), *b = malloc((size_t)N * 4);
-    tu_fill_normal(&g_rng, w, (size_t)(N * K), 0.05f);
-    tu_fill_normal(&g_rng, b, (size_t)N, 0.1f);
+/* A layer of kind kd over a random weight N(0, wstd) [N, K] and bias N(0, 0.1) [N] (given
+ * to the layer when with_bias); *w and *b receive both, for the caller to free. On failure
+ * (already a failed check) returns NULL with both freed. */
+static msbnb_linear_t *random_layer(const kind_t *kd, int64_t K, int64_t N, float wstd, int with_bias,
+                                    float **w, float **b) {
+    *w = malloc((size_t)(N * K) * 4);
+    *b = malloc((size_t)N * 4);
+    tu_fill_normal(&g_rng, *w, (size_t)(N * K), wstd);
+    tu_fill_normal(&g_rng, *b, (size_t)N, 0.1f);
     msbnb_linear_t *l = NULL;
-    CHECK_OK(msbnb_linear_create(&l, K, N, w, with_bias ? b : NULL, &kd->p));
+    CHECK_OK(msbnb_linear_create(&l, K, N, *w, with_bias ? *b : NULL, &kd->p));
     if (!l) {
-        free(w);
-        free(b);
-        return;
+        free(*w);
+        free(*b);
+        *w = *b = NULL;
     }
+    return l;
+}
+
+static void check_forward_case(const kind_t *kd, int64_t m, int64_t K, int64_t N, int with_bias) {
+    float *w, *b;
+    msbnb_linear_t *l = random_layer(kd, K, N, 0.05f, with_bias, &w, &b);
+    if (!l) return;
     if (kd->threshold > 0) CHECK_OK(msbnb_linear_set_int8_threshold(l, kd->threshold));
     float *wd = malloc((size_t)(N * K) * 4), *x = malloc((size_t)(m * K) * 4);
     float *y0 = malloc((size_t)(m * N) * 4), *y = malloc((size_t)(m * N) * 4);
@@ -264,16 +276,9 @@ static void test_integer_4bit_kernels(void) {
             const kind_t *kd = &ks[ki];
             const int64_t K = Ks[kk], N = rnd(1, K > 1024 ? 9 : 23);
             const int64_t m = K == 4160 ? rnd(2, 3) : K == 2112 ? rnd(2, 8) : rnd(1, 8);
-            float *w = malloc((size_t)(N * K) * 4), *b = malloc((size_t)N * 4);
-            tu_fill_normal(&g_rng, w, (size_t)(N * K), 0.05f);
-            tu_fill_normal(&g_rng, b, (size_t)N, 0.1f);
-            msbnb_linear_t *l = NULL;
-            CHECK_OK(msbnb_linear_create(&l, K, N, w, b, &kd->p));
-            if (!l) {
-                free(w);
-                free(b);
-                continue;
-            }
+            float *w, *b;
+            msbnb_linear_t *l = random_layer(kd, K, N, 0.05f, 1, &w, &b);
+            if (!l) continue;
             float *wd = malloc((size_t)(N * K) * 4), *x = malloc((size_t)(m * K) * 4);
             float *y = malloc((size_t)(m * N) * 4);
             double *ref = malloc((size_t)(m * N) * 8), *mag = malloc((size_t)(m * N) * 8);
@@ -363,16 +368,9 @@ static double loss(const msbnb_linear_t *l, const float *x, const float *g, int6
 }
 
 static void check_backward_case(const kind_t *kd, int64_t m, int64_t K, int64_t N) {
-    float *w = malloc((size_t)(N * K) * 4), *b = malloc((size_t)N * 4);
-    tu_fill_normal(&g_rng, w, (size_t)(N * K), 0.1f);
-    tu_fill_normal(&g_rng, b, (size_t)N, 0.1f);
-    msbnb_linear_t *l = NULL;
-    CHECK_OK(msbnb_linear_create(&l, K, N, w, b, &kd->p));
-    if (!l) {
-        free(w);
-        free(b);
-        return;
-    }
+    float *w, *b;
+    msbnb_linear_t *l = random_layer(kd, K, N, 0.1f, 1, &w, &b);
+    if (!l) return;
     int is_float = kd->p.type == MSBNB_QTYPE_F32 || kd->p.type == MSBNB_QTYPE_BF16 ||
                    kd->p.type == MSBNB_QTYPE_F16;
     float *wd = malloc((size_t)(N * K) * 4), *x = malloc((size_t)(m * K) * 4);

@@ -151,17 +151,23 @@ static void bench_adamw(double copy_bw) {
         adam8_call(&c, 0);
     }
     double t32 = time_calls(adam32_call, &c, 1, 3, 9);
-    double t8 = time_calls(adam8_call, &c, 1, 3, 9);
-    double t8b = time_calls(adam8_call, &c, 1, 3, 9); /* the default again: the run-to-run spread */
-    setenv("MSBNB_CUDA_ADAM8_OCC", "4", 1);
-    double t83 = time_calls(adam8_call, &c, 1, 3, 9);
-    unsetenv("MSBNB_CUDA_ADAM8_OCC");
-    setenv("MSBNB_CUDA_ADAM8_HALF", "1", 1);
-    double t8h = time_calls(adam8_call, &c, 1, 3, 9);
-    unsetenv("MSBNB_CUDA_ADAM8_HALF");
-    setenv("MSBNB_CUDA_ADAM8_REF", "1", 1);
-    double t8s = time_calls(adam8_call, &c, 1, 3, 9);
-    unsetenv("MSBNB_CUDA_ADAM8_REF");
+    /* the 8-bit step's variants (environment knobs of src/cuda/adamw_cuda.cu), the default
+     * twice for the run-to-run spread */
+    static const struct {
+        const char *name, *var, *val;
+    } v8[] = {{"8-bit blockwise states, table coder + L2 prefetch 2 blocks ahead (default)", NULL, NULL},
+              {"8-bit, default again (spread)", NULL, NULL},
+              {"8-bit, no L2 prefetch (MSBNB_CUDA_ADAM8_PF=0)", "MSBNB_CUDA_ADAM8_PF", "0"},
+              {"8-bit, L2 prefetch 3 blocks ahead (MSBNB_CUDA_ADAM8_PF=3)", "MSBNB_CUDA_ADAM8_PF", "3"},
+              {"8-bit, L2 prefetch 4 blocks ahead (MSBNB_CUDA_ADAM8_PF=4)", "MSBNB_CUDA_ADAM8_PF", "4"},
+              {"8-bit, default a third time (spread)", NULL, NULL},
+              {"8-bit blockwise states, search kernel (MSBNB_CUDA_ADAM8_REF=1)", "MSBNB_CUDA_ADAM8_REF", "1"}};
+    double t8[sizeof v8 / sizeof *v8];
+    for (size_t i = 0; i < sizeof v8 / sizeof *v8; i++) {
+        if (v8[i].var) setenv(v8[i].var, v8[i].val, 1);
+        t8[i] = time_calls(adam8_call, &c, 1, 3, 9);
+        if (v8[i].var) unsetenv(v8[i].var);
+    }
     const char *te = getenv("MSBNB_BENCH_TORCH_ADAMW_MS");
     double tt = te ? atof(te) * 1e-3 : 0.0;
     double b32 = 28.0 * (double)c.n, b8 = 16.0 * (double)c.n + 16.0 * (double)nb;
@@ -172,22 +178,9 @@ static void bench_adamw(double copy_bw) {
                tt * 1e3, b32 / tt / 1e12, 100.0 * b32 / tt / copy_bw, tt / t32);
     printf("| f32 states (msbnb_cuda_adamw_step) | %.3f | %.2f TB/s | %.0f %% | 1.00 | %s%.2f |\n", t32 * 1e3,
            b32 / t32 / 1e12, 100.0 * b32 / t32 / copy_bw, tt > 0 ? "" : "n/a ", tt > 0 ? t32 / tt : 0.0);
-    printf("| 8-bit blockwise states, table coder (msbnb_cuda_adamw8bit_step) | %.3f | %.2f TB/s | %.0f %% | %.2f | "
-           "%s%.2f |\n",
-           t8 * 1e3, b8 / t8 / 1e12, 100.0 * b8 / t8 / copy_bw, t8 / t32, tt > 0 ? "" : "n/a ", tt > 0 ? t8 / tt : 0.0);
-    printf("| 8-bit, table coder, default again (spread) | %.3f | %.2f TB/s | %.0f %% | %.2f | %s%.2f |\n", t8b * 1e3,
-           b8 / t8b / 1e12, 100.0 * b8 / t8b / copy_bw, t8b / t32, tt > 0 ? "" : "n/a ", tt > 0 ? t8b / tt : 0.0);
-    printf("| 8-bit, table coder at 4 blocks / SM (MSBNB_CUDA_ADAM8_OCC=4) | %.3f | %.2f TB/s | %.0f %% | %.2f | %s%.2f |\n",
-           t83 * 1e3, b8 / t83 / 1e12, 100.0 * b8 / t83 / copy_bw, t83 / t32, tt > 0 ? "" : "n/a ",
-           tt > 0 ? t83 / tt : 0.0);
-    printf("| 8-bit, table coder, two warps per block (MSBNB_CUDA_ADAM8_HALF=1) | %.3f | %.2f TB/s | %.0f %% | %.2f | "
-           "%s%.2f |\n",
-           t8h * 1e3, b8 / t8h / 1e12, 100.0 * b8 / t8h / copy_bw, t8h / t32, tt > 0 ? "" : "n/a ",
-           tt > 0 ? t8h / tt : 0.0);
-    printf("| 8-bit blockwise states, search kernel (MSBNB_CUDA_ADAM8_REF=1) | %.3f | %.2f TB/s | %.0f %% | %.2f | "
-           "%s%.2f |\n",
-           t8s * 1e3, b8 / t8s / 1e12, 100.0 * b8 / t8s / copy_bw, t8s / t32, tt > 0 ? "" : "n/a ",
-           tt > 0 ? t8s / tt : 0.0);
+    for (size_t i = 0; i < sizeof v8 / sizeof *v8; i++)
+        printf("| %s | %.3f | %.2f TB/s | %.0f %% | %.2f | %s%.2f |\n", v8[i].name, t8[i] * 1e3, b8 / t8[i] / 1e12,
+               100.0 * b8 / t8[i] / copy_bw, t8[i] / t32, tt > 0 ? "" : "n/a ", tt > 0 ? t8[i] / tt : 0.0);
     msbnb_cuda_free(c.p), msbnb_cuda_free(c.m), msbnb_cuda_free(c.v), msbnb_cuda_free(c.g);
     msbnb_cuda_free(c.qm), msbnb_cuda_free(c.qv), msbnb_cuda_free(c.am), msbnb_cuda_free(c.av);
 }
@@ -202,13 +195,13 @@ static int copies_for(int64_t bytes) {
  * cuBLAS bf16 at the same M. */
 static void bench_int8(msbnb_cuda_ctx *ctx, double copy_bw) {
     static const int64_t shapes[][2] = {{4096, 4096}, {4096, 14336}, {14336, 4096}};
-    static const int64_t Ms[] = {1, 2, 4, 8, 16};
+    static const int64_t Ms[] = {1, 4, 16};
     static const struct {
         const char *name, *var, *val;
-    } vars[] = {{"int8, tile-per-block tensor cores + PDL (default)", NULL, NULL},
-                {"int8, tile-per-block tensor cores, no PDL", "MSBNB_CUDA_PDL", "0"},
-                {"int8, pipelined persistent tensor cores + PDL", "MSBNB_CUDA_I8_MMA", "2"},
-                {"int8, dp4a kernel (before)", "MSBNB_CUDA_I8_MMA", "0"}};
+        int m1; /* 1: a variant of the M = 1 path only */
+    } vars[] = {{"int8, tile-per-block tensor cores + PDL (default)", NULL, NULL, 0},
+                {"int8, default without PDL", "MSBNB_CUDA_PDL", "0", 0},
+                {"int8, pipelined persistent tensor cores + PDL", "MSBNB_CUDA_I8_MMA", "2", 1}};
     const int nvars = sizeof vars / sizeof *vars;
     const char *only = getenv("MSBNB_BENCH_SHAPE"); /* one shape (0..2), e.g. under ncu */
     printf("| (K, N) | M | weights | ms | weight TB/s | %% copy | vs cuBLAS |\n|---|---|---|---|---|---|---|\n");
@@ -241,13 +234,14 @@ static void bench_int8(msbnb_cuda_ctx *ctx, double copy_bw) {
         OK(msbnb_cuda_malloc(&dx, (size_t)(16 * K) * 2));
         OK(msbnb_cuda_malloc(&dy, (size_t)(16 * N) * 2));
         OK(msbnb_cuda_memcpy(dx, xh, (size_t)(16 * K) * 2, MSBNB_CUDA_HOST_TO_DEVICE));
-        for (int mi = 0; mi < 5; mi++) {
+        for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++) {
             const int64_t M = Ms[mi];
             lin_ctx lc = {ctx, layers, wb, dx, dy, M, N, K};
             double tb = time_calls(cublas_call, &lc, rb, 32, 15);
             printf("| (%lld, %lld) | %lld | cuBLAS bf16 | %.4f | %.2f | %.0f %% | 1.00 |\n", (long long)K, (long long)N,
                    (long long)M, tb * 1e3, (double)(N * K * 2) / tb / 1e12, 100.0 * (double)(N * K * 2) / tb / copy_bw);
             for (int v = 0; v < nvars; v++) {
+                if (vars[v].m1 && M != 1) continue;
                 if (vars[v].var) setenv(vars[v].var, vars[v].val, 1);
                 double t = time_calls(layer_call, &lc, rk, 32, 15);
                 if (vars[v].var) unsetenv(vars[v].var);
@@ -275,17 +269,16 @@ static void bench_fold(msbnb_cuda_ctx *ctx, double copy_bw) {
         int dq;
     } kinds[] = {{"nf4", MSBNB_QTYPE_NF4, 0}, {"nf4+dq", MSBNB_QTYPE_NF4, 1}, {"fp4", MSBNB_QTYPE_FP4, 0}};
     static const struct {
-        const char *name, *var, *val, *var2, *val2;
+        const char *name, *var, *val, *var2, *val2, *var3, *val3;
         int all; /* 0: nf4 and nf4+dq only */
-    } vars[] = {{"fold, slice-major layout, 16x4 + PDL", NULL, NULL, NULL, NULL, 1},
-                {"fold, slice-major layout, 16x4, no PDL", "MSBNB_CUDA_PDL", "0", NULL, NULL, 1},
-                {"fold, slice-major layout, 16x8 + PDL", "MSBNB_CUDA_FOLD_CFG", "16x8", NULL, NULL, 0},
-                {"fold, slice-major layout, 32x2 + PDL", "MSBNB_CUDA_FOLD_CFG", "32x2", NULL, NULL, 0},
-                {"fold, slice-major, no REDs (timing only)", "MSBNB_CUDA_FOLD_DIAG", "1", NULL, NULL, 0},
-                {"fold, slice-major, no lookups (timing only)", "MSBNB_CUDA_FOLD_DIAG", "2", NULL, NULL, 0},
-                {"fold, bnb layout, 16x4 + PDL", "MSBNB_CUDA_FOLD_BNB", "1", NULL, NULL, 1},
-                {"fold, bnb layout, no REDs (timing only)", "MSBNB_CUDA_FOLD_BNB", "1", "MSBNB_CUDA_FOLD_DIAG", "1", 0},
-                {"FFMA kernels (default)", "MSBNB_CUDA_GEMV4_FOLD", "0", NULL, NULL, 1}};
+    } vars[] = {{"fold, slice-major layout, 32x2 + PDL (opt-in layout)", NULL, NULL, NULL, NULL, NULL, NULL, 1},
+                {"FFMA kernels + PDL (default)", "MSBNB_CUDA_GEMV4_FOLD", "0", NULL, NULL, NULL, NULL, 1},
+                {"FFMA kernels, no PDL", "MSBNB_CUDA_GEMV4_FOLD", "0", "MSBNB_CUDA_PDL", "0", NULL, NULL, 1},
+                {"word kernel (gemv4_fast) + PDL", "MSBNB_CUDA_GEMV4_FOLD", "0", "MSBNB_CUDA_GEMV4_M1", "0", NULL, NULL,
+                 0},
+                {"chunk kernel (gemv4_m1) + PDL", "MSBNB_CUDA_GEMV4_FOLD", "0", "MSBNB_CUDA_GEMV4_M1", "1", NULL, NULL, 0},
+                {"chunk kernel (gemv4_m1), no PDL", "MSBNB_CUDA_GEMV4_FOLD", "0", "MSBNB_CUDA_GEMV4_M1", "1",
+                 "MSBNB_CUDA_PDL", "0", 0}};
     const int nvars = sizeof vars / sizeof *vars;
     printf("| (K, N) | M | weights | kernel | ms | weight TB/s | %% copy | vs cuBLAS |\n"
            "|---|---|---|---|---|---|---|---|\n");
@@ -331,9 +324,11 @@ static void bench_fold(msbnb_cuda_ctx *ctx, double copy_bw) {
                 if (!vars[v].all && kinds[k].t == MSBNB_QTYPE_FP4) continue;
                 if (vars[v].var) setenv(vars[v].var, vars[v].val, 1);
                 if (vars[v].var2) setenv(vars[v].var2, vars[v].val2, 1);
+                if (vars[v].var3) setenv(vars[v].var3, vars[v].val3, 1);
                 double t = time_calls(layer_call, &lc, rk, 32, 15);
                 if (vars[v].var) unsetenv(vars[v].var);
                 if (vars[v].var2) unsetenv(vars[v].var2);
+                if (vars[v].var3) unsetenv(vars[v].var3);
                 printf("| (%lld, %lld) | 1 | %s | %s | %.4f | %.2f | %.0f %% | %.2f |\n", (long long)K, (long long)N,
                        kinds[k].name, vars[v].name, t * 1e3, (double)wbytes / t / 1e12,
                        100.0 * (double)wbytes / t / copy_bw, tb / t);

@@ -236,11 +236,11 @@ static void test_cuda_linear_int8_outliers_match_cpu(void) {
 }
 
 /* The int8 tensor-core kernels at M <= 16 on larger shapes (several k steps per warp, k
- * not a multiple of 256, rows not a multiple of 16, several 16-row tiles per block): the
- * one-tile-per-block kernel (default) and the pipelined one against the CPU, bit for bit at
- * m <= 8 with f32 activations. (MSBNB_CUDA_I8_MMA=2: the pipelined one.) */
+ * not a multiple of 256, rows not a multiple of 16, several 16-row tiles per block, K past
+ * 32768): the one-tile-per-block kernel (default) and the pipelined one against the CPU,
+ * bit for bit at m <= 8 with f32 activations. (MSBNB_CUDA_I8_MMA=2: the pipelined one.) */
 static void test_cuda_linear_int8_mma_large_shapes_match_cpu(void) {
-    static const int64_t shapes[][2] = {{14336, 45}, {4096 + 16, 129}, {64, 5000}};
+    static const int64_t shapes[][2] = {{14336, 45}, {4096 + 16, 129}, {64, 5000}, {32768 + 16, 19}};
     static const int64_t Ms[] = {1, 2, 8, 9, 16};
     const fmt_t f = {"int8", MSBNB_QTYPE_INT8, 1, 0, 0};
     msbnb_cuda_ctx *ctx = NULL;
@@ -249,11 +249,110 @@ static void test_cuda_linear_int8_mma_large_shapes_match_cpu(void) {
     for (int v = 0; v < 2; v++) {
         if (v) setenv("MSBNB_CUDA_I8_MMA", "2", 1);
         for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
-            for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++)
+            for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++) {
                 run_forward_t(ctx, &f, shapes[s][0], shapes[s][1], Ms[mi], (int)(mi & 1), (int)(s & 1), 0.0f, 0);
+                if (Ms[mi] == 1) /* M = 1 with f32 activations too (bit for bit) */
+                    run_forward_t(ctx, &f, shapes[s][0], shapes[s][1], 1, 0, (int)(~s & 1), 0.0f, 0);
+            }
         run_forward_t(ctx, &f, 4096, 5000, 3, 0, 1, 6.0f, 4); /* outliers on a multi-tile grid */
+        run_forward_t(ctx, &f, 4096, 5000, 1, 0, 0, 6.0f, 4);
     }
     unsetenv("MSBNB_CUDA_I8_MMA");
+    msbnb_cuda_ctx_free(ctx);
+}
+
+/* LLM.int8 at M = 1 with a NaN or Inf in x: NaN outputs, not numbers made from the codes
+ * of an earlier call (the row-wise quantizer marks the row's absmax NaN). */
+static void test_cuda_linear_int8_m1_nonfinite_gives_nan(void) {
+    const fmt_t f = {"int8", MSBNB_QTYPE_INT8, 1, 0, 0};
+    const int64_t K = 4096 + 48, N = 37;
+    float *w = NULL;
+    msbnb_linear_t *l = make_layer(&f, K, N, 1, &w);
+    msbnb_cuda_linear_t *dl = NULL;
+    msbnb_cuda_ctx *ctx = NULL;
+    CHECK_OK(msbnb_cuda_ctx_create(&ctx));
+    if (l) CHECK_OK(msbnb_cuda_linear_upload(&dl, l));
+    if (ctx && dl) {
+        float *x = malloc((size_t)K * 4);
+        for (int c = 0; c < 2; c++) {
+            tu_fill_normal(&g_rng, x, (size_t)K, 1.0f);
+            x[(size_t)(tu_rng_u64(&g_rng) % (uint64_t)K)] = c ? INFINITY : NAN;
+            void *dx = cu_up(x, (size_t)K * 4), *dy = cu_poison((size_t)N * 4);
+            CHECK_OK(msbnb_cuda_linear_forward(ctx, dl, dy, dx, MSBNB_DTYPE_F32, 1));
+            CHECK_OK(msbnb_cuda_synchronize());
+            float *y = cu_down(dy, (size_t)N * 4);
+            int nan = 0;
+            for (int64_t n = 0; n < N; n++) nan += isnan(y[n]) != 0;
+            CHECKF(nan == N, "%s in x: %d of %lld outputs NaN", c ? "Inf" : "NaN", nan, (long long)N);
+            free(y);
+            msbnb_cuda_free(dx), msbnb_cuda_free(dy);
+        }
+        free(x);
+    }
+    msbnb_cuda_linear_free(dl);
+    msbnb_linear_free(l);
+    msbnb_cuda_ctx_free(ctx);
+    free(w);
+}
+
+/* Layers called back to back, each reading the buffer the call before wrote and writing the
+ * one the call before read (ping-pong, as a model's layers run): the kernels launched with
+ * PDL start while the previous call drains, so this checks that each waits before it reads
+ * x or writes y (and the int8 quantize kernel before it overwrites the codes the previous
+ * GEMV reads). Bit for bit against the same chain with a synchronize after every call, for
+ * the M = 1 kernels of each kind (the fold kernel adds with atomics: excluded). */
+static void test_cuda_linear_back_to_back_calls_match_synchronized(void) {
+    static const fmt_t fmts[] = {{"nf4-b64", MSBNB_QTYPE_NF4, 1, 64, 0},
+                                 {"nf4-dq-b64", MSBNB_QTYPE_NF4, 1, 64, 1},
+                                 {"fp4-b128", MSBNB_QTYPE_FP4, 1, 128, 0},
+                                 {"int8", MSBNB_QTYPE_INT8, 1, 0, 0}};
+    const int64_t D = 2048 + 64;
+    msbnb_cuda_ctx *ctx = NULL;
+    CHECK_OK(msbnb_cuda_ctx_create(&ctx));
+    if (!ctx) return;
+    for (size_t fi = 0; fi < sizeof fmts / sizeof *fmts; fi++)
+        for (int kern = 0; kern < 2; kern++) { /* 4-bit: the word and the chunk kernel */
+            if (kern && fmts[fi].type == MSBNB_QTYPE_INT8) continue;
+            setenv("MSBNB_CUDA_GEMV4_M1", kern ? "1" : "0", 1);
+            msbnb_cuda_linear_t *dl[2] = {NULL, NULL};
+            for (int i = 0; i < 2; i++) {
+                float *w = NULL;
+                msbnb_linear_t *l = make_layer(&fmts[fi], D, D, i, &w);
+                if (l) CHECK_OK(msbnb_cuda_linear_upload(&dl[i], l));
+                msbnb_linear_free(l);
+                free(w);
+            }
+            if (!dl[0] || !dl[1]) goto next;
+            for (int c = 0; c < 4; c++) {
+                const int bf = c & 1;
+                const int64_t M = c < 2 ? 1 : 5; /* M = 5: the tensor-core 4-bit kernel with bf16 x */
+                const size_t es = bf ? 2 : 4, bytes = (size_t)(M * D) * es;
+                const msbnb_dtype xt = bf ? MSBNB_DTYPE_BF16 : MSBNB_DTYPE_F32;
+                float *xf = malloc((size_t)(M * D) * 4);
+                uint16_t *xh = malloc((size_t)(M * D) * 2);
+                tu_fill_normal(&g_rng, xf, (size_t)(M * D), 1.0f);
+                for (int64_t i = 0; i < M * D; i++) xh[i] = msbnb_f32_to_bf16(xf[i]);
+                void *out[2];
+                for (int run = 0; run < 2; run++) { /* 0: synchronized, 1: back to back */
+                    void *b[2] = {cu_up(bf ? (const void *)xh : (const void *)xf, bytes), cu_poison(bytes)};
+                    for (int step = 0; step < 8; step++) {
+                        CHECK_OK(msbnb_cuda_linear_forward(ctx, dl[step & 1], b[1], b[0], xt, M));
+                        void *t = b[0];
+                        b[0] = b[1], b[1] = t; /* the output is the next input */
+                        if (!run) CHECK_OK(msbnb_cuda_synchronize());
+                    }
+                    CHECK_OK(msbnb_cuda_synchronize());
+                    out[run] = cu_down(b[0], bytes);
+                    msbnb_cuda_free(b[0]), msbnb_cuda_free(b[1]);
+                }
+                CHECKF(memcmp(out[0], out[1], bytes) == 0, "%s %s M=%lld kernel %d: back-to-back calls differ",
+                       fmts[fi].name, bf ? "bf16" : "f32", (long long)M, kern);
+                free(out[0]), free(out[1]), free(xf), free(xh);
+            }
+        next:
+            msbnb_cuda_linear_free(dl[0]), msbnb_cuda_linear_free(dl[1]);
+        }
+    unsetenv("MSBNB_CUDA_GEMV4_M1");
     msbnb_cuda_ctx_free(ctx);
 }
 
@@ -343,6 +442,8 @@ int main(void) {
     RUN_TEST(test_cuda_linear_forward_fold_layout_matches_cpu);
     RUN_TEST(test_cuda_linear_int8_outliers_match_cpu);
     RUN_TEST(test_cuda_linear_int8_mma_large_shapes_match_cpu);
+    RUN_TEST(test_cuda_linear_int8_m1_nonfinite_gives_nan);
+    RUN_TEST(test_cuda_linear_back_to_back_calls_match_synchronized);
     RUN_TEST(test_cuda_linear_backward_dx_matches_cpu);
     RUN_TEST(test_cuda_linear_rejects_bad_input);
     return tu_finish();

@@ -291,7 +291,7 @@ struct code256x2 {
 template <int MINB>
 __global__ void __launch_bounds__(32 * Q8_WARPS, MINB)
     adamw_8bit_fast(float *p, uint8_t *qm, float *am, uint8_t *qv, float *av, const float *g, int64_t n, adam_k k,
-                    const __grid_constant__ code256x2 cc) {
+                    const __grid_constant__ code256x2 cc, int pf) {
     extern __shared__ __align__(16) unsigned char adam8_raw[];
     adam8_smem &S = *(adam8_smem *)adam8_raw;
     for (int t = threadIdx.x; t < 256; t += blockDim.x) {
@@ -309,6 +309,13 @@ __global__ void __launch_bounds__(32 * Q8_WARPS, MINB)
     if (b0 < nfull) adam8_load(cur, p, qm, am, qv, av, g, b0, lane);
     for (int64_t b = b0; b < nfull; b += stride) {
         if (b + stride < nfull) adam8_load(nxt, p, qm, am, qv, av, g, b + stride, lane);
+        if (pf && lane < 20 && b + pf * stride < nfull) { /* block b + pf strides ahead into L2 */
+            const int64_t s2 = (b + pf * stride) * ADAM_Q8_BLOCK;
+            msbnb__prefetch_l2(lane < 8    ? (const void *)(p + s2 + 32 * lane)
+                               : lane < 16 ? (const void *)(g + s2 + 32 * (lane - 8))
+                               : lane < 18 ? (const void *)(qm + s2 + 128 * (lane - 16))
+                                           : (const void *)(qv + s2 + 128 * (lane - 18)));
+        }
         float pv[8], mv[8], vv[8];
         float mmax = 0.0f, vmax = 0.0f;
 #pragma unroll
@@ -371,7 +378,7 @@ __global__ void __launch_bounds__(32 * Q8_WARPS, MINB)
 template <int MINB>
 __global__ void __launch_bounds__(32 * Q8_WARPS, MINB)
     adamw_8bit_half(float *p, uint8_t *qm, float *am, uint8_t *qv, float *av, const float *g, int64_t n, adam_k k,
-                    const __grid_constant__ code256x2 cc) {
+                    const __grid_constant__ code256x2 cc, int) {
     extern __shared__ __align__(16) unsigned char adam8_raw[];
     adam8_smem &S = *(adam8_smem *)adam8_raw;
     __shared__ float xch[2][Q8_WARPS][2];
@@ -587,7 +594,7 @@ extern "C" msbnb_status msbnb_cuda_adamw8bit_step(float *p, uint8_t *qm, float *
      * and measured slower (H200: 1.62 against 1.38 ms at 256 M parameters) */
     const char *occ = getenv("MSBNB_CUDA_ADAM8_OCC"), *half = getenv("MSBNB_CUDA_ADAM8_HALF");
     const bool pairs = half && half[0] == '1'; /* MSBNB_CUDA_ADAM8_HALF=1: two warps per block of 256 */
-    void (*kern)(float *, uint8_t *, float *, uint8_t *, float *, const float *, int64_t, adam_k, code256x2) =
+    void (*kern)(float *, uint8_t *, float *, uint8_t *, float *, const float *, int64_t, adam_k, code256x2, int) =
         pairs ? adamw_8bit_half<4> : occ && occ[0] == '4' ? adamw_8bit_fast<4> : adamw_8bit_fast<3>;
     int dev = 0, sms = 0, per_sm = 0;
     MSBNB_CUDA_TRY(cudaGetDevice(&dev));
@@ -597,7 +604,12 @@ extern "C" msbnb_status msbnb_cuda_adamw8bit_step(float *p, uint8_t *qm, float *
     const int per_block = pairs ? Q8_WARPS / 2 : Q8_WARPS; /* blocks of 256 taken at once */
     int64_t grid = (int64_t)sms * (per_sm > 0 ? per_sm : 1), need = (nb + per_block - 1) / per_block;
     if (grid > need) grid = need;
-    kern<<<(unsigned)grid, 32 * Q8_WARPS, smem>>>(p, qm, am, qv, av, g, n, k, cc);
+    /* The loads run one block ahead (registers); an L2 prefetch of the block two strides
+     * ahead deepens the stream without registers: 1.358 -> 1.301-1.327 ms on the H200
+     * (bench/RESULTS.md, 2026-12-02). MSBNB_CUDA_ADAM8_PF = d: d strides ahead, 0 off. */
+    const char *pfe = getenv("MSBNB_CUDA_ADAM8_PF");
+    const int pf = pfe && pfe[0] >= '0' && pfe[0] <= '9' ? pfe[0] - '0' : 2;
+    kern<<<(unsigned)grid, 32 * Q8_WARPS, smem>>>(p, qm, am, qv, av, g, n, k, cc, pf);
     MSBNB_CUDA_LAUNCHED();
     return MSBNB_OK;
 }

@@ -8,6 +8,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 extern "C" {
 #include "internal.h"
@@ -47,7 +48,73 @@ static inline unsigned msbnb__grid(int64_t work, int64_t per_block) {
 msbnb_status msbnb__cuda_flag_alloc(int **flag);
 msbnb_status msbnb__cuda_flag_read(int *flag, int *value); /* synchronizes, frees */
 
+/* Programmatic dependent launch (PDL, sm_90+): the kernel may start while the one before it
+ * in the stream still runs, and must execute griddepcontrol.wait before it reads what that
+ * kernel writes (or writes what it reads). True when the current device has it and
+ * MSBNB_CUDA_PDL=0 (benchmarks) does not turn it off. */
+static inline bool msbnb__pdl_ok(void) {
+    const char *e = getenv("MSBNB_CUDA_PDL");
+    if (e && e[0] == '0') return false;
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    return major >= 9;
+}
+
+/* kern<<<grid, block, smem>>>(args...) on the default stream, with PDL when pdl is set; a
+ * launch the runtime refuses with the attribute is repeated as a plain one. */
+template <typename... P, typename... A>
+static inline cudaError_t msbnb__launch(void (*kern)(P...), dim3 grid, dim3 block, size_t smem, bool pdl,
+                                        A... args) {
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = 0;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl ? 1 : 0;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, kern, args...);
+    if (e != cudaSuccess && pdl) {
+        (void)cudaGetLastError();
+        cfg.numAttrs = 0;
+        e = cudaLaunchKernelEx(&cfg, kern, args...);
+    }
+    return e;
+}
+
+/* In a kernel: let the next kernel of the stream start (PDL), and wait for the one before. */
+__device__ __forceinline__ void msbnb__pdl_launch_next(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+/* A hint: the L2 fetches the 128-byte line at p (no registers held, no fault). */
+__device__ __forceinline__ void msbnb__prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+__device__ __forceinline__ void msbnb__pdl_wait(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 /* ---------------------------------------------------------------- device helpers */
+
+__device__ __forceinline__ float msbnb__warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* A rounded value to int8, saturating (the int8 row-wise quantizer's last step). */
+__device__ __forceinline__ int8_t msbnb__sat8(float v) {
+    if (v > 127.0f) return 127;
+    if (v < -128.0f) return -128;
+    return (int8_t)v;
+}
 
 /* Loads element i of an F32/F16/BF16 array as float (exact widening, as msbnb__load_f32). */
 __device__ __forceinline__ float msbnb__ld_f32(const void *x, int dt, int64_t i) {

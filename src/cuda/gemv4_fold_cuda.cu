@@ -402,23 +402,7 @@ static cudaError_t fold_launch_t(const fold_args &a, const msbnb__code16 &code, 
     const int smem = (2 * FOLD_TAB_WORDS + (DQ ? 256 : 0)) * 4;
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (e != cudaSuccess) return e;
-    cudaLaunchConfig_t cfg = {};
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.gridDim = dim3(grid);
-    cfg.blockDim = dim3(32 * NW);
-    cfg.dynamicSmemBytes = (size_t)smem;
-    cfg.stream = 0;
-    cfg.attrs = attr;
-    cfg.numAttrs = pdl ? 1 : 0;
-    e = cudaLaunchKernelEx(&cfg, kern, a, code, dyn);
-    if (e != cudaSuccess && pdl) { /* refused with PDL: plain launch */
-        (void)cudaGetLastError();
-        cfg.numAttrs = 0;
-        e = cudaLaunchKernelEx(&cfg, kern, a, code, dyn);
-    }
-    return e;
+    return msbnb__launch(kern, dim3(grid), dim3(32 * NW), (size_t)smem, pdl, a, code, dyn);
 }
 
 template <int NW, int U, bool RL>
@@ -468,15 +452,13 @@ extern "C" msbnb_status msbnb__cuda_gemv4_fold(msbnb_cuda_ctx *ctx, void *y, con
     }
     a.diag = de ? atoi(de) : 0;
     MSBNB_TRY(msbnb__cuda_ctx_fold_scratch(ctx, N, &a.acc, &a.cnt));
-    int dev = 0, sms = 0, major = 0;
+    int dev = 0, sms = 0;
     MSBNB_CUDA_TRY(cudaGetDevice(&dev));
     MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
     /* one block per SM (128 KB of tables), at least one per slice: a block then spans <= 2 slices */
     int64_t grid = sms > a.S ? sms : a.S;
     if (grid > a.W) grid = a.W;
-    const char *pe = getenv("MSBNB_CUDA_PDL"); /* MSBNB_CUDA_PDL=0 turns PDL off (benchmarks) */
-    pdl = pdl && major >= 9 && !(pe && pe[0] == '0');
+    pdl = pdl && msbnb__pdl_ok();
     msbnb__code16 code;
     memcpy(code.v, codev, sizeof code.v);
     msbnb__code256 dyn;

@@ -156,21 +156,23 @@ template <int MT, bool DQ, bool XBF16>
 __global__ void __launch_bounds__(32 * GEMV_WARPS, GEMV_MINB) gemv4_fast(gemv_args a, msbnb__code16 code, msbnb__code256 dyn) {
     __shared__ float slut[16 * 32];
     __shared__ float sdyn[DQ ? 256 : 1];
+    msbnb__pdl_launch_next();
+    const int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    const int K = a.K, nw = K / 8;
+    const uint32_t *wrow = (const uint32_t *)a.w + (int64_t)n * nw;
+    wbatch<DQ> cur, nxt;
+    if (n < a.N) load_batch<DQ>(cur, a, wrow, n, 0, lane, nw); /* in flight during the table fill */
     for (int t = threadIdx.x; t < 16 * 32; t += blockDim.x) slut[t] = code.v[t >> 5];
     if (DQ)
         for (int t = threadIdx.x; t < 256; t += blockDim.x) sdyn[t] = dyn.v[t];
+    msbnb__pdl_wait(); /* x, y: after the kernel before (PDL launches: weights uploaded, never written) */
     __syncthreads();
-    int n = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (n >= a.N) return;
-    const int K = a.K, nw = K / 8;
-    const uint32_t *wrow = (const uint32_t *)a.w + (int64_t)n * nw;
     const float off = DQ ? *a.offset : 0.0f;
     const uint32_t lane4 = 4u * lane;
     float acc[MT];
 #pragma unroll
     for (int m = 0; m < MT; m++) acc[m] = 0.0f;
-    wbatch<DQ> cur, nxt;
-    load_batch<DQ>(cur, a, wrow, n, 0, lane, nw);
     for (int j0 = 0; j0 < nw; j0 += 32 * GEMV_WU) {
         if (j0 + 32 * GEMV_WU < nw) load_batch<DQ>(nxt, a, wrow, n, j0 + 32 * GEMV_WU, lane, nw);
 #pragma unroll
@@ -283,6 +285,7 @@ __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, 
                                                                    msbnb__code256 dyn) {
     __shared__ __align__(16) float2 spair[256 * 16];
     __shared__ float sdyn[DQ ? 256 : 1];
+    msbnb__pdl_launch_next();
     const int lane = threadIdx.x & 31, nch = a.K >> 5; /* 16-byte chunks per row */
     const int ntask = (a.N + R - 1) / R, nbat = (nch + 32 * U - 1) / (32 * U);
     const int stride = gridDim.x * GEMV1_WARPS;
@@ -295,6 +298,7 @@ __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, 
     }
     if (DQ)
         for (int i = threadIdx.x; i < 256; i += blockDim.x) sdyn[i] = dyn.v[i];
+    msbnb__pdl_wait(); /* x, y: after the kernel before (PDL launches: weights uploaded, never written) */
     __syncthreads();
     if (t >= ntask) return;
     const float off = DQ ? *a.offset : 0.0f;
@@ -354,26 +358,32 @@ __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, 
 #define M1_U 1
 #define M1_MINB 2
 template <bool DQ, bool XBF16>
-static msbnb_status launch_m1(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn, int sms) {
+static msbnb_status launch_m1(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn, int sms,
+                              bool pdl) {
     const int64_t tasks = (a.N + M1_R - 1) / M1_R, need = (tasks + GEMV1_WARPS - 1) / GEMV1_WARPS;
     const unsigned grid = (unsigned)(need < (int64_t)sms * M1_MINB ? need : (int64_t)sms * M1_MINB);
-    MSBNB_CUDA_TRY(cudaFuncSetAttribute(gemv4_m1<M1_R, M1_U, M1_MINB, DQ, XBF16>,
-                                        cudaFuncAttributePreferredSharedMemoryCarveout,
+    void (*kern)(gemv_args, msbnb__code16, msbnb__code256) = gemv4_m1<M1_R, M1_U, M1_MINB, DQ, XBF16>;
+    MSBNB_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
                                         (int)cudaSharedmemCarveoutMaxShared));
-    gemv4_m1<M1_R, M1_U, M1_MINB, DQ, XBF16><<<grid, 32 * GEMV1_WARPS>>>(a, code, dyn);
+    MSBNB_CUDA_TRY(msbnb__launch(kern, dim3(grid), dim3(32 * GEMV1_WARPS), 0, pdl, a, code, dyn));
     return MSBNB_OK;
 }
 
 /* Which M = 1 kernel: MSBNB_CUDA_GEMV4_M1 = 1 forces the chunked gemv4_m1 wherever it
- * applies (tests reach it with small shapes), 0 the word kernel gemv4_fast; unset, the rule
- * measured on the H100 (bench/RESULTS.md): gemv4_m1 from 32 M weights when the absmax is
- * double-quantized (decoded once per 32 weights instead of 8) or the rows are longer than
- * there are rows (K > N: few tasks, long streams); gemv4_fast otherwise (more warps in
- * flight for short rows and small layers). */
-static bool use_m1_kernel(bool dq, int64_t N, int64_t K) {
+ * applies (tests reach it with small shapes), 0 the word kernel gemv4_fast; unset, from
+ * 32 M weights:
+ *  - launched with PDL (layers): gemv4_m1 when N >= K, gemv4_fast when K > N. Measured on
+ *    the H200 (bench/RESULTS.md, 2026-12-02): nf4 (4096, 14336) 0.0219 against 0.0240 ms,
+ *    + dq 0.0230 against 0.0294; (14336, 4096) 0.0233 against 0.0305, + dq 0.0279 against
+ *    0.0314 (the persistent gemv4_m1 with its 128 busy blocks gains nothing from PDL there).
+ *  - plain launches: the rule measured on the H100, gemv4_m1 when the absmax is
+ *    double-quantized (decoded once per 32 weights instead of 8) or K > N (few tasks,
+ *    long streams). */
+static bool use_m1_kernel(bool dq, int64_t N, int64_t K, bool pdl) {
     const char *e = getenv("MSBNB_CUDA_GEMV4_M1");
     if (e && *e) return e[0] == '1';
-    return N * K >= ((int64_t)1 << 25) && (dq || K > N);
+    if (N * K < ((int64_t)1 << 25)) return false;
+    return pdl ? N >= K : dq || K > N;
 }
 
 /* Which kernel for bf16 activations: the tensor-core gemv4_mma for M >= 2, the FFMA kernels
@@ -583,6 +593,7 @@ __global__ void __launch_bounds__(32 * MMA_WARPS) gemv4_mma(gemv_args a, msbnb__
     float *red = sdyn + 256;                         /* [MMA_WARPS][RT * 16][NT * 8] partial sums */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t = lane & 3;
+    msbnb__pdl_launch_next();
 
     /* Table: entry e = byte (high nibble = element 2i, the low half of the bf16x2 = lower k). */
     for (int i = tid; i < 256 * 32 / 4; i += 32 * MMA_WARPS) {
@@ -599,6 +610,7 @@ __global__ void __launch_bounds__(32 * MMA_WARPS) gemv4_mma(gemv_args a, msbnb__
     }
     if (DQ)
         for (int i = tid; i < 256; i += 32 * MMA_WARPS) sdyn[i] = dyn.v[i];
+    msbnb__pdl_wait(); /* x, y: after the kernel before (the table above overlaps its tail) */
     __syncthreads();
 
     const int K = a.K, M = a.M;
@@ -737,22 +749,24 @@ __global__ void __launch_bounds__(32 * MMA_WARPS) gemv4_mma(gemv_args a, msbnb__
 }
 
 template <int L, int RT, int NT, bool DQ, bool LO>
-static msbnb_status launch_mma_t(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn) {
+static msbnb_status launch_mma_t(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn, bool pdl) {
     const size_t smem = (size_t)(LO ? 2 : 1) * 256 * 32 * 4 + 256 * 4 + (size_t)MMA_WARPS * RT * 16 * NT * 8 * 4;
     /* per call: the limit belongs to the current device, and several may be in use */
     MSBNB_CUDA_TRY(cudaFuncSetAttribute(gemv4_mma<L, RT, NT, DQ, LO>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         (int)smem));
     const unsigned grid = (unsigned)((a.N + 16 * RT - 1) / (16 * RT));
-    gemv4_mma<L, RT, NT, DQ, LO><<<grid, 32 * MMA_WARPS, smem>>>(a, code, dyn);
+    MSBNB_CUDA_TRY(msbnb__launch(gemv4_mma<L, RT, NT, DQ, LO>, dim3(grid), dim3(32 * MMA_WARPS), smem, pdl, a, code,
+                                 dyn));
     return MSBNB_OK;
 }
 
 /* MSBNB_CUDA_MMA_LO = 1: the residual MMA (f32-grade codes); MSBNB_CUDA_MMA_RT = 1 | 2:
  * row tiles per block (default: 2 when that still gives two blocks per SM). */
 static msbnb_status launch_mma(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn, bool dq,
-                               int L, bool lo, int rt) {
+                               int L, bool lo, int rt, bool pdl) {
 #define MMA_NT(Lv, RTv, DQv, LOv)                                                          \
-    return a.M <= 8 ? launch_mma_t<Lv, RTv, 1, DQv, LOv>(a, code, dyn) : launch_mma_t<Lv, RTv, 2, DQv, LOv>(a, code, dyn)
+    return a.M <= 8 ? launch_mma_t<Lv, RTv, 1, DQv, LOv>(a, code, dyn, pdl)                \
+                    : launch_mma_t<Lv, RTv, 2, DQv, LOv>(a, code, dyn, pdl)
 #define MMA_LO(Lv, RTv, DQv)                                                               \
     do {                                                                                   \
         if (lo) MMA_NT(Lv, RTv, DQv, true);                                                \
@@ -864,24 +878,29 @@ static msbnb_status gemv4_code(msbnb_cuda_ctx *ctx, const msbnb__fold_layout *fl
         use_mma_kernel(M)) {
         int sms = 0;
         MSBNB_TRY(device_sms(&sms));
-        MSBNB_TRY(launch_mma(a, code, dyn, dq, mma_l, mma_lo(), mma_rt(N, sms)));
-    } else if (M == 1 && K % 32 == 0 && aligned16(w->packed) && aligned16(x) && use_m1_kernel(dq, N, K)) {
+        MSBNB_TRY(launch_mma(a, code, dyn, dq, mma_l, mma_lo(), mma_rt(N, sms), pdl && msbnb__pdl_ok()));
+    } else if (M == 1 && K % 32 == 0 && aligned16(w->packed) && aligned16(x) &&
+               use_m1_kernel(dq, N, K, pdl && msbnb__pdl_ok())) {
         int sms = 0;
         MSBNB_TRY(device_sms(&sms));
-        if (dq && bf) MSBNB_TRY((launch_m1<true, true>(a, code, dyn, sms)));
-        else if (dq) MSBNB_TRY((launch_m1<true, false>(a, code, dyn, sms)));
-        else if (bf) MSBNB_TRY((launch_m1<false, true>(a, code, dyn, sms)));
-        else MSBNB_TRY((launch_m1<false, false>(a, code, dyn, sms)));
+        const bool p = pdl && msbnb__pdl_ok();
+        if (dq && bf) MSBNB_TRY((launch_m1<true, true>(a, code, dyn, sms, p)));
+        else if (dq) MSBNB_TRY((launch_m1<true, false>(a, code, dyn, sms, p)));
+        else if (bf) MSBNB_TRY((launch_m1<false, true>(a, code, dyn, sms, p)));
+        else MSBNB_TRY((launch_m1<false, false>(a, code, dyn, sms, p)));
     } else if (K % 8 == 0 && aligned16(w->packed) && aligned16(x)) {
+        const bool p = pdl && msbnb__pdl_ok();
+        void (*kern)(gemv_args, msbnb__code16, msbnb__code256) = NULL;
 #define L4(MT)                                                                                    \
     do {                                                                                          \
-        if (dq && bf) gemv4_fast<MT, true, true><<<grid, 32 * GEMV_WARPS>>>(a, code, dyn);        \
-        else if (dq) gemv4_fast<MT, true, false><<<grid, 32 * GEMV_WARPS>>>(a, code, dyn);        \
-        else if (bf) gemv4_fast<MT, false, true><<<grid, 32 * GEMV_WARPS>>>(a, code, dyn);        \
-        else gemv4_fast<MT, false, false><<<grid, 32 * GEMV_WARPS>>>(a, code, dyn);               \
+        kern = dq && bf ? gemv4_fast<MT, true, true>                                              \
+               : dq     ? gemv4_fast<MT, true, false>                                             \
+               : bf     ? gemv4_fast<MT, false, true>                                             \
+                        : gemv4_fast<MT, false, false>;                                           \
     } while (0)
         DISPATCH_MT(M, L4);
 #undef L4
+        MSBNB_CUDA_TRY(msbnb__launch(kern, dim3(grid), dim3(32 * GEMV_WARPS), 0, p, a, code, dyn));
     } else if (dq) {
         gemv4_generic<true><<<grid, 32 * GEMV_WARPS>>>(a, bf, code, dyn);
     } else {

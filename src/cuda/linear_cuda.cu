@@ -436,24 +436,14 @@ __global__ void __launch_bounds__(32 * I8_WARPS, 2)
  * (sm_90+); a launch the runtime refuses is repeated as a plain one. */
 static msbnb_status launch_i8_mma(int64_t M, int64_t N, void *y, bool ybf16, const int8_t *xq, const float *sx,
                                   const dview &w, const float *scb, const float *bias, const outl_view &o, bool pipe) {
-    const char *e = getenv("MSBNB_CUDA_PDL"); /* MSBNB_CUDA_PDL=0 turns PDL off (benchmarks) */
-    const bool no_pdl = e && e[0] == '0';
-    int dev = 0, major = 0, sms = 0, smem_sm = 0;
-    MSBNB_CUDA_TRY(cudaGetDevice(&dev));
-    MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
+    const bool pdl = msbnb__pdl_ok();
     const int64_t ntiles = (N + 15) / 16;
     const int mi = (int)M;
-    cudaLaunchConfig_t cfg = {};
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.blockDim = dim3(32 * I8_WARPS);
-    cfg.stream = 0;
-    cfg.attrs = attr;
-    cfg.numAttrs = major >= 9 && !no_pdl ? 1 : 0;
     if (pipe) {
+        int dev = 0, sms = 0, smem_sm = 0;
+        MSBNB_CUDA_TRY(cudaGetDevice(&dev));
+        MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
         void (*kern)(void *, bool, const int8_t *, const float *, dview, const float *, const float *, int, outl_view,
                      int) = M <= 8 ? gemv_i8_pipe<1> : gemv_i8_pipe<2>;
         MSBNB_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, I8P_SMEM));
@@ -461,28 +451,16 @@ static msbnb_status launch_i8_mma(int64_t M, int64_t N, void *y, bool ybf16, con
         int per_sm = smem_sm / (I8P_SMEM + (int)sizeof(int) * I8_WARPS * 256 + 1024);
         per_sm = per_sm < 1 ? 1 : per_sm > 2 ? 2 : per_sm;
         const int64_t slots = (int64_t)sms * per_sm;
-        const int tpb = (int)((ntiles + slots - 1) / slots);        /* tiles per block */
-        cfg.gridDim = dim3((unsigned)((ntiles + tpb - 1) / tpb)); /* every block as busy as the busiest */
-        cfg.dynamicSmemBytes = I8P_SMEM;
-        cudaError_t le = cudaLaunchKernelEx(&cfg, kern, y, ybf16, xq, sx, w, scb, bias, mi, o, tpb);
-        if (le != cudaSuccess && cfg.numAttrs) { /* refused with PDL: plain launch */
-            (void)cudaGetLastError();
-            cfg.numAttrs = 0;
-            le = cudaLaunchKernelEx(&cfg, kern, y, ybf16, xq, sx, w, scb, bias, mi, o, tpb);
-        }
-        MSBNB_CUDA_TRY(le);
+        const int tpb = (int)((ntiles + slots - 1) / slots); /* tiles per block */
+        /* every block as busy as the busiest */
+        MSBNB_CUDA_TRY(msbnb__launch(kern, dim3((unsigned)((ntiles + tpb - 1) / tpb)), dim3(32 * I8_WARPS),
+                                     (size_t)I8P_SMEM, pdl, y, ybf16, xq, sx, w, scb, bias, mi, o, tpb));
         return MSBNB_OK;
     }
     void (*kern)(void *, bool, const int8_t *, const float *, dview, const float *, const float *, int, outl_view) =
         M <= 8 ? gemv_i8_mma<1> : gemv_i8_mma<2>;
-    cfg.gridDim = dim3((unsigned)ntiles);
-    cudaError_t le = cudaLaunchKernelEx(&cfg, kern, y, ybf16, xq, sx, w, scb, bias, mi, o);
-    if (le != cudaSuccess && cfg.numAttrs) {
-        (void)cudaGetLastError();
-        cfg.numAttrs = 0;
-        le = cudaLaunchKernelEx(&cfg, kern, y, ybf16, xq, sx, w, scb, bias, mi, o);
-    }
-    MSBNB_CUDA_TRY(le);
+    MSBNB_CUDA_TRY(msbnb__launch(kern, dim3((unsigned)ntiles), dim3(32 * I8_WARPS), 0, pdl, y, ybf16, xq, sx, w, scb,
+                                 bias, mi, o));
     return MSBNB_OK;
 }
 

@@ -43,10 +43,6 @@ static msbnb_status check_dims(int64_t rows, int64_t cols, const char *fn) {
 
 /* ---------------------------------------------------------------- warp reductions */
 
-__device__ __forceinline__ float warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
 __device__ __forceinline__ float warp_min(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fminf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
@@ -79,7 +75,7 @@ __global__ void quant_blocks_kernel(uint8_t *out, float *absmax, const void *x, 
             nonfinite |= !isfinite(v);
             m = fmaxf(m, fabsf(v));
         }
-        m = warp_max(m);
+        m = msbnb__warp_max(m);
         if (__any_sync(0xffffffffu, nonfinite)) {
             if (lane == 0) *bad = 1;
             continue;
@@ -373,11 +369,6 @@ __device__ __forceinline__ void allow_dependent_launch() {
 #endif
 }
 
-__device__ __forceinline__ int8_t sat8(float v) {
-    if (v > 127.0f) return 127;
-    if (v < -128.0f) return -128;
-    return (int8_t)v;
-}
 
 /* One block per row (threshold 0): absmax over the row, s = 127 * rcp.approx(absmax)
  * (bitsandbytes' __fdividef), q = rint(a * s), NaN (a zero row) -> 0. */
@@ -395,15 +386,15 @@ __global__ void int8_rowwise_kernel(int8_t *q, float *row_absmax, const void *a,
             m = fmaxf(m, fabsf(v));
         }
         if (threadIdx.x == 0) sbad = 0;
-        m = warp_max(m);
+        m = msbnb__warp_max(m);
         __syncthreads();
         if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = m;
         if (nonfinite) sbad = 1;
         __syncthreads();
         m = 0.0f;
         for (int w = 0; w < (int)(blockDim.x >> 5); w++) m = fmaxf(m, red[w]);
-        if (sbad) {
-            if (threadIdx.x == 0) *bad = 1;
+        if (sbad) { /* the call fails (NON_FINITE); a layer's forward gets NaN outputs */
+            if (threadIdx.x == 0) *bad = 1, row_absmax[r] = __int_as_float(0x7fc00000);
             __syncthreads();
             continue;
         }
@@ -411,7 +402,7 @@ __global__ void int8_rowwise_kernel(int8_t *q, float *row_absmax, const void *a,
         float s = __fmul_rn(127.0f, msbnb__rcp_approx_ftz(m));
         for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
             float v = __fmul_rn(msbnb__ld_f32(a, dt, r * cols + c), s);
-            q[r * cols + c] = (v == v) ? sat8(rintf(v)) : 0;
+            q[r * cols + c] = (v == v) ? msbnb__sat8(rintf(v)) : 0;
         }
         __syncthreads();
     }
@@ -463,7 +454,7 @@ __global__ void int8_rowwise_outl_kernel(int8_t *q, float *row_absmax, const voi
             float v = fabsf(msbnb__ld_f32(a, dt, r * cols + c));
             m = fmaxf(m, v > t ? 0.0f : v);
         }
-        m = warp_max(m);
+        m = msbnb__warp_max(m);
         __syncthreads();
         if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = m;
         __syncthreads();
@@ -473,7 +464,7 @@ __global__ void int8_rowwise_outl_kernel(int8_t *q, float *row_absmax, const voi
         float s = __fmul_rn(127.0f, msbnb__rcp_approx_ftz(m));
         for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
             float v = __fmul_rn(msbnb__ld_f32(a, dt, r * cols + c), s);
-            q[r * cols + c] = flags[c] ? 0 : (v == v) ? sat8(rintf(v)) : 0;
+            q[r * cols + c] = flags[c] ? 0 : (v == v) ? msbnb__sat8(rintf(v)) : 0;
         }
     }
 }
@@ -567,7 +558,7 @@ __global__ void span_range_kernel(float *pmin, float *pmax, const float *w, int6
         }
         if (threadIdx.x == 0) sbad = 0;
         lo = warp_min(lo);
-        hi = warp_max(hi);
+        hi = msbnb__warp_max(hi);
         __syncthreads();
         if ((threadIdx.x & 31) == 0) {
             smin[threadIdx.x >> 5] = lo;
@@ -625,10 +616,10 @@ __global__ void quant8_kernel(int8_t *q, const float *w, const float *scale, con
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         int64_t g = i / len;
         if (symmetric) {
-            q[i] = sat8(rintf(__fmul_rn(w[i], pmax[g * nchunks])));
+            q[i] = msbnb__sat8(rintf(__fmul_rn(w[i], pmax[g * nchunks])));
         } else {
             float s = scale[g];
-            q[i] = s == 0 ? 0 : sat8(__fadd_rn(rintf(__fdiv_rn(w[i], s)), offset[g]));
+            q[i] = s == 0 ? 0 : msbnb__sat8(__fadd_rn(rintf(__fdiv_rn(w[i], s)), offset[g]));
         }
     }
 }

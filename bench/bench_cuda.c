@@ -199,8 +199,9 @@ static void bench_int8(msbnb_cuda_ctx *ctx, double copy_bw) {
     static const struct {
         const char *name, *var, *val;
         int m1; /* 1: a variant of the M = 1 path only */
-    } vars[] = {{"int8, tile-per-block tensor cores + PDL (default)", NULL, NULL, 0},
+    } vars[] = {{"int8, tile-per-block tensor cores + PDL, quantize kernel with PDL at M <= 4 (default)", NULL, NULL, 0},
                 {"int8, default without PDL", "MSBNB_CUDA_PDL", "0", 0},
+                {"int8, quantize kernel without PDL (MSBNB_CUDA_I8Q_PDL=0)", "MSBNB_CUDA_I8Q_PDL", "0", 0},
                 {"int8, pipelined persistent tensor cores + PDL", "MSBNB_CUDA_I8_MMA", "2", 1}};
     const int nvars = sizeof vars / sizeof *vars;
     const char *only = getenv("MSBNB_BENCH_SHAPE"); /* one shape (0..2), e.g. under ncu */

@@ -45,7 +45,26 @@ struct gemv_args {
     const float *bias; /* [N] added to y, or NULL */
     float scale_mul;
     int M, N, K, bs_log2;
+    int xs; /* the activation is staged in dynamic shared memory (msbnb__gemv_xs_bytes) */
 };
+
+/* Bytes of dynamic shared memory that hold the activation [M, K] in the M = 1 / word
+ * kernels, 0 where it is read from global memory instead: a block reads x once, after
+ * griddepcontrol.wait, and every warp then reads it from shared memory (under PDL x may
+ * not go through the read-only cache, see dot8; plain global loads measured up to 18 %
+ * slower than shared memory on the H200). */
+#define GEMV_XS_MAX 32768
+static int gemv_xs_bytes(int64_t M, int64_t K, bool bf) {
+    const int64_t b = M * K * (bf ? 2 : 4);
+    return b <= GEMV_XS_MAX ? (int)b : 0;
+}
+
+/* The block's copy of x (16-byte pieces; K % 8 == 0 and x 16-byte aligned), or x itself. */
+__device__ __forceinline__ const void *stage_x(const gemv_args &a, void *xsm, int bytes) {
+    if (!a.xs) return a.x;
+    for (int i = threadIdx.x; i < bytes / 16; i += blockDim.x) ((uint4 *)xsm)[i] = ((const uint4 *)a.x)[i];
+    return xsm;
+}
 
 /* 16 bytes that are read once: no L1 allocation. */
 __device__ __forceinline__ uint4 ld_stream(const void *p) {
@@ -96,11 +115,15 @@ __device__ __forceinline__ void decode8(float (&w)[8], uint32_t q, const char *s
     }
 }
 
-/* Σ_e w[e] x[k0 + e] for 8 weights. */
+/* Σ_e w[e] x[k0 + e] for 8 weights.
+ * x (as everything a kernel reads after griddepcontrol.wait) is read with coherent loads,
+ * not __ldg: under PDL the kernel is already running while the kernel before writes x, and
+ * the read-only (.nc) path is coherent only for data nobody writes during the kernel (the
+ * back-to-back test in tests/test_cuda_linear.c caught stale activations through it). */
 template <bool XBF16>
 __device__ __forceinline__ float dot8(const float (&w)[8], const void *x, int64_t k0) {
     if (XBF16) {
-        uint4 xv = __ldg((const uint4 *)((const uint16_t *)x + k0));
+        uint4 xv = *(const uint4 *)((const uint16_t *)x + k0); /* x: coherent loads (see ld_x) */
         const uint32_t xw[4] = {xv.x, xv.y, xv.z, xv.w};
         float s0 = 0.0f, s1 = 0.0f;
 #pragma unroll
@@ -111,7 +134,7 @@ __device__ __forceinline__ float dot8(const float (&w)[8], const void *x, int64_
         return s0 + s1;
     }
     const float4 *xp = (const float4 *)((const float *)x + k0);
-    float4 u = __ldg(xp), v = __ldg(xp + 1);
+    float4 u = xp[0], v = xp[1];
     float s0 = fmaf(w[0], u.x, fmaf(w[2], u.z, fmaf(w[4], v.x, w[6] * v.z)));
     float s1 = fmaf(w[1], u.y, fmaf(w[3], u.w, fmaf(w[5], v.y, w[7] * v.w)));
     return s0 + s1;
@@ -166,6 +189,8 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS, GEMV_MINB) gemv4_fast(gemv_ar
     if (DQ)
         for (int t = threadIdx.x; t < 256; t += blockDim.x) sdyn[t] = dyn.v[t];
     msbnb__pdl_wait(); /* x, y: after the kernel before (PDL launches: weights uploaded, never written) */
+    extern __shared__ __align__(16) unsigned char gemv_xsm[];
+    const void *xv = stage_x(a, gemv_xsm, a.M * K * (XBF16 ? 2 : 4));
     __syncthreads();
     if (n >= a.N) return;
     const float off = DQ ? *a.offset : 0.0f;
@@ -186,8 +211,8 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS, GEMV_MINB) gemv4_fast(gemv_ar
 #pragma unroll
             for (int m = 0; m < MT; m++) {
                 if (m >= a.M) break;
-                const void *xm = XBF16 ? (const void *)((const uint16_t *)a.x + (int64_t)m * K)
-                                       : (const void *)((const float *)a.x + (int64_t)m * K);
+                const void *xm = XBF16 ? (const void *)((const uint16_t *)xv + (int64_t)m * K)
+                                       : (const void *)((const float *)xv + (int64_t)m * K);
                 acc[m] = fmaf(am, dot8<XBF16>(w, xm, (int64_t)j * 8), acc[m]);
             }
         }
@@ -253,7 +278,7 @@ __device__ __forceinline__ void load_chunks(chunk_batch<R, U, DQ> &b, const gemv
 template <bool XBF16>
 __device__ __forceinline__ void load_x8(float (&xf)[8], const void *x, int64_t k0) {
     if (XBF16) {
-        uint4 v = __ldg((const uint4 *)((const uint16_t *)x + k0));
+        uint4 v = *(const uint4 *)((const uint16_t *)x + k0); /* x: coherent loads (see ld_x) */
         const uint32_t w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
         for (int j = 0; j < 4; j++) {
@@ -262,7 +287,7 @@ __device__ __forceinline__ void load_x8(float (&xf)[8], const void *x, int64_t k
         }
     } else {
         const float4 *p = (const float4 *)((const float *)x + k0);
-        float4 u = __ldg(p), v = __ldg(p + 1);
+        float4 u = p[0], v = p[1];
         xf[0] = u.x, xf[1] = u.y, xf[2] = u.z, xf[3] = u.w;
         xf[4] = v.x, xf[5] = v.y, xf[6] = v.z, xf[7] = v.w;
     }
@@ -299,6 +324,8 @@ __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, 
     if (DQ)
         for (int i = threadIdx.x; i < 256; i += blockDim.x) sdyn[i] = dyn.v[i];
     msbnb__pdl_wait(); /* x, y: after the kernel before (PDL launches: weights uploaded, never written) */
+    extern __shared__ __align__(16) unsigned char gemv_xsm[];
+    const void *xv = stage_x(a, gemv_xsm, a.K * (XBF16 ? 2 : 4));
     __syncthreads();
     if (t >= ntask) return;
     const float off = DQ ? *a.offset : 0.0f;
@@ -321,7 +348,7 @@ __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, 
 #pragma unroll
             for (int wd = 0; wd < 4; wd++) {
                 float xf[8];
-                load_x8<XBF16>(xf, a.x, (int64_t)c * 32 + 8 * wd);
+                load_x8<XBF16>(xf, xv, (int64_t)c * 32 + 8 * wd);
 #pragma unroll
                 for (int r = 0; r < R; r++) {
                     const uint4 &q = cur.q[r][u];
@@ -365,20 +392,23 @@ static msbnb_status launch_m1(const gemv_args &a, const msbnb__code16 &code, con
     void (*kern)(gemv_args, msbnb__code16, msbnb__code256) = gemv4_m1<M1_R, M1_U, M1_MINB, DQ, XBF16>;
     MSBNB_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
                                         (int)cudaSharedmemCarveoutMaxShared));
-    MSBNB_CUDA_TRY(msbnb__launch(kern, dim3(grid), dim3(32 * GEMV1_WARPS), 0, pdl, a, code, dyn));
+    const int xs = gemv_xs_bytes(1, a.K, XBF16);
+    MSBNB_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, xs));
+    gemv_args b = a;
+    b.xs = xs > 0;
+    MSBNB_CUDA_TRY(msbnb__launch(kern, dim3(grid), dim3(32 * GEMV1_WARPS), (size_t)xs, pdl, b, code, dyn));
     return MSBNB_OK;
 }
 
 /* Which M = 1 kernel: MSBNB_CUDA_GEMV4_M1 = 1 forces the chunked gemv4_m1 wherever it
  * applies (tests reach it with small shapes), 0 the word kernel gemv4_fast; unset, from
  * 32 M weights:
- *  - launched with PDL (layers): gemv4_m1 when N >= K, gemv4_fast when K > N. Measured on
- *    the H200 (bench/RESULTS.md, 2026-12-02): nf4 (4096, 14336) 0.0219 against 0.0240 ms,
- *    + dq 0.0230 against 0.0294; (14336, 4096) 0.0233 against 0.0305, + dq 0.0279 against
- *    0.0314 (the persistent gemv4_m1 with its 128 busy blocks gains nothing from PDL there).
- *  - plain launches: the rule measured on the H100, gemv4_m1 when the absmax is
- *    double-quantized (decoded once per 32 weights instead of 8) or K > N (few tasks,
- *    long streams). */
+ *  - launched with PDL (layers with N >= K): gemv4_m1. Measured on the H200 (bench/RESULTS.md,
+ *    2026-12-02), x staged in shared memory: nf4 (4096, 14336) 0.0195 against 0.0229 ms,
+ *    + dq 0.0201 against 0.0283.
+ *  - plain launches (K > N, the functional API): the rule measured on the H100, gemv4_m1
+ *    when the absmax is double-quantized (decoded once per 32 weights instead of 8) or
+ *    K > N (few tasks, long streams): (14336, 4096) nf4 0.0235 ms on the H200. */
 static bool use_m1_kernel(bool dq, int64_t N, int64_t K, bool pdl) {
     const char *e = getenv("MSBNB_CUDA_GEMV4_M1");
     if (e && *e) return e[0] == '1';
@@ -674,7 +704,7 @@ __global__ void __launch_bounds__(32 * MMA_WARPS) gemv4_mma(gemv_args a, msbnb__
         for (int nt = 0; nt < NT; nt++) {
 #pragma unroll
             for (int v = 0; v < L / 4; v++) {
-                uint4 xv = xon[nt] ? __ldg((const uint4 *)(xp[nt] + (int64_t)s * 8 * L) + v) : make_uint4(0, 0, 0, 0);
+                uint4 xv = xon[nt] ? ((const uint4 *)(xp[nt] + (int64_t)s * 8 * L))[v] : make_uint4(0, 0, 0, 0);
                 xb[nt][4 * v] = xv.x, xb[nt][4 * v + 1] = xv.y, xb[nt][4 * v + 2] = xv.z, xb[nt][4 * v + 3] = xv.w;
             }
         }
@@ -874,22 +904,24 @@ static msbnb_status gemv4_code(msbnb_cuda_ctx *ctx, const msbnb__fold_layout *fl
     const int mma_l = bs >= 128 ? 16 : 8;
     if (ctx && M == 1 && msbnb__cuda_gemv4_fold_applies(N, K, w, fl != NULL))
         return msbnb__cuda_gemv4_fold(ctx, y, x, bf != 0, w, codev, fl, a.bs_log2, bias, N, K, pdl);
+    /* PDL for the kernels below, except at M = 1 with rows longer than there are rows: on
+     * the H200 (bench/RESULTS.md, 2026-12-02) (14336, 4096) NF4 took 0.0273 ms with PDL and
+     * 0.0235 without, while (4096, 14336) went 0.0262 -> 0.0195 and (4096, 4096) 0.0105 ->
+     * 0.0091 with it */
+    pdl = pdl && msbnb__pdl_ok() && !(M == 1 && K > N);
     if (bf && bs >= 64 && K % bs == 0 && K % (8 * mma_l) == 0 && aligned16(w->packed) && aligned16(x) &&
         use_mma_kernel(M)) {
         int sms = 0;
         MSBNB_TRY(device_sms(&sms));
-        MSBNB_TRY(launch_mma(a, code, dyn, dq, mma_l, mma_lo(), mma_rt(N, sms), pdl && msbnb__pdl_ok()));
-    } else if (M == 1 && K % 32 == 0 && aligned16(w->packed) && aligned16(x) &&
-               use_m1_kernel(dq, N, K, pdl && msbnb__pdl_ok())) {
+        MSBNB_TRY(launch_mma(a, code, dyn, dq, mma_l, mma_lo(), mma_rt(N, sms), pdl));
+    } else if (M == 1 && K % 32 == 0 && aligned16(w->packed) && aligned16(x) && use_m1_kernel(dq, N, K, pdl)) {
         int sms = 0;
         MSBNB_TRY(device_sms(&sms));
-        const bool p = pdl && msbnb__pdl_ok();
-        if (dq && bf) MSBNB_TRY((launch_m1<true, true>(a, code, dyn, sms, p)));
-        else if (dq) MSBNB_TRY((launch_m1<true, false>(a, code, dyn, sms, p)));
-        else if (bf) MSBNB_TRY((launch_m1<false, true>(a, code, dyn, sms, p)));
-        else MSBNB_TRY((launch_m1<false, false>(a, code, dyn, sms, p)));
+        if (dq && bf) MSBNB_TRY((launch_m1<true, true>(a, code, dyn, sms, pdl)));
+        else if (dq) MSBNB_TRY((launch_m1<true, false>(a, code, dyn, sms, pdl)));
+        else if (bf) MSBNB_TRY((launch_m1<false, true>(a, code, dyn, sms, pdl)));
+        else MSBNB_TRY((launch_m1<false, false>(a, code, dyn, sms, pdl)));
     } else if (K % 8 == 0 && aligned16(w->packed) && aligned16(x)) {
-        const bool p = pdl && msbnb__pdl_ok();
         void (*kern)(gemv_args, msbnb__code16, msbnb__code256) = NULL;
 #define L4(MT)                                                                                    \
     do {                                                                                          \
@@ -900,7 +932,9 @@ static msbnb_status gemv4_code(msbnb_cuda_ctx *ctx, const msbnb__fold_layout *fl
     } while (0)
         DISPATCH_MT(M, L4);
 #undef L4
-        MSBNB_CUDA_TRY(msbnb__launch(kern, dim3(grid), dim3(32 * GEMV_WARPS), 0, p, a, code, dyn));
+        const int xs = gemv_xs_bytes(M, K, bf);
+        a.xs = xs > 0;
+        MSBNB_CUDA_TRY(msbnb__launch(kern, dim3(grid), dim3(32 * GEMV_WARPS), (size_t)xs, pdl, a, code, dyn));
     } else if (dq) {
         gemv4_generic<true><<<grid, 32 * GEMV_WARPS>>>(a, bf, code, dyn);
     } else {

@@ -254,6 +254,7 @@ __global__ void __launch_bounds__(32 * I8_WARPS, 2)
     gemv_i8_mma(void *y, bool ybf16, const int8_t *xq, const float *sx, dview w, const float *scb,
                 const float *bias, int M, outl_view o) {
     __shared__ int red[I8_WARPS][16][16];
+    msbnb__pdl_launch_next();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int64_t K = w.k, N = w.n, r0 = (int64_t)blockIdx.x * 16;
     /* rows past N read row N - 1 (in bounds); their sums are never stored */
@@ -289,7 +290,8 @@ __global__ void __launch_bounds__(32 * I8_WARPS, 2)
 #pragma unroll
                 for (int i = 0; i < 4; i++) {
                     const int64_t k = (s0 + u * I8_WARPS) * 256 + i * 64 + t * 16;
-                    const int4 X = m < M && k < K ? __ldg((const int4 *)(xq + (int64_t)m * K + k)) : make_int4(0, 0, 0, 0);
+                    /* xq: coherent loads, not __ldg: it is written by the kernel before (PDL) */
+                    const int4 X = m < M && k < K ? *(const int4 *)(xq + (int64_t)m * K + k) : make_int4(0, 0, 0, 0);
                     mma_s8(acc[j], A[u][i].x, B[u][i].x, A[u][i].y, B[u][i].y, X.x, X.y);
                     mma_s8(acc[j], A[u][i].z, B[u][i].z, A[u][i].w, B[u][i].w, X.z, X.w);
                 }
@@ -400,7 +402,7 @@ __global__ void __launch_bounds__(32 * I8_WARPS, 2)
                 for (int i = 0; i < 4; i++) {
                     const int64_t k = (int64_t)s * 256 + i * 64 + t * 16;
                     const int4 X =
-                        m < M && k < K ? __ldg((const int4 *)(xq + (int64_t)m * K + k)) : make_int4(0, 0, 0, 0);
+                        m < M && k < K ? *(const int4 *)(xq + (int64_t)m * K + k) : make_int4(0, 0, 0, 0);
                     mma_s8(acc[j], Wt[i].x, Wt[4 + i].x, Wt[i].y, Wt[4 + i].y, X.x, X.y);
                     mma_s8(acc[j], Wt[i].z, Wt[4 + i].z, Wt[i].w, Wt[4 + i].w, X.z, X.w);
                 }

@@ -377,6 +377,7 @@ __global__ void int8_rowwise_kernel(int8_t *q, float *row_absmax, const void *a,
     __shared__ float red[32];
     __shared__ int sbad;
     allow_dependent_launch();
+    msbnb__pdl_wait(); /* a: from the kernel before; q, row_absmax: maybe still read by it */
     for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
         float m = 0.0f;
         int nonfinite = 0;
@@ -493,8 +494,14 @@ msbnb_status msbnb__cuda_int8_rowwise_async(int8_t *q, float *row_absmax, const 
     /* few rows (the activations of a GEMV): 1024 threads a row, so the two passes over a
      * long row are short dependent chains */
     unsigned threads = rows < 132 * 2 ? 1024 : 256;
-    int8_rowwise_kernel<<<(unsigned)g, threads>>>(q, row_absmax, a, (int)a_type, rows, cols, bad);
-    MSBNB_CUDA_LAUNCHED();
+    /* Few rows (a GEMV's activation): launched with PDL, resident while the kernel before
+     * drains (it waits before reading a). H200, LLM.int8 M = 1 with the GEMV after it
+     * (bench/RESULTS.md, 2026-12-02): (4096, 14336) 0.0231 -> 0.0215 ms, (14336, 4096)
+     * 0.0244 -> 0.0224; at M = 16 mixed. MSBNB_CUDA_I8Q_PDL = 0 | 1 forces it. */
+    const char *e = getenv("MSBNB_CUDA_I8Q_PDL");
+    const bool pdl = (e && *e ? e[0] == '1' : rows <= 4) && msbnb__pdl_ok();
+    MSBNB_CUDA_TRY(msbnb__launch(int8_rowwise_kernel, dim3((unsigned)g), dim3(threads), 0, pdl, q, row_absmax, a,
+                                 (int)a_type, rows, cols, bad));
     return MSBNB_OK;
 }
 

@@ -11,6 +11,7 @@
  * bf16: even / odd halves by a shift and a mask against a split activation; f16 /
  * asymmetric int8: widen to f32 and FMA. */
 #include "cpu/gemv.h"
+#include "cpu/i16_impl.h"
 #include "internal.h"
 
 #include <immintrin.h>
@@ -333,7 +334,7 @@ static void gemv_lut4(const msbnb__wview *w, float *y, int64_t ldy, const float 
  * compute (bitsandbytes' GPU path) is ~4e-3. msbnb_linear_set_exact(l, 1) selects the f32
  * kernel above. */
 
-#define I16_ONE 16383
+#define I16_ONE MSBNB__I16_ONE
 /* prefetch distance per weight stream, bytes: one thread at (4096, 14336) streamed 6.9 /
  * 9.4 / 10.1 / 10.0 / 8.6 GB/s with 512 B / 1 / 2 / 4 / 8 KiB (Zen 3; no prefetch: ~40 % less) */
 #define I16_PF 2048
@@ -366,32 +367,10 @@ static int i16_ok(const msbnb__wview *w) {
 static void prep_x_i16(int16_t *q, float *d, float *h, const float *x, int64_t K, float cscale) {
     int8_t perm[64];
     for (int i = 0; i < 64; i++) perm[i] = (int8_t)i16_src(i);
-    const __m256 sgn = _mm256_set1_ps(-0.0f);
     for (int64_t c = 0; c < K / 64; c++) {
         const float *xc = x + c * 64;
-        __m256 mx = _mm256_setzero_ps(), un = _mm256_setzero_ps();
-        for (int j = 0; j < 64; j += 8) {
-            const __m256 v = _mm256_loadu_ps(xc + j);
-            mx = _mm256_max_ps(mx, _mm256_andnot_ps(sgn, v));
-            un = _mm256_or_ps(un, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-        }
-        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-        const float amax = _mm_cvtss_f32(m4);
         int32_t qi[64];
-        /* a NaN or Inf input (max_ps drops NaN operands) makes the chunk's products NaN;
-         * a chunk below 1e-30 counts as zero (16383 / amax would overflow for denormals) */
-        if (!_mm256_testz_ps(un, un) || amax > 3.4e38f || amax < 1e-30f) {
-            memset(qi, 0, sizeof qi);
-            d[c] = amax < 1e-30f && _mm256_testz_ps(un, un) ? 0.0f : NAN;
-        } else {
-            const __m256 inv = _mm256_set1_ps((float)I16_ONE / amax);
-            for (int j = 0; j < 64; j += 8)
-                _mm256_storeu_si256((__m256i *)(qi + j),
-                                    _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xc + j), inv)));
-            d[c] = amax / (float)I16_ONE * cscale;
-        }
+        d[c] = msbnb__i16_chunk(qi, xc, cscale);
         for (int i = 0; i < 64; i++) q[c * 64 + i] = (int16_t)qi[perm[i]];
         if (h) {
             float s0 = 0, s1 = 0;

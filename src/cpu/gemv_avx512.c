@@ -8,9 +8,11 @@
  * (x'[s][j] = x[8j + e(s)]), so the weight bytes are streamed exactly once and never
  * reordered. Per-block scales are applied per lane after the 8 products. */
 #include "cpu/gemv.h"
+#include "cpu/i16_impl.h"
 #include "internal.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 /* element (within a lane's 8) whose nibble sits at bits 4s..4s+3 of the lane: byte s/2,
@@ -179,6 +181,203 @@ static void gemv_lut4(const msbnb__wview *w, float *y, int64_t ldy, const float 
     }
 }
 
+/* ---------------------------------------------------------------- 4-bit x int16 activation
+ *
+ * The default small-m kernel (exact = 0), as gemv_avx2.c's gemv_i16 (15-bit codes, the
+ * activation in 15-bit integers per 64 inputs, msbnb__i16_chunk; the same rounding, so the
+ * same error bound) at 512 bits: the f32 kernel above spends 8 permutes, 7 shifts and 8
+ * FMAs per 128 weights on port 0 / 5 (~4 bytes of packed weight per cycle); here a 64-byte
+ * load, read as 32 words, gives word j's nibble s (bits 4s..4s+3, element 4j + e(s), e =
+ * 1, 0, 3, 2) by a shift (none for s = 0) and vpermw, which reads only the word's low 5
+ * bits — so a 32-entry table holding the 16 codes twice needs no mask — and vpdpwssd
+ * (vpmaddwd + vpaddd without VNNI) sums word pairs 2i, 2i + 1, i.e. int32 lane i gathers
+ * elements 8i .. 8i + 7 of the 128-chunk over the four s: 8 products of at most 16383²
+ * (< 2^31), one conversion per chunk and row. The activation is laid out to match once per
+ * call: position p of vector s holds element 8 (p / 2) + 4 (p % 2) + e(s). */
+#define I16Z_PF 2048 /* prefetch distance per weight stream, bytes */
+
+static inline int i16z_elem(int s, int p) {
+    static const int e[4] = {1, 0, 3, 2};
+    return 8 * (p / 2) + 4 * (p % 2) + e[s];
+}
+
+/* Units the kernel takes: K % 128 == 0 and units of 32 or a multiple of 64, so every
+ * 8-element lane lies in one unit and a chunk spans at most 4 (NF4 / FP4: rows start on a
+ * block, codes within [-1, 1]). */
+static int i16z_ok(const msbnb__wview *w) {
+    if (w->exact || w->k % 128) return 0;
+    const int64_t b = w->block;
+    if (b != 32 && b % 64) return 0;
+    if (w->type == MSBNB_QTYPE_INT4) return 1; /* groups restart at each row */
+    if (w->k % b) return 0;
+    if (w->type != MSBNB_QTYPE_NF4 && w->type != MSBNB_QTYPE_FP4) return 0;
+    for (int i = 0; i < 16; i++)
+        if (!(fabsf(w->code[i]) <= 1.0f)) return 0;
+    return 1;
+}
+
+/* Per chunk c of a row: its first unit u0[c] (from the row's first), how many it spans
+ * nu[c], and lane -> unit - u0[c] in lix[16 c ..]. */
+static void i16z_units(const msbnb__wview *w, int32_t *u0, int32_t *nu, int32_t *lix) {
+    const int64_t nc = w->k / 128, b = w->block;
+    for (int64_t c = 0; c < nc; c++) {
+        const int64_t first = 128 * c / b, last = (128 * c + 127) / b;
+        u0[c] = (int32_t)first;
+        nu[c] = (int32_t)(last - first + 1);
+        for (int l = 0; l < 16; l++) lix[16 * c + l] = (int32_t)((128 * c + 8 * l) / b - first);
+    }
+}
+
+/* One activation row: q [K] int16 (layout above), d16 [16 per chunk] = the step of the
+ * lane's 64-half, h16 [16 per chunk] = Σ x over the lane's 8 elements (INT4 mins). */
+static void i16z_prep(int16_t *q, float *d16, float *h16, const float *x, int64_t K, float cscale) {
+    for (int64_t c = 0; c < K / 128; c++) {
+        const float *xc = x + c * 128;
+        int32_t qi[128];
+        const float d0 = msbnb__i16_chunk(qi, xc, cscale), d1 = msbnb__i16_chunk(qi + 64, xc + 64, cscale);
+        for (int sv = 0; sv < 4; sv++)
+            for (int p = 0; p < 32; p++) q[c * 128 + sv * 32 + p] = (int16_t)qi[i16z_elem(sv, p)];
+        for (int l = 0; l < 16; l++) d16[c * 16 + l] = l < 8 ? d0 : d1;
+        if (h16)
+            for (int l = 0; l < 16; l++) {
+                float t = 0;
+                for (int j = 0; j < 8; j++) t += xc[8 * l + j];
+                h16[c * 16 + l] = t;
+            }
+    }
+}
+
+/* Σ of one chunk's 128 products, per int32 lane (lane i: elements 8i .. 8i + 7). */
+static inline __attribute__((always_inline, target("avx512vnni"))) __m512i
+i16z_dot_vnni(const __m512i c[4], const int16_t *xq) {
+    __m512i t = _mm512_madd_epi16(c[0], _mm512_loadu_si512((const void *)xq));
+    t = _mm512_dpwssd_epi32(t, c[1], _mm512_loadu_si512((const void *)(xq + 32)));
+    t = _mm512_dpwssd_epi32(t, c[2], _mm512_loadu_si512((const void *)(xq + 64)));
+    return _mm512_dpwssd_epi32(t, c[3], _mm512_loadu_si512((const void *)(xq + 96)));
+}
+static inline __attribute__((always_inline)) __m512i i16z_dot_madd(const __m512i c[4], const int16_t *xq) {
+    const __m512i a = _mm512_madd_epi16(c[0], _mm512_loadu_si512((const void *)xq));
+    const __m512i b = _mm512_madd_epi16(c[1], _mm512_loadu_si512((const void *)(xq + 32)));
+    const __m512i e = _mm512_madd_epi16(c[2], _mm512_loadu_si512((const void *)(xq + 64)));
+    const __m512i f = _mm512_madd_epi16(c[3], _mm512_loadu_si512((const void *)(xq + 96)));
+    return _mm512_add_epi32(_mm512_add_epi32(a, b), _mm512_add_epi32(e, f));
+}
+
+/* The per-lane value of a per-unit array (scales, mins) for chunk c of a row whose units
+ * start at base. */
+static inline __m512 i16z_lanes(const float *base, const int32_t *u0, const int32_t *nu, const int32_t *lix,
+                                int64_t c, const int one) {
+    if (one) return _mm512_set1_ps(base[u0[c]]);
+    return _mm512_permutexvar_ps(_mm512_loadu_si512((const void *)(lix + 16 * c)),
+                                 _mm512_maskz_loadu_ps((__mmask16)((1u << nu[c]) - 1), base + u0[c]));
+}
+
+/* Rows [r0, r1), R at a time (R weight streams), against M prepared activation rows. ONE:
+ * every chunk in one unit (units of >= 128). */
+static inline __attribute__((always_inline, target("avx512vnni"))) void
+i16z_rows(const msbnb__wview *w, float *y, int64_t ldy, const int16_t *xq, const float *xd, const float *xh,
+          const int32_t *u0, const int32_t *nu, const int32_t *lix, int64_t r0, int64_t r1, const int M,
+          const int R, const int has_min, const int ONE, const int VNNI, __m512i tab) {
+    const int64_t K = w->k, nc = K / 128;
+    const int int4 = w->type == MSBNB_QTYPE_INT4;
+    const int64_t upr = int4 ? w->gpr : K / w->block;
+    for (int64_t r = r0; r + R <= r1; r += R) {
+        __m512 acc[8 * 4], accm[8 * 4];
+        const uint8_t *p[4];
+        const float *sb[4], *mb[4];
+        for (int j = 0; j < R; j++) {
+            p[j] = w->packed + (r + j) * K / 2;
+            sb[j] = w->absmax + (r + j) * upr;
+            mb[j] = has_min ? w->mins + (r + j) * upr : NULL;
+        }
+        for (int i = 0; i < M * R; i++) acc[i] = accm[i] = _mm512_setzero_ps();
+        for (int64_t c = 0; c < nc; c++) {
+            const int64_t pf = (c + I16Z_PF / 64 < nc ? I16Z_PF : I16Z_PF + (R - 1) * K / 2) + c * 64;
+            for (int j = 0; j < R; j++) {
+                _mm_prefetch((const char *)(p[j] + pf), _MM_HINT_T0);
+                const __m512i v = _mm512_loadu_si512((const void *)(p[j] + c * 64));
+                __m512i cv[4];
+                cv[0] = _mm512_permutexvar_epi16(v, tab);
+                cv[1] = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 4), tab);
+                cv[2] = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 8), tab);
+                cv[3] = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 12), tab);
+                const __m512 S = i16z_lanes(sb[j], u0, nu, lix, c, ONE);
+                for (int i = 0; i < M; i++) {
+                    const int16_t *xc = xq + i * K + c * 128;
+                    const __m512i t = VNNI ? i16z_dot_vnni(cv, xc) : i16z_dot_madd(cv, xc);
+                    acc[i * R + j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t),
+                                                     _mm512_mul_ps(S, _mm512_loadu_ps(xd + (i * nc + c) * 16)),
+                                                     acc[i * R + j]);
+                }
+                if (has_min) {
+                    const __m512 Mn = i16z_lanes(mb[j], u0, nu, lix, c, ONE);
+                    for (int i = 0; i < M; i++)
+                        accm[i * R + j] = _mm512_fmadd_ps(Mn, _mm512_loadu_ps(xh + (i * nc + c) * 16), accm[i * R + j]);
+                }
+            }
+        }
+        for (int j = 0; j < R; j++)
+            for (int i = 0; i < M; i++) y[i * ldy + r + j] = hsum(_mm512_add_ps(acc[i * R + j], accm[i * R + j]));
+    }
+}
+
+#define I16Z_CALL(MM, RR, RA, RB)                                                                        \
+    do {                                                                                                 \
+        if (vnni) {                                                                                      \
+            if (has_min) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 1, 0, 1, tab);    \
+            else if (one) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 1, 1, tab);   \
+            else i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 0, 1, tab);            \
+        } else {                                                                                         \
+            if (has_min) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 1, 0, 0, tab);    \
+            else if (one) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 1, 0, tab);   \
+            else i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 0, 0, tab);            \
+        }                                                                                                \
+    } while (0)
+#define I16Z_CASE(MM)                                                                                    \
+    case MM: I16Z_CALL(MM, 1, r0, r1); break;
+
+/* x_ready: this thread's scratch already holds the prepared rows. */
+__attribute__((target("avx512vnni"))) static void gemv_i16z(const msbnb__wview *w, float *y, int64_t ldy,
+                                                            const float *x, int64_t m, int64_t r0, int64_t r1,
+                                                            float *scratch, int x_ready) {
+    const int64_t K = w->k, nc = K / 128;
+    const int int4 = w->type == MSBNB_QTYPE_INT4;
+    const int has_min = int4 && !w->symmetric, one = w->block % 128 == 0;
+    const int vnni = msbnb__cpu()->avx512vnni;
+    int16_t *xq = (int16_t *)scratch;    /* m K int16 */
+    float *xd = scratch + (m * K) / 2;   /* m nc 16 */
+    float *xh = xd + m * nc * 16;        /* m nc 16 */
+    int32_t *u0 = (int32_t *)(xh + m * nc * 16), *nu = u0 + nc, *lix = nu + nc; /* nc, nc, 16 nc */
+    if (!x_ready) {
+        i16z_units(w, u0, nu, lix);
+        for (int64_t i = 0; i < m; i++)
+            i16z_prep(xq + i * K, xd + i * nc * 16, has_min ? xh + i * nc * 16 : NULL, x + i * K, K,
+                      int4 ? 1.0f : 1.0f / (float)MSBNB__I16_ONE);
+    }
+    int16_t t[32];
+    for (int i = 0; i < 32; i++) {
+        const int c = i & 15;
+        t[i] = (int16_t)(int4 ? (w->symmetric ? c - 8 : c) : (int)lrintf(w->code[c] * (float)MSBNB__I16_ONE));
+    }
+    const __m512i tab = _mm512_loadu_si512((const void *)t);
+    if (m == 1) {
+        const int64_t r4 = r0 + (r1 - r0) / 4 * 4;
+        I16Z_CALL(1, 4, r0, r4);
+        I16Z_CALL(1, 1, r4, r1);
+        return;
+    }
+    switch (m) {
+        I16Z_CASE(2)
+        I16Z_CASE(3)
+        I16Z_CASE(4)
+        I16Z_CASE(5)
+        I16Z_CASE(6)
+        I16Z_CASE(7)
+        I16Z_CASE(8)
+    default: msbnb__gemv_ref(w, y, ldy, x, m, r0, r1, scratch, 0); break;
+    }
+}
+
 /* ---------------------------------------------------------------- 16-bit and int8 floats */
 
 /* Loads 16 weights of row r at column k as f32 (bf16 / f16 / asymmetric int8 codes). */
@@ -272,6 +471,10 @@ static void gemv_avx512(const msbnb__wview *w, float *y, int64_t ldy, const floa
     case MSBNB_QTYPE_NF4:
     case MSBNB_QTYPE_FP4:
     case MSBNB_QTYPE_INT4:
+        if (i16z_ok(w)) {
+            gemv_i16z(w, y, ldy, x, m, r0, r1, scratch, x_ready);
+            return;
+        }
         if (lut4_fast(w)) {
             gemv_lut4(w, y, ldy, x, m, r0, r1, scratch, x_ready);
             return;

@@ -15,6 +15,10 @@
 #include <math.h>
 #include <string.h>
 
+#ifndef MSBNB__PF_HINT
+#define MSBNB__PF_HINT _MM_HINT_T0
+#endif
+
 /* element (within a lane's 8) whose nibble sits at bits 4s..4s+3 of the lane: byte s/2,
  * low nibble (odd element) for even s, high nibble (even element) for odd s */
 static inline int lane_elem(int s) { return 2 * (s / 2) + ((s & 1) ? 0 : 1); }
@@ -119,7 +123,7 @@ static inline __attribute__((always_inline)) void lut4_rows(const msbnb__wview *
         for (int64_t c = 0; c < nc; c++, units_next(&un)) {
             /* 32 lines ahead: decoding costs about as much time as streaming the bytes
              * from DRAM, so the loads should be in flight before they are needed */
-            _mm_prefetch((const char *)(p + c * 64 + 2048), _MM_HINT_T0);
+            _mm_prefetch((const char *)(p + c * 64 + 2048), MSBNB__PF_HINT);
             __m512i v = _mm512_loadu_si512((const void *)(p + c * 64));
             __m512 S = unit_vec(&un, w->absmax);
             __m512 w0 = _mm512_permutexvar_ps(v, lut);
@@ -185,20 +189,35 @@ static void gemv_lut4(const msbnb__wview *w, float *y, int64_t ldy, const float 
  *
  * The default small-m kernel (exact = 0), as gemv_avx2.c's gemv_i16 (15-bit codes, the
  * activation in 15-bit integers per 64 inputs, msbnb__i16_chunk; the same rounding, so the
- * same error bound) at 512 bits: the f32 kernel above spends 8 permutes, 7 shifts and 8
- * FMAs per 128 weights on port 0 / 5 (~4 bytes of packed weight per cycle); here a 64-byte
- * load, read as 32 words, gives word j's nibble s (bits 4s..4s+3, element 4j + e(s), e =
- * 1, 0, 3, 2) by a shift (none for s = 0) and vpermw, which reads only the word's low 5
- * bits — so a 32-entry table holding the 16 codes twice needs no mask — and vpdpwssd
- * (vpmaddwd + vpaddd without VNNI) sums word pairs 2i, 2i + 1, i.e. int32 lane i gathers
- * elements 8i .. 8i + 7 of the 128-chunk over the four s: 8 products of at most 16383²
- * (< 2^31), one conversion per chunk and row. The activation is laid out to match once per
- * call: position p of vector s holds element 8 (p / 2) + 4 (p % 2) + e(s). */
+ * same error bound) at 512 bits: 64 bytes = 128 codes per load, decoded by 4 vpshufb and 4
+ * unpacks (port 5) into 4 x 32 int16, multiplied by vpdpwssd (vpmaddwd + vpaddd without
+ * VNNI; port 0) so that int32 lane l sums 8 products of at most 16383² (< 2^31), one
+ * conversion per chunk and row. The exact kernel above spends 8 permutes, 7 shifts and 8
+ * FMAs per 128 weights; a vpermw decode (32-entry word table) measured no faster than it on
+ * this Xeon, as vpermw competes with the shifts and products for port 0. Cold, 2 threads,
+ * (14336, 4096) NF4: 1.9-2.3 ms exact, 1.48-1.60 ms here (bench/RESULTS.md). The
+ * activation is laid out to match once per call (i16z_elem). */
 #define I16Z_PF 2048 /* prefetch distance per weight stream, bytes */
 
+/* Element of position p of vector s: 128-bit lane L = p / 8 of every vector holds elements
+ * 32 L .. 32 L + 31 (vpshufb and the unpacks stay in their lane); s = 0, 1 the high
+ * nibbles (even elements) of bytes 16 L + i and 16 L + 8 + i, s = 2, 3 the low nibbles. */
 static inline int i16z_elem(int s, int p) {
-    static const int e[4] = {1, 0, 3, 2};
-    return 8 * (p / 2) + 4 * (p % 2) + e[s];
+    const int L = p / 8, i = p % 8;
+    return 32 * L + 16 * (s & 1) + 2 * i + (s >> 1);
+}
+
+/* The 128 codes of a 64-byte chunk as 4 x 32 int16 in the layout of i16z_elem: the low and
+ * high bytes of each code from a 16-entry vpshufb table each, interleaved into words. */
+static inline __attribute__((always_inline)) void i16z_codes(__m512i cv[4], __m512i v, __m512i tlo, __m512i thi) {
+    const __m512i m4 = _mm512_set1_epi8(15);
+    const __m512i hn = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4), ln = _mm512_and_si512(v, m4);
+    const __m512i a = _mm512_shuffle_epi8(tlo, hn), b = _mm512_shuffle_epi8(thi, hn);
+    const __m512i e = _mm512_shuffle_epi8(tlo, ln), f = _mm512_shuffle_epi8(thi, ln);
+    cv[0] = _mm512_unpacklo_epi8(a, b);
+    cv[1] = _mm512_unpackhi_epi8(a, b);
+    cv[2] = _mm512_unpacklo_epi8(e, f);
+    cv[3] = _mm512_unpackhi_epi8(e, f);
 }
 
 /* Units the kernel takes: K % 128 == 0 and units of 32 or a multiple of 64, so every
@@ -238,10 +257,10 @@ static void i16z_prep(int16_t *q, float *d16, float *h16, const float *x, int64_
         for (int sv = 0; sv < 4; sv++)
             for (int p = 0; p < 32; p++) q[c * 128 + sv * 32 + p] = (int16_t)qi[i16z_elem(sv, p)];
         for (int l = 0; l < 16; l++) d16[c * 16 + l] = l < 8 ? d0 : d1;
-        if (h16)
+        if (h16) /* int32 lane l sums words 2l, 2l + 1 of the four vectors */
             for (int l = 0; l < 16; l++) {
                 float t = 0;
-                for (int j = 0; j < 8; j++) t += xc[8 * l + j];
+                for (int sv = 0; sv < 4; sv++) t += xc[i16z_elem(sv, 2 * l)] + xc[i16z_elem(sv, 2 * l + 1)];
                 h16[c * 16 + l] = t;
             }
     }
@@ -267,17 +286,19 @@ static inline __attribute__((always_inline)) __m512i i16z_dot_madd(const __m512i
  * start at base. */
 static inline __m512 i16z_lanes(const float *base, const int32_t *u0, const int32_t *nu, const int32_t *lix,
                                 int64_t c, const int one) {
-    if (one) return _mm512_set1_ps(base[u0[c]]);
+    if (one == 1) return _mm512_set1_ps(base[u0[c]]);
+    if (one == 2) /* units of 64: two broadcast loads and a blend, no shuffle */
+        return _mm512_mask_mov_ps(_mm512_set1_ps(base[2 * c]), (__mmask16)0xff00, _mm512_set1_ps(base[2 * c + 1]));
     return _mm512_permutexvar_ps(_mm512_loadu_si512((const void *)(lix + 16 * c)),
                                  _mm512_maskz_loadu_ps((__mmask16)((1u << nu[c]) - 1), base + u0[c]));
 }
 
 /* Rows [r0, r1), R at a time (R weight streams), against M prepared activation rows. ONE:
- * every chunk in one unit (units of >= 128). */
+ * 1 every chunk in one unit (units of >= 128), 2 units of 64, 0 any. */
 static inline __attribute__((always_inline, target("avx512vnni"))) void
 i16z_rows(const msbnb__wview *w, float *y, int64_t ldy, const int16_t *xq, const float *xd, const float *xh,
           const int32_t *u0, const int32_t *nu, const int32_t *lix, int64_t r0, int64_t r1, const int M,
-          const int R, const int has_min, const int ONE, const int VNNI, __m512i tab) {
+          const int R, const int has_min, const int ONE, const int VNNI, __m512i tlo, __m512i thi) {
     const int64_t K = w->k, nc = K / 128;
     const int int4 = w->type == MSBNB_QTYPE_INT4;
     const int64_t upr = int4 ? w->gpr : K / w->block;
@@ -294,13 +315,10 @@ i16z_rows(const msbnb__wview *w, float *y, int64_t ldy, const int16_t *xq, const
         for (int64_t c = 0; c < nc; c++) {
             const int64_t pf = (c + I16Z_PF / 64 < nc ? I16Z_PF : I16Z_PF + (R - 1) * K / 2) + c * 64;
             for (int j = 0; j < R; j++) {
-                _mm_prefetch((const char *)(p[j] + pf), _MM_HINT_T0);
+                _mm_prefetch((const char *)(p[j] + pf), MSBNB__PF_HINT);
                 const __m512i v = _mm512_loadu_si512((const void *)(p[j] + c * 64));
                 __m512i cv[4];
-                cv[0] = _mm512_permutexvar_epi16(v, tab);
-                cv[1] = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 4), tab);
-                cv[2] = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 8), tab);
-                cv[3] = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 12), tab);
+                i16z_codes(cv, v, tlo, thi);
                 const __m512 S = i16z_lanes(sb[j], u0, nu, lix, c, ONE);
                 for (int i = 0; i < M; i++) {
                     const int16_t *xc = xq + i * K + c * 128;
@@ -324,13 +342,15 @@ i16z_rows(const msbnb__wview *w, float *y, int64_t ldy, const int16_t *xq, const
 #define I16Z_CALL(MM, RR, RA, RB)                                                                        \
     do {                                                                                                 \
         if (vnni) {                                                                                      \
-            if (has_min) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 1, 0, 1, tab);    \
-            else if (one) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 1, 1, tab);   \
-            else i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 0, 1, tab);            \
+            if (has_min) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 1, 0, 1, tlo, thi); \
+            else if (one == 1) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 1, 1, tlo, thi); \
+            else if (one == 2) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 2, 1, tlo, thi); \
+            else i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 0, 1, tlo, thi); \
         } else {                                                                                         \
-            if (has_min) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 1, 0, 0, tab);    \
-            else if (one) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 1, 0, tab);   \
-            else i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 0, 0, tab);            \
+            if (has_min) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 1, 0, 0, tlo, thi); \
+            else if (one == 1) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 1, 0, tlo, thi); \
+            else if (one == 2) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 2, 0, tlo, thi); \
+            else i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 0, 0, tlo, thi); \
         }                                                                                                \
     } while (0)
 #define I16Z_CASE(MM)                                                                                    \
@@ -342,7 +362,7 @@ __attribute__((target("avx512vnni"))) static void gemv_i16z(const msbnb__wview *
                                                             float *scratch, int x_ready) {
     const int64_t K = w->k, nc = K / 128;
     const int int4 = w->type == MSBNB_QTYPE_INT4;
-    const int has_min = int4 && !w->symmetric, one = w->block % 128 == 0;
+    const int has_min = int4 && !w->symmetric, one = w->block % 128 == 0 ? 1 : w->block == 64 ? 2 : 0;
     const int vnni = msbnb__cpu()->avx512vnni;
     int16_t *xq = (int16_t *)scratch;    /* m K int16 */
     float *xd = scratch + (m * K) / 2;   /* m nc 16 */
@@ -354,12 +374,13 @@ __attribute__((target("avx512vnni"))) static void gemv_i16z(const msbnb__wview *
             i16z_prep(xq + i * K, xd + i * nc * 16, has_min ? xh + i * nc * 16 : NULL, x + i * K, K,
                       int4 ? 1.0f : 1.0f / (float)MSBNB__I16_ONE);
     }
-    int16_t t[32];
-    for (int i = 0; i < 32; i++) {
-        const int c = i & 15;
-        t[i] = (int16_t)(int4 ? (w->symmetric ? c - 8 : c) : (int)lrintf(w->code[c] * (float)MSBNB__I16_ONE));
-    }
-    const __m512i tab = _mm512_loadu_si512((const void *)t);
+    int16_t t[16];
+    for (int c = 0; c < 16; c++)
+        t[c] = (int16_t)(int4 ? (w->symmetric ? c - 8 : c) : (int)lrintf(w->code[c] * (float)MSBNB__I16_ONE));
+    uint8_t lo[16], hi[16];
+    for (int i = 0; i < 16; i++) lo[i] = (uint8_t)(t[i] & 0xff), hi[i] = (uint8_t)(((uint16_t)t[i] >> 8) & 0xff);
+    const __m512i tlo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)lo));
+    const __m512i thi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)hi));
     if (m == 1) {
         const int64_t r4 = r0 + (r1 - r0) / 4 * 4;
         I16Z_CALL(1, 4, r0, r4);
@@ -409,7 +430,7 @@ static inline __attribute__((always_inline)) void dense_rows(const msbnb__wview 
             if (w->type != MSBNB_QTYPE_F32)
                 _mm_prefetch((const char *)(is8 ? (const void *)(w->q8 + r * K + k)
                                                 : (const void *)(w->u16 + r * K + k)) + 2048,
-                             _MM_HINT_T0);
+                             MSBNB__PF_HINT);
             __m512 wa = load16(w, r * K + k, 0xffff), wb = load16(w, r * K + k + 16, 0xffff);
             if (is8) {
                 wa = _mm512_sub_ps(wa, z);
@@ -503,7 +524,7 @@ i8_vnni_rows(const msbnb__wview *w, int64_t *acc, int64_t lda, const int8_t *xq,
             __m512i a[8];
             for (int i = 0; i < M; i++) a[i] = _mm512_setzero_si512();
             for (int64_t k = k0; k < k1; k += 64) {
-                _mm_prefetch((const char *)(q + k) + 2048, _MM_HINT_T0);
+                _mm_prefetch((const char *)(q + k) + 2048, MSBNB__PF_HINT);
                 __mmask64 mk = k1 - k >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (k1 - k)) - 1);
                 __m512i wu = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, q + k), bias);
                 for (int i = 0; i < M; i++)

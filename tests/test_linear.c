@@ -115,15 +115,31 @@ static int is_4bit(const kind_t *k) {
 /* Rounding bound of the SIMD tiers' default small-m 4-bit kernels (msbnb_linear_set_exact
  * 0): each 64-input chunk of x is rounded to steps of amax_c / 16383 and NF4/FP4 codes to
  * steps of 1/16383 of their block's absmax (the block's largest |dequantized weight|;
- * INT4 codes are exact integers), so |error| <= Σ_k amax_c |w_k| / 32766 + |x_k| u_k / 32766
+ * INT4 codes are exact integers), so |error| <= Σ_k amax_c |q_k s_k| / 32766 + |x_k| u_k / 32766
+ * (q_k s_k = w_k except for asymmetric INT4, where it is w_k - min)
  * (+ f32 rounding, which the 2e-5 term covers). A wrong code still costs ~Σ|x w| / K. */
 static void i16_slack(double *out, const kind_t *kd, const float *x, const float *wd, int64_t m,
                       int64_t K, int64_t N) {
     const int codes = kd->p.type != MSBNB_QTYPE_INT4;
+    /* asymmetric INT4: the kernels multiply the rounded x by q·s = w - min (the group's
+     * minimum, code 0), the min term by exact f32 sums of x, so the rounding scales with
+     * |w - min|, which can exceed |w| many times over */
+    const int asym = kd->p.type == MSBNB_QTYPE_INT4 && !kd->p.symmetric;
     const int64_t B = kd->p.block, nb = (N * K + B - 1) / B;
     double *um = calloc((size_t)nb, 8);
     for (int64_t e = 0; e < N * K; e++)
         if (fabs(wd[e]) > um[e / B]) um[e / B] = fabs(wd[e]);
+    float *wq = malloc((size_t)(N * K) * 4); /* the magnitude the rounding of x multiplies */
+    for (int64_t r = 0; r < N; r++)
+        for (int64_t g0 = 0; g0 < K; g0 += B) {
+            const int64_t g1 = g0 + B < K ? g0 + B : K;
+            float mn = 0.0f;
+            if (asym) {
+                mn = wd[r * K + g0];
+                for (int64_t k = g0; k < g1; k++) mn = wd[r * K + k] < mn ? wd[r * K + k] : mn;
+            }
+            for (int64_t k = g0; k < g1; k++) wq[r * K + k] = wd[r * K + k] - mn;
+        }
     for (int64_t i = 0; i < m; i++) {
         const float *xi = x + i * K;
         for (int64_t r = 0; r < N; r++) {
@@ -134,7 +150,7 @@ static void i16_slack(double *out, const kind_t *kd, const float *x, const float
                 for (int64_t k = c0; k < c1; k++)
                     if (fabs(xi[k]) > am) am = fabs(xi[k]);
                 for (int64_t k = c0; k < c1; k++) {
-                    s += am * fabs(wd[r * K + k]) / 32766.0;
+                    s += am * fabs(wq[r * K + k]) / 32766.0;
                     if (codes) s += fabs(xi[k]) * um[(r * K + k) / B] / 32766.0;
                 }
             }
@@ -142,6 +158,7 @@ static void i16_slack(double *out, const kind_t *kd, const float *x, const float
         }
     }
     free(um);
+    free(wq);
 }
 
 static msbnb_cpu_tier tiers[3];

@@ -109,10 +109,8 @@ __device__ __forceinline__ void adam8_block(float *p, uint8_t *qm, float *am, ui
             vmax = fmaxf(vmax, fabsf(vi));
         }
     }
-    for (int o = 16; o > 0; o >>= 1) {
-        mmax = fmaxf(mmax, __shfl_xor_sync(0xffffffffu, mmax, o));
-        vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, o));
-    }
+    mmax = msbnb__warp_max(mmax);
+    vmax = msbnb__warp_max(vmax);
     if (lane == 0) {
         am[b] = mmax;
         av[b] = vmax;
@@ -332,10 +330,8 @@ __global__ void __launch_bounds__(32 * Q8_WARPS, MINB)
             mmax = fmaxf(mmax, fabsf(mi));
             vmax = fmaxf(vmax, fabsf(vi));
         }
-        for (int o = 16; o > 0; o >>= 1) {
-            mmax = fmaxf(mmax, __shfl_xor_sync(0xffffffffu, mmax, o));
-            vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, o));
-        }
+        mmax = msbnb__warp_max(mmax);
+        vmax = msbnb__warp_max(vmax);
         if (lane == 0) {
             am[b] = mmax;
             av[b] = vmax;
@@ -425,10 +421,8 @@ __global__ void __launch_bounds__(32 * Q8_WARPS, MINB)
             mmax = fmaxf(mmax, fabsf(mi));
             vmax = fmaxf(vmax, fabsf(vi));
         }
-        for (int o = 16; o > 0; o >>= 1) {
-            mmax = fmaxf(mmax, __shfl_xor_sync(0xffffffffu, mmax, o));
-            vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, o));
-        }
+        mmax = msbnb__warp_max(mmax);
+        vmax = msbnb__warp_max(vmax);
         if (lane == 0) {
             xch[par][warp][0] = mmax;
             xch[par][warp][1] = vmax;

@@ -236,9 +236,7 @@ __global__ void __launch_bounds__(32 * NW, 1) gemv4_fold(fold_args a, msbnb__cod
     const int u0 = (int)((int64_t)blockIdx.x * a.W / gridDim.x);
     const int u1 = (int)((int64_t)(blockIdx.x + 1) * a.W / gridDim.x);
     if (u0 >= u1) return;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); /* the next kernel may start as we retire */
-#endif
+    msbnb__pdl_launch_next(); /* the next kernel may start as we retire */
     fold_pos ps;
     ps.u1 = u1;
     ps.s0 = u0 / a.RG;
@@ -258,9 +256,7 @@ __global__ void __launch_bounds__(32 * NW, 1) gemv4_fold(fold_args a, msbnb__cod
     fold_batch<U, DQ> b0, b1;
     int uf = u0 + warp;
     fold_load<NW, U, DQ, RL>(b0, a, ps, uf); /* weights only: no kernel writes them (PDL) */
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory"); /* x, acc, cnt: after the kernel before */
-#endif
+    msbnb__pdl_wait(); /* x, acc, cnt: after the kernel before */
     /* Tables: warp w fills, for jh = w % 2, the byte values e0 .. e0 + 512 / NW - 1 of both
      * slices; lane = bank, so every store of a warp is 32 consecutive words. */
     {

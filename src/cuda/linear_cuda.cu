@@ -249,6 +249,35 @@ __device__ __forceinline__ void mma_s8(int (&c)[4], int a0, int a1, int a2, int 
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+/* A warp's int32 C fragments of a 16-row tile into red[warp] (c0, c1 = (row g, cols 2t,
+ * 2t + 1), c2, c3 = (row g + 8, same cols); n-tile j is columns 8 j ..). */
+template <int NT>
+__device__ __forceinline__ void i8_frag_store(int (*red)[16], const int (&acc)[NT][4], int g, int t) {
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        red[g][j * 8 + 2 * t] = acc[j][0];
+        red[g][j * 8 + 2 * t + 1] = acc[j][1];
+        red[g + 8][j * 8 + 2 * t] = acc[j][2];
+        red[g + 8][j * 8 + 2 * t + 1] = acc[j][3];
+    }
+}
+
+/* After a __syncthreads: thread (rr, m) = (tid % 16, tid / 16) sums row r0 + rr, activation
+ * row m over the warps' partial sums and writes y (the CPU layer's expression, + bias). */
+__device__ __forceinline__ void i8_tile_out(const int (*red)[16][16], int64_t r0, void *y, bool ybf16, const float *sx,
+                                            const dview &w, const float *scb, const float *bias, int M,
+                                            const outl_view &o) {
+    const int rr = threadIdx.x & 15, m = threadIdx.x >> 4;
+    const int64_t r = r0 + rr;
+    if (m >= M || r >= w.n) return;
+    int s = 0;
+#pragma unroll
+    for (int v = 0; v < I8_WARPS; v++) s += red[v][rr][m];
+    float f = i8_out((float)s, sx[m], r, m, w, scb, o);
+    if (bias) f = __fadd_rn(f, bias[r]);
+    lin_store(y, ybf16, (int64_t)m * w.n + r, f);
+}
+
 template <int NT>
 __global__ void __launch_bounds__(32 * I8_WARPS, 2)
     gemv_i8_mma(void *y, bool ybf16, const int8_t *xq, const float *sx, dview w, const float *scb,
@@ -277,9 +306,7 @@ __global__ void __launch_bounds__(32 * I8_WARPS, 2)
                 B[u][i] = ok ? ld_stream16(wb + k) : make_int4(0, 0, 0, 0);
             }
         if (!waited) { /* xq and sx come from the kernel before (PDL) */
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-            asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
+            msbnb__pdl_wait();
             waited = true;
         }
 #pragma unroll
@@ -297,30 +324,10 @@ __global__ void __launch_bounds__(32 * I8_WARPS, 2)
                 }
             }
     }
-    if (!waited) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-        asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-    }
-    /* C fragment: c0, c1 = (row g, cols 2t, 2t + 1), c2, c3 = (row g + 8, same cols) */
-#pragma unroll
-    for (int j = 0; j < NT; j++) {
-        red[warp][g][j * 8 + 2 * t] = acc[j][0];
-        red[warp][g][j * 8 + 2 * t + 1] = acc[j][1];
-        red[warp][g + 8][j * 8 + 2 * t] = acc[j][2];
-        red[warp][g + 8][j * 8 + 2 * t + 1] = acc[j][3];
-    }
+    if (!waited) msbnb__pdl_wait();
+    i8_frag_store<NT>(red[warp], acc, g, t);
     __syncthreads();
-    const int rr = threadIdx.x & 15, m = threadIdx.x >> 4;
-    const int64_t r = r0 + rr;
-    if (m < M && r < N) {
-        int s = 0;
-#pragma unroll
-        for (int v = 0; v < I8_WARPS; v++) s += red[v][rr][m];
-        float f = i8_out((float)s, sx[m], r, m, w, scb, o);
-        if (bias) f = __fadd_rn(f, bias[r]);
-        lin_store(y, ybf16, (int64_t)m * N + r, f);
-    }
+    i8_tile_out(red, r0, y, ybf16, sx, w, scb, bias, M, o);
 }
 
 /* The same product as gemv_i8_mma, persistent and pipelined: each block takes tiles of 16
@@ -381,9 +388,7 @@ __global__ void __launch_bounds__(32 * I8_WARPS, 2)
     };
 #pragma unroll
     for (int i = 0; i < I8P_STAGES - 1; i++) issue(i);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory"); /* xq, sx: from the kernel before (PDL) */
-#endif
+    msbnb__pdl_wait(); /* xq, sx: from the kernel before (PDL) */
     int acc[NT][4];
 #pragma unroll
     for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
@@ -409,25 +414,11 @@ __global__ void __launch_bounds__(32 * I8_WARPS, 2)
             }
         }
         if (u == U - 1) { /* the tile's last step: reduce over the warps, epilogue */
+            i8_frag_store<NT>(red[warp], acc, g, t);
 #pragma unroll
-            for (int j = 0; j < NT; j++) {
-                red[warp][g][j * 8 + 2 * t] = acc[j][0];
-                red[warp][g][j * 8 + 2 * t + 1] = acc[j][1];
-                red[warp][g + 8][j * 8 + 2 * t] = acc[j][2];
-                red[warp][g + 8][j * 8 + 2 * t + 1] = acc[j][3];
-                acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
-            }
+            for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
             __syncthreads();
-            const int rr = threadIdx.x & 15, m = threadIdx.x >> 4;
-            const int64_t r = (tile0 + it / U) * 16 + rr;
-            if (m < M && r < N) {
-                int sum = 0;
-#pragma unroll
-                for (int v = 0; v < I8_WARPS; v++) sum += red[v][rr][m];
-                float f = i8_out((float)sum, sx[m], r, m, w, scb, o);
-                if (bias) f = __fadd_rn(f, bias[r]);
-                lin_store(y, ybf16, (int64_t)m * N + r, f);
-            }
+            i8_tile_out(red, (tile0 + it / U) * 16, y, ybf16, sx, w, scb, bias, M, o);
             __syncthreads();
         }
     }

@@ -360,23 +360,13 @@ extern "C" msbnb_status msbnb_cuda_double_dequant_absmax(float *absmax, const ui
 
 /* ---------------------------------------------------------------- LLM.int8 row-wise */
 
-/* PDL (programmatic dependent launch, sm_90): lets the kernel launched after this one in
- * the stream (the int8 GEMV) start now and prefetch its weights; it waits for this grid's
- * results itself (griddepcontrol.wait). No effect on a plain launch or an older GPU. */
-__device__ __forceinline__ void allow_dependent_launch() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-
 /* One block per row (threshold 0): absmax over the row, s = 127 * rcp.approx(absmax)
  * (bitsandbytes' __fdividef), q = rint(a * s), NaN (a zero row) -> 0. */
 __global__ void int8_rowwise_kernel(int8_t *q, float *row_absmax, const void *a, int dt, int64_t rows,
                                     int64_t cols, int *bad) {
     __shared__ float red[32];
     __shared__ int sbad;
-    allow_dependent_launch();
+    msbnb__pdl_launch_next(); /* the int8 GEMV after us may start and load its weights */
     msbnb__pdl_wait(); /* a: from the kernel before; q, row_absmax: maybe still read by it */
     for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
         float m = 0.0f;
@@ -448,7 +438,7 @@ __global__ void int8_outlier_compact_kernel(int *outl, int *nout, const int *fla
 __global__ void int8_rowwise_outl_kernel(int8_t *q, float *row_absmax, const void *a, int dt, int64_t rows,
                                          int64_t cols, float t, const int *flags) {
     __shared__ float red[32];
-    allow_dependent_launch();
+    msbnb__pdl_launch_next(); /* the int8 GEMV after us may start and load its weights */
     for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
         float m = 0.0f;
         for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {

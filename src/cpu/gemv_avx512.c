@@ -197,7 +197,9 @@ static void gemv_lut4(const msbnb__wview *w, float *y, int64_t ldy, const float 
  * this Xeon, as vpermw competes with the shifts and products for port 0. Cold, 2 threads,
  * (14336, 4096) NF4: 1.9-2.3 ms exact, 1.48-1.60 ms here (bench/RESULTS.md). The
  * activation is laid out to match once per call (i16z_elem). */
+#ifndef I16Z_PF
 #define I16Z_PF 2048 /* prefetch distance per weight stream, bytes */
+#endif
 
 /* Element of position p of vector s: 128-bit lane L = p / 8 of every vector holds elements
  * 32 L .. 32 L + 31 (vpshufb and the unpacks stay in their lane); s = 0, 1 the high

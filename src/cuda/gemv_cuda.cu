@@ -17,7 +17,12 @@
  * Lanes combine with a shuffle tree.
  *
  * M > 16: W is dequantized to bf16 and multiplied through cuBLAS (tensor cores).
- * The measured fractions of bandwidth are in bench/RESULTS.md. */
+ *
+ * Layers (msbnb__cuda_gemv_4bit_ctx with pdl) launch these kernels with programmatic
+ * dependent launch: a kernel lets the next start as it retires, issues its first weight
+ * loads before griddepcontrol.wait and touches x and y only after it, reading x with
+ * coherent loads or from its block's shared-memory copy (never __ldg: see dot8). The
+ * measured fractions of bandwidth are in bench/RESULTS.md. */
 #include "cuda/cuda_internal.cuh"
 
 #include <cublas_v2.h>
@@ -45,7 +50,7 @@ struct gemv_args {
     const float *bias; /* [N] added to y, or NULL */
     float scale_mul;
     int M, N, K, bs_log2;
-    int xs; /* the activation is staged in dynamic shared memory (msbnb__gemv_xs_bytes) */
+    int xs; /* the activation is staged in dynamic shared memory (gemv_xs_bytes) */
 };
 
 /* Bytes of dynamic shared memory that hold the activation [M, K] in the M = 1 / word

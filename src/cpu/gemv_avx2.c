@@ -348,20 +348,6 @@ static int i16_src(int i) {
     return 2 * b + (v >> 1);
 }
 
-/* Scale units the int16 kernel takes: K % 64 == 0 and units of 32 or a multiple of 64
- * (so a chunk's 128-bit lanes each lie in one unit), codes within [-1, 1]. */
-static int i16_ok(const msbnb__wview *w) {
-    if (w->exact || w->k % 64) return 0;
-    const int64_t b = w->block;
-    if (b != 32 && b % 64) return 0;
-    if (w->type == MSBNB_QTYPE_INT4) return 1; /* groups restart at each row */
-    if (w->k % b) return 0; /* 4-bit blocks run over the flattened tensor: rows must start one */
-    if (w->type != MSBNB_QTYPE_NF4 && w->type != MSBNB_QTYPE_FP4) return 0;
-    for (int i = 0; i < 16; i++)
-        if (!(fabsf(w->code[i]) <= 1.0f)) return 0;
-    return 1;
-}
-
 /* Per row of x: q [K] int16 (layout above), d [K/64] = amax / 16383 · code scale,
  * h [K/32] = Σ x over each half chunk (f32, for INT4 mins). */
 static void prep_x_i16(int16_t *q, float *d, float *h, const float *x, int64_t K, float cscale) {
@@ -407,7 +393,7 @@ static inline __m256i dot64(const __m256i c[4], const int16_t *xq) {
 }
 
 /* Rows [r0, r1) against M prepared activation rows, R rows at a time (R weight streams;
- * r1 - r0 a multiple of R). Row r's scale units start at unit ub(r) (i16_ok: rows start
+ * r1 - r0 a multiple of R). Row r's scale units start at unit ub(r) (msbnb__i16_ok: rows start
  * on a unit boundary) and chunk c lies in unit ub(r) + uo[c] (B32: units of 32, the
  * chunk's two in its two 128-bit lanes). The loop is kept to ~29 instructions per chunk
  * and row: at M = 1 it is bound by the two shuffle pipes (llvm-mca, znver3: FP1 / FP2 at 80 %,
@@ -500,11 +486,7 @@ static void gemv_i16(const msbnb__wview *w, float *y, int64_t ldy, const float *
                        int4 ? 1.0f : 1.0f / (float)I16_ONE);
     }
     uint8_t lo[16], hi[16];
-    for (int i = 0; i < 16; i++) {
-        const int v = int4 ? (w->symmetric ? i - 8 : i) : (int)lrintf(w->code[i] * (float)I16_ONE);
-        lo[i] = (uint8_t)(v & 0xff);
-        hi[i] = (uint8_t)((v >> 8) & 0xff);
-    }
+    msbnb__i16_code_bytes(w, lo, hi);
     const __m256i tlo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lo));
     const __m256i thi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)hi));
     const int b32 = w->block == 32;
@@ -725,7 +707,7 @@ static void gemv_avx2(const msbnb__wview *w, float *y, int64_t ldy, const float 
     case MSBNB_QTYPE_NF4:
     case MSBNB_QTYPE_FP4:
     case MSBNB_QTYPE_INT4:
-        if (i16_ok(w)) {
+        if (msbnb__i16_ok(w, 64)) {
             gemv_i16(w, y, ldy, x, m, r0, r1, scratch, x_ready);
             return;
         }

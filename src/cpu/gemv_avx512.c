@@ -222,21 +222,6 @@ static inline __attribute__((always_inline)) void i16z_codes(__m512i cv[4], __m5
     cv[3] = _mm512_unpackhi_epi8(e, f);
 }
 
-/* Units the kernel takes: K % 128 == 0 and units of 32 or a multiple of 64, so every
- * 8-element lane lies in one unit and a chunk spans at most 4 (NF4 / FP4: rows start on a
- * block, codes within [-1, 1]). */
-static int i16z_ok(const msbnb__wview *w) {
-    if (w->exact || w->k % 128) return 0;
-    const int64_t b = w->block;
-    if (b != 32 && b % 64) return 0;
-    if (w->type == MSBNB_QTYPE_INT4) return 1; /* groups restart at each row */
-    if (w->k % b) return 0;
-    if (w->type != MSBNB_QTYPE_NF4 && w->type != MSBNB_QTYPE_FP4) return 0;
-    for (int i = 0; i < 16; i++)
-        if (!(fabsf(w->code[i]) <= 1.0f)) return 0;
-    return 1;
-}
-
 /* Per chunk c of a row: its first unit u0[c] (from the row's first), how many it spans
  * nu[c], and lane -> unit - u0[c] in lix[16 c ..]. */
 static void i16z_units(const msbnb__wview *w, int32_t *u0, int32_t *nu, int32_t *lix) {
@@ -376,11 +361,8 @@ __attribute__((target("avx512vnni"))) static void gemv_i16z(const msbnb__wview *
             i16z_prep(xq + i * K, xd + i * nc * 16, has_min ? xh + i * nc * 16 : NULL, x + i * K, K,
                       int4 ? 1.0f : 1.0f / (float)MSBNB__I16_ONE);
     }
-    int16_t t[16];
-    for (int c = 0; c < 16; c++)
-        t[c] = (int16_t)(int4 ? (w->symmetric ? c - 8 : c) : (int)lrintf(w->code[c] * (float)MSBNB__I16_ONE));
     uint8_t lo[16], hi[16];
-    for (int i = 0; i < 16; i++) lo[i] = (uint8_t)(t[i] & 0xff), hi[i] = (uint8_t)(((uint16_t)t[i] >> 8) & 0xff);
+    msbnb__i16_code_bytes(w, lo, hi);
     const __m512i tlo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)lo));
     const __m512i thi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)hi));
     if (m == 1) {
@@ -494,7 +476,7 @@ static void gemv_avx512(const msbnb__wview *w, float *y, int64_t ldy, const floa
     case MSBNB_QTYPE_NF4:
     case MSBNB_QTYPE_FP4:
     case MSBNB_QTYPE_INT4:
-        if (i16z_ok(w)) {
+        if (msbnb__i16_ok(w, 128)) { /* a chunk then spans at most 4 units */
             gemv_i16z(w, y, ldy, x, m, r0, r1, scratch, x_ready);
             return;
         }

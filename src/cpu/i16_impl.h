@@ -6,12 +6,41 @@
 #ifndef MSBNB_CPU_I16_IMPL_H
 #define MSBNB_CPU_I16_IMPL_H
 
+#include "cpu/gemv.h"
+
 #include <emmintrin.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
 #define MSBNB__I16_ONE 16383
+
+/* Whether a weight suits the integer kernels whose chunks are `chunk` elements (64: AVX2,
+ * 128: AVX-512): K a multiple of the chunk, scale units of 32 or a multiple of 64 (so each
+ * 32-element lane group lies in one unit), NF4 / FP4 rows starting on a block (their blocks
+ * run over the flattened tensor; INT4 groups restart at each row) and codes within [-1, 1]. */
+static inline int msbnb__i16_ok(const msbnb__wview *w, int64_t chunk) {
+    if (w->exact || w->k % chunk) return 0;
+    const int64_t b = w->block;
+    if (b != 32 && b % 64) return 0;
+    if (w->type == MSBNB_QTYPE_INT4) return 1;
+    if (w->k % b) return 0;
+    if (w->type != MSBNB_QTYPE_NF4 && w->type != MSBNB_QTYPE_FP4) return 0;
+    for (int i = 0; i < 16; i++)
+        if (!(fabsf(w->code[i]) <= 1.0f)) return 0;
+    return 1;
+}
+
+/* The 16 codes as 15-bit integers split into low and high bytes, the two vpshufb tables:
+ * NF4 / FP4 round(code · 16383), INT4 q - 8 (symmetric) or q, exact. */
+static inline void msbnb__i16_code_bytes(const msbnb__wview *w, uint8_t lo[16], uint8_t hi[16]) {
+    const int int4 = w->type == MSBNB_QTYPE_INT4;
+    for (int i = 0; i < 16; i++) {
+        const int v = int4 ? (w->symmetric ? i - 8 : i) : (int)lrintf(w->code[i] * (float)MSBNB__I16_ONE);
+        lo[i] = (uint8_t)(v & 0xff);
+        hi[i] = (uint8_t)((v >> 8) & 0xff);
+    }
+}
 
 /* q[j] = x[j] · 16383 / amax rounded to nearest, ties to even (cvtps2dq). Returns the
  * chunk's step amax / 16383 · cscale; a NaN or Inf input gives step NaN (so the chunk's

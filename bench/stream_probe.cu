@@ -24,20 +24,26 @@ __device__ __forceinline__ uint4 ld_nc(const void *p) {
     return r;
 }
 
+/* One tile of the block: U 16-byte loads a thread in flight (pieces t0 + u blockDim + tid
+ * below end), then their XOR into acc. */
+template <int U>
+__device__ __forceinline__ void read_tile(const uint4 *w, int64_t t0, int64_t end, unsigned &acc) {
+    uint4 v[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const int64_t i = t0 + (int64_t)u * blockDim.x + threadIdx.x;
+        v[u] = i < end ? ld_nc(w + i) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+}
+
 template <int U>
 __global__ void grid_stride(const uint4 *w, int64_t n16, unsigned *out) {
     unsigned acc = 0;
     const int64_t tile = (int64_t)U * blockDim.x;
-    for (int64_t t0 = (int64_t)blockIdx.x * tile; t0 < n16; t0 += (int64_t)gridDim.x * tile) {
-        uint4 v[U];
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            int64_t i = t0 + (int64_t)u * blockDim.x + threadIdx.x;
-            v[u] = i < n16 ? ld_nc(w + i) : make_uint4(0, 0, 0, 0);
-        }
-#pragma unroll
-        for (int u = 0; u < U; u++) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
-    }
+    for (int64_t t0 = (int64_t)blockIdx.x * tile; t0 < n16; t0 += (int64_t)gridDim.x * tile)
+        read_tile<U>(w, t0, n16, acc);
     if (acc == 0x9e3779b9u) out[blockIdx.x] = acc;
 }
 
@@ -46,16 +52,7 @@ __global__ void range_read(const uint4 *w, int64_t n16, unsigned *out) {
     const int64_t per = (n16 + gridDim.x - 1) / gridDim.x;
     const int64_t b = (int64_t)blockIdx.x * per, e = min(n16, b + per);
     unsigned acc = 0;
-    for (int64_t t0 = b; t0 < e; t0 += (int64_t)U * blockDim.x) {
-        uint4 v[U];
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            int64_t i = t0 + (int64_t)u * blockDim.x + threadIdx.x;
-            v[u] = i < e ? ld_nc(w + i) : make_uint4(0, 0, 0, 0);
-        }
-#pragma unroll
-        for (int u = 0; u < U; u++) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
-    }
+    for (int64_t t0 = b; t0 < e; t0 += (int64_t)U * blockDim.x) read_tile<U>(w, t0, e, acc);
     if (acc == 0x9e3779b9u) out[blockIdx.x] = acc;
 }
 

@@ -128,7 +128,7 @@ __device__ __forceinline__ void decode8(float (&w)[8], uint32_t q, const char *s
 template <bool XBF16>
 __device__ __forceinline__ float dot8(const float (&w)[8], const void *x, int64_t k0) {
     if (XBF16) {
-        uint4 xv = *(const uint4 *)((const uint16_t *)x + k0); /* x: coherent loads (see ld_x) */
+        uint4 xv = *(const uint4 *)((const uint16_t *)x + k0); /* x: coherent loads (see dot8) */
         const uint32_t xw[4] = {xv.x, xv.y, xv.z, xv.w};
         float s0 = 0.0f, s1 = 0.0f;
 #pragma unroll
@@ -283,7 +283,7 @@ __device__ __forceinline__ void load_chunks(chunk_batch<R, U, DQ> &b, const gemv
 template <bool XBF16>
 __device__ __forceinline__ void load_x8(float (&xf)[8], const void *x, int64_t k0) {
     if (XBF16) {
-        uint4 v = *(const uint4 *)((const uint16_t *)x + k0); /* x: coherent loads (see ld_x) */
+        uint4 v = *(const uint4 *)((const uint16_t *)x + k0); /* x: coherent loads (see dot8) */
         const uint32_t w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
         for (int j = 0; j < 4; j++) {

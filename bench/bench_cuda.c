@@ -202,7 +202,9 @@ static void bench_int8(msbnb_cuda_ctx *ctx, double copy_bw) {
     } vars[] = {{"int8, tile-per-block tensor cores + PDL, quantize kernel with PDL at M <= 4 (default)", NULL, NULL, 0},
                 {"int8, default without PDL", "MSBNB_CUDA_PDL", "0", 0},
                 {"int8, quantize kernel without PDL (MSBNB_CUDA_I8Q_PDL=0)", "MSBNB_CUDA_I8Q_PDL", "0", 0},
-                {"int8, pipelined persistent tensor cores + PDL", "MSBNB_CUDA_I8_MMA", "2", 1}};
+                {"int8, pipelined persistent tensor cores + PDL", "MSBNB_CUDA_I8_MMA", "2", 1},
+                {"int8, default at 3 blocks / SM (MSBNB_CUDA_I8_MINB=3)", "MSBNB_CUDA_I8_MINB", "3", 0},
+                {"int8, default at 4 blocks / SM (MSBNB_CUDA_I8_MINB=4)", "MSBNB_CUDA_I8_MINB", "4", 0}};
     const int nvars = sizeof vars / sizeof *vars;
     const char *only = getenv("MSBNB_BENCH_SHAPE"); /* one shape (0..2), e.g. under ncu */
     printf("| (K, N) | M | weights | ms | weight TB/s | %% copy | vs cuBLAS |\n|---|---|---|---|---|---|---|\n");
@@ -278,6 +280,24 @@ static void bench_fold(msbnb_cuda_ctx *ctx, double copy_bw) {
                 {"word kernel (gemv4_fast) + PDL", "MSBNB_CUDA_GEMV4_FOLD", "0", "MSBNB_CUDA_GEMV4_M1", "0", NULL, NULL,
                  0},
                 {"chunk kernel (gemv4_m1) + PDL", "MSBNB_CUDA_GEMV4_FOLD", "0", "MSBNB_CUDA_GEMV4_M1", "1", NULL, NULL, 0},
+                {"chunk kernel, var 1 (R4 U1 2/SM, shift table) + PDL", "MSBNB_CUDA_GEMV4_FOLD", "0",
+                 "MSBNB_CUDA_GEMV4_M1", "1", "MSBNB_CUDA_M1_VAR", "1", 0},
+                {"chunk kernel, var 2 (R2 U2 2/SM) + PDL", "MSBNB_CUDA_GEMV4_FOLD", "0", "MSBNB_CUDA_GEMV4_M1", "1",
+                 "MSBNB_CUDA_M1_VAR", "2", 0},
+                {"chunk kernel, var 3 (R4 U2 2/SM) + PDL", "MSBNB_CUDA_GEMV4_FOLD", "0", "MSBNB_CUDA_GEMV4_M1", "1",
+                 "MSBNB_CUDA_M1_VAR", "3", 0},
+                {"chunk kernel, var 4 (R2 U1 3/SM) + PDL", "MSBNB_CUDA_GEMV4_FOLD", "0", "MSBNB_CUDA_GEMV4_M1", "1",
+                 "MSBNB_CUDA_M1_VAR", "4", 0},
+                {"chunk kernel, var 5 (cp.async R4 U1 NS3 16w) + PDL", "MSBNB_CUDA_GEMV4_FOLD", "0",
+                 "MSBNB_CUDA_GEMV4_M1", "1", "MSBNB_CUDA_M1_VAR", "5", 0},
+                {"chunk kernel, var 6 (cp.async R2 U1 NS4 16w) + PDL", "MSBNB_CUDA_GEMV4_FOLD", "0",
+                 "MSBNB_CUDA_GEMV4_M1", "1", "MSBNB_CUDA_M1_VAR", "6", 0},
+                {"chunk kernel, var 7 (cp.async R4 U1 NS4 8w) + PDL", "MSBNB_CUDA_GEMV4_FOLD", "0",
+                 "MSBNB_CUDA_GEMV4_M1", "1", "MSBNB_CUDA_M1_VAR", "7", 0},
+                {"chunk kernel, var 8 (cp.async R2 U2 NS3 16w) + PDL", "MSBNB_CUDA_GEMV4_FOLD", "0",
+                 "MSBNB_CUDA_GEMV4_M1", "1", "MSBNB_CUDA_M1_VAR", "8", 0},
+                {"chunk kernel, var 9 (no lookups: timing only) + PDL", "MSBNB_CUDA_GEMV4_FOLD", "0",
+                 "MSBNB_CUDA_GEMV4_M1", "1", "MSBNB_CUDA_M1_VAR", "9", 0},
                 {"chunk kernel (gemv4_m1), no PDL", "MSBNB_CUDA_GEMV4_FOLD", "0", "MSBNB_CUDA_GEMV4_M1", "1",
                  "MSBNB_CUDA_PDL", "0", 0}};
     const int nvars = sizeof vars / sizeof *vars;

@@ -4,6 +4,7 @@
  * median over 15 batches of the mean of 32 back-to-back launches (CUDA events).
  *   grid-stride  plain 16-byte loads, U per thread in flight, block-contiguous tiles
  *   range        each block of a persistent grid reads one contiguous range, U in flight
+ *   task         the M = 1 GEMV's pattern: warps walk tasks of R rows, U chunks a row per batch
  *   bulk         cp.async.bulk (the copy engine) into a ring of ST stages of C bytes per
  *                block, completing on an mbarrier; the block's threads consume the stage
  * The consumers XOR the words (a stand-in for a decode that costs nothing).
@@ -53,6 +54,56 @@ __global__ void range_read(const uint4 *w, int64_t n16, unsigned *out) {
     const int64_t b = (int64_t)blockIdx.x * per, e = min(n16, b + per);
     unsigned acc = 0;
     for (int64_t t0 = b; t0 < e; t0 += (int64_t)U * blockDim.x) read_tile<U>(w, t0, e, acc);
+    if (acc == 0x9e3779b9u) out[blockIdx.x] = acc;
+}
+
+/* The access pattern of the M = 1 GEMV (gemv4_m1): a persistent grid, each warp walks tasks of
+ * R rows of rowb bytes; a batch is chunk column bt of its R rows (U 16-byte chunks a lane per
+ * row, a warp load covering 512 contiguous bytes of a row), the next batch's loads in flight
+ * while the current is consumed; AM: also one absmax-code byte per chunk (NF4 + double quant,
+ * blocksize 64: the 30.3 MB size holds the codes and one byte per block). */
+template <int R, int U, bool AM>
+__global__ void task_read(const uint8_t *w, const uint8_t *am, int N, int rowb, unsigned *out) {
+    const int lane = threadIdx.x & 31, nch = rowb / 16, wpb = blockDim.x >> 5;
+    const int ntask = (N + R - 1) / R, nbat = (nch + 32 * U - 1) / (32 * U), stride = gridDim.x * wpb;
+    int t = blockIdx.x * wpb + (threadIdx.x >> 5), bt = 0;
+    uint4 cur[R][U], nxt[R][U];
+    uint32_t ca[R][U], na[R][U];
+    auto load = [&](uint4 (&q)[R][U], uint32_t (&a)[R][U], int tt, int b) {
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const int64_t row = min(tt * R + r, N - 1);
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int c = (b * U + u) * 32 + lane;
+                if (c < nch) {
+                    q[r][u] = ld_nc(w + row * rowb + (int64_t)c * 16);
+                    if (AM) a[r][u] = __ldg(am + ((row * rowb + (int64_t)c * 16) >> 5));
+                }
+            }
+        }
+    };
+    if (t >= ntask) return;
+    load(cur, ca, t, 0);
+    unsigned acc = 0;
+    for (;;) {
+        int t2 = t, bt2 = bt + 1;
+        if (bt2 == nbat) bt2 = 0, t2 += stride;
+        if (t2 < ntask) load(nxt, na, t2, bt2);
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int c = (bt * U + u) * 32 + lane;
+                if (c < nch) acc ^= cur[r][u].x ^ cur[r][u].y ^ cur[r][u].z ^ cur[r][u].w ^ (AM ? ca[r][u] : 0u);
+            }
+        if (t2 >= ntask) break;
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int u = 0; u < U; u++) cur[r][u] = nxt[r][u], ca[r][u] = na[r][u];
+        t = t2, bt = bt2;
+    }
     if (acc == 0x9e3779b9u) out[blockIdx.x] = acc;
 }
 
@@ -151,7 +202,16 @@ int main(void) {
 #define GS(U, T, BPS) row("grid-stride U=" #U, T, sms * BPS, time_ms(B, [&](uint8_t *p) { grid_stride<U><<<sms * BPS, T>>>((const uint4 *)p, n16, out); }))
 #define RR(U, T, BPS) row("range U=" #U, T, sms * BPS, time_ms(B, [&](uint8_t *p) { range_read<U><<<sms * BPS, T>>>((const uint4 *)p, n16, out); }))
         GS(1, 256, 8); GS(2, 256, 8); GS(4, 256, 8); GS(8, 256, 4); GS(4, 512, 4); GS(8, 512, 2); GS(4, 1024, 2);
+        GS(4, 256, 2); GS(8, 256, 2); GS(16, 256, 2); /* the GEMV's occupancy: 16 warps an SM */
         RR(2, 256, 8); RR(4, 256, 8); RR(8, 256, 4); RR(4, 512, 4); RR(8, 1024, 1); RR(4, 1024, 2);
+        if (S == 30277632) { /* NF4 (4096, 14336): rows of 2048 bytes, then the absmax (blocksize 64) */
+            const int N = 14336, rowb = 2048;
+            const int64_t wb = (int64_t)N * rowb;
+#define TK(R, U, AM, BPS) row("task R=" #R " U=" #U " am=" #AM, 256, sms * BPS, time_ms(B, [&](uint8_t *p) { \
+                task_read<R, U, AM><<<sms * BPS, 256>>>(p, p + wb, N, rowb, out); }))
+            TK(4, 1, true, 2); TK(4, 1, false, 2); TK(4, 2, true, 2); TK(4, 4, true, 2); TK(8, 1, true, 2);
+            TK(2, 2, true, 2); TK(1, 4, true, 2); TK(4, 1, true, 4); TK(4, 1, true, 8); TK(2, 1, true, 8); TK(4, 2, true, 4);
+        }
 #define BK(ST, C, T, BPS) do { \
             auto k = bulk_read<ST, C>; \
             CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, ST * C)); \

@@ -236,13 +236,19 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS, GEMV_MINB) gemv4_fast(gemv_ar
  * per batch, so a warp instruction loads 512 contiguous bytes of a row (bnb's row-major
  * packing, no re-layout). The grid is persistent (one block per slot the SMs hold): each
  * warp walks its tasks as one stream of batches and the next batch's loads are in flight
- * while the current one is decoded, across task boundaries. A byte holds two codes (weight
- * 2b in the high nibble): it indexes a 256-entry table of code pairs (float2) replicated
- * once per lane of a half-warp (64-bit shared loads are served per half-warp: entry e of
- * lane l at byte 128 e + 8 (l % 16), so a warp's lookups never conflict), one shift, one
- * and-or and one shared load for two weights. The 32-term sum Σ code x of a chunk (inside
- * one quantization block: blocks are >= 32 aligned elements) is scaled once by its absmax;
- * x is converted to f32 once per chunk and reused by the task's R rows. */
+ * while the current one is decoded, across task boundaries (two register buffers used in
+ * turn, so nothing is copied between batches). A byte holds two codes (weight 2b in the
+ * high nibble): it indexes a 256-entry table of code pairs (float2) in dynamic shared
+ * memory, replicated once per lane so that a warp's 64-bit lookups never conflict:
+ *  - TB = 256: entry e of lane l at byte 256 e + 8 l, the address is one PRMT (byte i of the
+ *    word into bits 8..15, 8 l into bits 0..7), 64 KB a block;
+ *  - TB = 128: entry e of lane l at 128 e + 8 (l % 16) (64-bit shared loads are served per
+ *    half-warp), one shift and one and-or, 32 KB a block.
+ * The 32-term sum Σ code x of a chunk (inside one quantization block: blocks are >= 32
+ * aligned elements) is scaled once by its absmax. x is staged in shared memory after
+ * griddepcontrol.wait (shared loads, not generic ones: Nsight Compute counted the generic
+ * loads of a maybe-shared pointer among the long-scoreboard stalls) and converted to f32
+ * once per 8 elements for the task's R rows. */
 #ifndef GEMV1_WARPS
 #define GEMV1_WARPS 8
 #endif
@@ -254,36 +260,37 @@ struct chunk_batch {
     uint32_t qa[R][U]; /* DQ: the absmax code */
 };
 
-/* Loads batch bt (chunks 32 U bt + 32 u + lane) of task t's rows; rows past N re-read row N - 1. */
+/* Loads batch bt (chunks 32 U bt + 32 u + lane) of task t's rows. Rows past N re-read row
+ * N - 1 and chunks past the row's end its last chunk (the decode skips them), so the loads
+ * are unconditional; element offsets are 32-bit (the launch asks N K < 2^31): a few integer
+ * instructions a row instead of the ~20 of 64-bit index math, which Nsight Compute showed
+ * stalled behind the loads of the batch before. */
 template <int R, int U, bool DQ>
 __device__ __forceinline__ void load_chunks(chunk_batch<R, U, DQ> &b, const gemv_args &a, int t, int bt, int lane,
                                             int nch) {
 #pragma unroll
-    for (int r = 0; r < R; r++) {
-        const int64_t e0 = (int64_t)min(t * R + r, a.N - 1) * a.K;
-        const uint4 *wrow = (const uint4 *)(a.w + (e0 >> 1));
+    for (int u = 0; u < U; u++) {
+        const uint32_t c32 = (uint32_t)min((bt * U + u) * 32 + lane, nch - 1) * 32u;
 #pragma unroll
-        for (int u = 0; u < U; u++) {
-            const int c = (bt * U + u) * 32 + lane;
-            if (c < nch) {
-                b.q[r][u] = ld_stream(wrow + c);
-                const int64_t blk = (e0 + (int64_t)c * 32) >> a.bs_log2;
-                if (DQ) {
-                    b.qa[r][u] = __ldg(a.qabsmax + blk);
-                    b.am[r][u] = __ldg(a.nested + (blk >> 8));
-                } else {
-                    b.am[r][u] = __ldg(a.absmax + blk);
-                }
+        for (int r = 0; r < R; r++) {
+            const uint32_t e = (uint32_t)min(t * R + r, a.N - 1) * (uint32_t)a.K + c32; /* element offset */
+            b.q[r][u] = ld_stream(a.w + (e >> 1));
+            const uint32_t blk = e >> a.bs_log2;
+            if (DQ) {
+                b.qa[r][u] = __ldg(a.qabsmax + blk);
+                b.am[r][u] = __ldg(a.nested + (blk >> 8));
+            } else {
+                b.am[r][u] = __ldg(a.absmax + blk);
             }
         }
     }
 }
 
-/* 8 activations x[k0 .. k0 + 7] as f32. */
+/* 8 activations x[k0 .. k0 + 7] as f32 from the block's shared copy. */
 template <bool XBF16>
-__device__ __forceinline__ void load_x8(float (&xf)[8], const void *x, int64_t k0) {
+__device__ __forceinline__ void load_x8s(float (&xf)[8], const unsigned char *xs, int k0) {
     if (XBF16) {
-        uint4 v = *(const uint4 *)((const uint16_t *)x + k0); /* x: coherent loads (see dot8) */
+        const uint4 v = *(const uint4 *)(xs + 2 * k0);
         const uint32_t w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
         for (int j = 0; j < 4; j++) {
@@ -291,81 +298,255 @@ __device__ __forceinline__ void load_x8(float (&xf)[8], const void *x, int64_t k
             xf[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
         }
     } else {
-        const float4 *p = (const float4 *)((const float *)x + k0);
-        float4 u = p[0], v = p[1];
+        const float4 u = *(const float4 *)(xs + 4 * k0), v = *(const float4 *)(xs + 4 * k0 + 16);
         xf[0] = u.x, xf[1] = u.y, xf[2] = u.z, xf[3] = u.w;
         xf[4] = v.x, xf[5] = v.y, xf[6] = v.z, xf[7] = v.w;
     }
 }
 
-/* s0 += Σ code(2b) x[2i], s1 += Σ code(2b + 1) x[2i + 1] over the 4 bytes of word q. */
-__device__ __forceinline__ void pair_dot4(float &s0, float &s1, uint32_t q, const float (&xf)[8], const char *tab,
-                                          uint32_t lane8) {
+/* s0 += Σ code(2b) x[2i], s1 += Σ code(2b + 1) x[2i + 1] over the 4 bytes of word q; ln is
+ * the lane's offset in the table (8 l, or 8 (l % 16) for TB = 128). */
+template <int TB>
+__device__ __forceinline__ void pair_dot4(float &s0, float &s1, uint32_t q, const float (&xf)[8],
+                                          const unsigned char *tab, uint32_t ln) {
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        const uint32_t off = (i == 0 ? (q << 7) : (q >> (8 * i - 7))) & 0x7f80u; /* byte i * 128 */
-        const float2 p = *(const float2 *)(tab + (off | lane8));
+        if (TB == 0) { /* timing experiment (MSBNB_CUDA_M1_VAR = 9): no lookups, wrong results */
+            const uint32_t v = (q >> (8 * i)) & 0x3f00ffu;
+            s0 = fmaf(__uint_as_float(v), xf[2 * i], s0);
+            s1 = fmaf(__uint_as_float(v ^ 0x100u), xf[2 * i + 1], s1);
+            continue;
+        }
+        uint32_t off;
+        if (TB == 256) off = __byte_perm(q, ln, 0x5504u | (uint32_t)(i << 4)); /* byte i << 8 | 8 l */
+        else off = ((i == 0 ? (q << 7) : (q >> (8 * i - 7))) & 0x7f80u) | ln; /* byte i * 128 | 8 (l % 16) */
+        const float2 p = *(const float2 *)(tab + off);
         s0 = fmaf(p.x, xf[2 * i], s0);
         s1 = fmaf(p.y, xf[2 * i + 1], s1);
     }
 }
 
-template <int R, int U, int MINB, bool DQ, bool XBF16>
+template <int TB>
+__host__ __device__ constexpr int m1_tab_bytes() { return 256 * (TB == 128 ? 16 : 32) * 8; }
+
+/* One batch of a warp's stream: the loads of the next batch (t2, bt2) into nxt, then the
+ * decode of cur; y of a finished task. Returns whether the stream goes on (t, bt advanced). */
+template <int R, int U, int TB, bool DQ, bool XBF16>
+__device__ __forceinline__ bool m1_step(chunk_batch<R, U, DQ> &cur, chunk_batch<R, U, DQ> &nxt, float (&acc)[R],
+                                        int &t, int &bt, const gemv_args &a, const unsigned char *tab,
+                                        const unsigned char *xs, const float *sdyn, float off, uint32_t ln, int lane,
+                                        int nch, int nbat, int ntask, int stride) {
+    int t2 = t, bt2 = bt + 1;
+    if (bt2 == nbat) bt2 = 0, t2 += stride;
+    if (t2 < ntask) load_chunks<R, U, DQ>(nxt, a, t2, bt2, lane, nch);
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const int c = (bt * U + u) * 32 + lane;
+        if (c >= nch) break;
+        float s0[R], s1[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) s0[r] = s1[r] = 0.0f;
+#pragma unroll
+        for (int wd = 0; wd < 4; wd++) {
+            float xf[8];
+            load_x8s<XBF16>(xf, xs, c * 32 + 8 * wd);
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const uint4 &q = cur.q[r][u];
+                pair_dot4<TB>(s0[r], s1[r], wd == 0 ? q.x : wd == 1 ? q.y : wd == 2 ? q.z : q.w, xf, tab, ln);
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            /* QLoRA double quant: dynamic_map[q] * nested + offset, as msbnb_double_dequant_absmax */
+            const float am = DQ ? __fadd_rn(__fmul_rn(sdyn[cur.qa[r][u]], cur.am[r][u]), off) : cur.am[r][u];
+            acc[r] = fmaf(s0[r] + s1[r], am, acc[r]);
+        }
+    }
+    if (bt == nbat - 1) { /* task done */
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const float v = warp_sum(acc[r]);
+            const int n = t * R + r;
+            if (lane == 0 && n < a.N) store_y(a.y, XBF16, n, v, a.bias, n);
+            acc[r] = 0.0f;
+        }
+    }
+    t = t2, bt = bt2;
+    return t2 < ntask;
+}
+
+/* Needs x staged (a.xs: K * sizeof(x) <= GEMV_XS_MAX) and N K < 2^31; dynamic shared memory = the pair
+ * table (m1_tab_bytes) followed by x. */
+template <int R, int U, int MINB, int TB, bool DQ, bool XBF16>
 __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, msbnb__code16 code,
                                                                    msbnb__code256 dyn) {
-    __shared__ __align__(16) float2 spair[256 * 16];
+    extern __shared__ __align__(16) unsigned char gemv_m1_sm[];
     __shared__ float sdyn[DQ ? 256 : 1];
     msbnb__pdl_launch_next();
     const int lane = threadIdx.x & 31, nch = a.K >> 5; /* 16-byte chunks per row */
     const int ntask = (a.N + R - 1) / R, nbat = (nch + 32 * U - 1) / (32 * U);
     const int stride = gridDim.x * GEMV1_WARPS;
     int t = blockIdx.x * GEMV1_WARPS + (threadIdx.x >> 5), bt = 0;
-    chunk_batch<R, U, DQ> cur, nxt;
-    if (t < ntask) load_chunks<R, U, DQ>(cur, a, t, 0, lane, nch); /* in flight during the table fill */
-    for (int i = threadIdx.x; i < 256 * 16; i += blockDim.x) {
-        const int b = i >> 4;
-        spair[i] = make_float2(code.v[b >> 4], code.v[b & 15]);
+    chunk_batch<R, U, DQ> b0, b1;
+    if (t < ntask) load_chunks<R, U, DQ>(b0, a, t, 0, lane, nch); /* in flight during the table fill */
+    {   /* the pair table: thread i writes entries e = g + S j (g = i / LPE), whose high code is
+         * code[S j >> 4] (a constant per unrolled j) and low code one of two per thread */
+        constexpr int LPE = TB == 128 ? 16 : 32, NT = 32 * GEMV1_WARPS, S = NT / LPE;
+        static_assert(S == 8 || S == 16, "pair table fill: 8 or 16 entries per pass");
+        const int g = threadIdx.x / LPE;
+        const float lo0 = code.v[g], lo1 = code.v[(g + 8) & 15];
+#pragma unroll
+        for (int j = 0; j < 256 / S; j++)
+            ((float2 *)gemv_m1_sm)[threadIdx.x + NT * j] =
+                make_float2(code.v[(S * j) >> 4], S == 8 && (j & 1) ? lo1 : lo0);
     }
     if (DQ)
         for (int i = threadIdx.x; i < 256; i += blockDim.x) sdyn[i] = dyn.v[i];
     msbnb__pdl_wait(); /* x, y: after the kernel before (PDL launches: weights uploaded, never written) */
-    extern __shared__ __align__(16) unsigned char gemv_xsm[];
-    const void *xv = stage_x(a, gemv_xsm, a.K * (XBF16 ? 2 : 4));
+    unsigned char *xs = gemv_m1_sm + m1_tab_bytes<TB>();
+    const int xbytes = a.K * (XBF16 ? 2 : 4);
+    for (int i = threadIdx.x; i < xbytes / 16; i += blockDim.x) ((uint4 *)xs)[i] = ((const uint4 *)a.x)[i];
     __syncthreads();
     if (t >= ntask) return;
     const float off = DQ ? *a.offset : 0.0f;
-    const char *tab = (const char *)spair;
-    const uint32_t lane8 = 8u * (lane & 15);
+    const uint32_t ln = TB == 128 ? 8u * (lane & 15) : 8u * lane;
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0.0f;
-    for (;;) {
-        int t2 = t, bt2 = bt + 1;
-        if (bt2 == nbat) bt2 = 0, t2 += stride;
-        if (t2 < ntask) load_chunks<R, U, DQ>(nxt, a, t2, bt2, lane, nch);
+    while (m1_step<R, U, TB, DQ, XBF16>(b0, b1, acc, t, bt, a, gemv_m1_sm, xs, sdyn, off, ln, lane, nch, nbat, ntask,
+                                         stride) &&
+           m1_step<R, U, TB, DQ, XBF16>(b1, b0, acc, t, bt, a, gemv_m1_sm, xs, sdyn, off, ln, lane, nch, nbat, ntask,
+                                         stride)) {
+    }
+}
+
+/* gemv4_m1a: gemv4_m1 with the weight stream in shared memory. Each warp keeps a ring of NS
+ * batches that cp.async (LDGSTS, no registers held) fills NS - 1 batches ahead: every lane
+ * copies its own 16-byte chunks and 4-byte absmax (for double quant: the 4-byte word that
+ * holds its absmax code, and the nested absmax) and reads back only what it copied, so a
+ * lane waits for its own copy groups and no warp barrier is needed. Measured against the
+ * register double buffer of gemv4_m1 on the H200 (bench/RESULTS.md): the register buffer
+ * holds one batch in flight per warp, which at 128 registers a thread caps the bytes in
+ * flight per SM below what the DRAM needs for its bandwidth. */
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void *src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit(void) { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait(void) { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+
+/* Bytes of one warp's ring stage: R U chunks of 16 bytes and R U absmax words (2 for DQ) a lane. */
+template <int R, int U, bool DQ>
+__host__ __device__ constexpr int m1a_stage_bytes() { return 32 * R * U * (16 + (DQ ? 8 : 4)); }
+
+template <int R, int U, int NS, int NWARP, int MINB, bool DQ, bool XBF16>
+__global__ void __launch_bounds__(32 * NWARP, MINB) gemv4_m1a(gemv_args a, msbnb__code16 code, msbnb__code256 dyn) {
+    extern __shared__ __align__(16) unsigned char gemv_m1_sm[];
+    __shared__ float sdyn[DQ ? 256 : 1];
+    msbnb__pdl_launch_next();
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nch = a.K >> 5;
+    const int ntask = (a.N + R - 1) / R, nbat = (nch + 32 * U - 1) / (32 * U);
+    const int stride = gridDim.x * NWARP;
+    constexpr int SB = m1a_stage_bytes<R, U, DQ>();
+    const int xbytes = a.K * (XBF16 ? 2 : 4);
+    unsigned char *xs = gemv_m1_sm + m1_tab_bytes<256>();
+    unsigned char *ring = xs + xbytes + warp * NS * SB; /* this warp's NS stages */
+    const uint32_t ring_s = (uint32_t)__cvta_generic_to_shared(ring);
+    /* stage layout: q[R][U][32 lanes] (16 B), then am[R][U][32] (4 B), then (DQ) nested[R][U][32] */
+    int lt = blockIdx.x * NWARP + warp, lb = 0; /* load cursor */
+    auto issue = [&](int st) {
+        if (lt < ntask) {
+            const uint32_t sb = ring_s + st * SB;
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const uint32_t c32 = (uint32_t)min((lb * U + u) * 32 + lane, nch - 1) * 32u;
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    const uint32_t e = (uint32_t)min(lt * R + r, a.N - 1) * (uint32_t)a.K + c32;
+                    const int slot = (r * U + u) * 32 + lane;
+                    cp_async16(sb + 16 * slot, a.w + (e >> 1));
+                    const uint32_t blk = e >> a.bs_log2;
+                    if (DQ) {
+                        cp_async4(sb + 32 * R * U * 16 + 4 * slot, a.qabsmax + (blk & ~3u));
+                        cp_async4(sb + 32 * R * U * 20 + 4 * slot, a.nested + (blk >> 8));
+                    } else {
+                        cp_async4(sb + 32 * R * U * 16 + 4 * slot, a.absmax + blk);
+                    }
+                }
+            }
+            if (++lb == nbat) lb = 0, lt += stride;
+        }
+        cp_async_commit(); /* empty groups past the end keep the group count uniform */
+    };
+    int t = blockIdx.x * NWARP + warp, bt = 0; /* compute cursor */
+    if (t < ntask) {
+#pragma unroll
+        for (int st = 0; st < NS - 1; st++) issue(st); /* in flight during the table fill */
+    }
+    {   /* the pair table (as gemv4_m1, TB = 256) */
+        constexpr int NT = 32 * NWARP, S = NT / 32;
+        static_assert(NT % 256 == 0, "gemv4_m1a: blocks of 8 or 16 warps");
+        const int g = threadIdx.x >> 5; /* entry e = g + S j */
+        for (int j = 0; j < 256 / S; j++) {
+            const int e = g + S * j;
+            ((float2 *)gemv_m1_sm)[threadIdx.x + NT * j] = make_float2(code.v[e >> 4], code.v[e & 15]);
+        }
+    }
+    if (DQ)
+        for (int i = threadIdx.x; i < 256; i += blockDim.x) sdyn[i] = dyn.v[i];
+    msbnb__pdl_wait(); /* x, y: after the kernel before (PDL launches: weights uploaded, never written) */
+    for (int i = threadIdx.x; i < xbytes / 16; i += blockDim.x) ((uint4 *)xs)[i] = ((const uint4 *)a.x)[i];
+    __syncthreads();
+    if (t >= ntask) return;
+    const float off = DQ ? *a.offset : 0.0f;
+    const uint32_t ln = 8u * lane;
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = 0.0f;
+    for (int i = 0;; i++) {
+        cp_async_wait<NS - 2>(); /* this lane's copies of batch i have landed */
+        const int st = i % NS;
+        issue((i + NS - 1) % NS); /* refills the stage batch i - 1 used */
+        const unsigned char *sb = ring + st * SB;
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int c = (bt * U + u) * 32 + lane;
             if (c >= nch) break;
+            uint4 q[R];
+            float am[R];
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const int slot = (r * U + u) * 32 + lane;
+                q[r] = *(const uint4 *)(sb + 16 * slot);
+                if (DQ) {
+                    const uint32_t e = (uint32_t)min(t * R + r, a.N - 1) * (uint32_t)a.K + (uint32_t)c * 32u;
+                    const uint32_t blk = e >> a.bs_log2;
+                    const uint32_t qw = *(const uint32_t *)(sb + 32 * R * U * 16 + 4 * slot);
+                    const float nest = *(const float *)(sb + 32 * R * U * 20 + 4 * slot);
+                    /* QLoRA double quant: dynamic_map[q] * nested + offset, as msbnb_double_dequant_absmax */
+                    am[r] = __fadd_rn(__fmul_rn(sdyn[(qw >> (8 * (blk & 3))) & 255u], nest), off);
+                } else {
+                    am[r] = *(const float *)(sb + 32 * R * U * 16 + 4 * slot);
+                }
+            }
             float s0[R], s1[R];
 #pragma unroll
             for (int r = 0; r < R; r++) s0[r] = s1[r] = 0.0f;
 #pragma unroll
             for (int wd = 0; wd < 4; wd++) {
                 float xf[8];
-                load_x8<XBF16>(xf, xv, (int64_t)c * 32 + 8 * wd);
+                load_x8s<XBF16>(xf, xs, c * 32 + 8 * wd);
 #pragma unroll
-                for (int r = 0; r < R; r++) {
-                    const uint4 &q = cur.q[r][u];
-                    pair_dot4(s0[r], s1[r], wd == 0 ? q.x : wd == 1 ? q.y : wd == 2 ? q.z : q.w, xf, tab, lane8);
-                }
+                for (int r = 0; r < R; r++)
+                    pair_dot4<256>(s0[r], s1[r], wd == 0 ? q[r].x : wd == 1 ? q[r].y : wd == 2 ? q[r].z : q[r].w, xf,
+                                   gemv_m1_sm, ln);
             }
 #pragma unroll
-            for (int r = 0; r < R; r++) {
-                /* QLoRA double quant: dynamic_map[q] * nested + offset, as msbnb_double_dequant_absmax */
-                const float am = DQ ? __fadd_rn(__fmul_rn(sdyn[cur.qa[r][u]], cur.am[r][u]), off) : cur.am[r][u];
-                acc[r] = fmaf(s0[r] + s1[r], am, acc[r]);
-            }
+            for (int r = 0; r < R; r++) acc[r] = fmaf(s0[r] + s1[r], am[r], acc[r]);
         }
         if (bt == nbat - 1) { /* task done */
 #pragma unroll
@@ -376,33 +557,83 @@ __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, 
                 acc[r] = 0.0f;
             }
         }
-        if (t2 >= ntask) break;
-        cur = nxt;
-        t = t2, bt = bt2;
+        if (++bt == nbat) {
+            bt = 0, t += stride;
+            if (t >= ntask) break;
+        }
     }
+    cp_async_wait<0>();
 }
 
-/* gemv4_m1 with R = 4 rows per task, U = 1 chunk per row per batch, 2 blocks of 8 warps per
- * SM (128 registers): the best of 8 (R, U, blocks/SM) variants measured on the H100. The
- * grid is persistent, at most sms * 2 blocks, all resident at once (the shared-memory
- * carveout is asked for: each block holds a 33 KB table). */
-#define M1_R 4
-#define M1_U 1
-#define M1_MINB 2
+template <int R, int U, int NS, int NWARP, int MINB, bool DQ, bool XBF16>
+static msbnb_status launch_m1a_t(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn, int sms,
+                                 bool pdl, bool *launched) {
+    *launched = false;
+    const int sm = m1_tab_bytes<256>() + gemv_xs_bytes(1, a.K, XBF16) + NWARP * NS * m1a_stage_bytes<R, U, DQ>();
+    int dev = 0, maxsm = 0;
+    MSBNB_CUDA_TRY(cudaGetDevice(&dev));
+    MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&maxsm, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    /* DQ reads the absmax codes as aligned words: the array must hold whole words */
+    if (DQ && (((uintptr_t)a.qabsmax & 3) || (((int64_t)a.N * a.K) >> a.bs_log2) % 4)) return MSBNB_OK;
+    if (sm + (DQ ? 1024 : 4) > maxsm) return MSBNB_OK; /* the caller falls back */
+    const int64_t tasks = (a.N + R - 1) / R, need = (tasks + NWARP - 1) / NWARP;
+    const unsigned grid = (unsigned)(need < (int64_t)sms * MINB ? need : (int64_t)sms * MINB);
+    void (*kern)(gemv_args, msbnb__code16, msbnb__code256) = gemv4_m1a<R, U, NS, NWARP, MINB, DQ, XBF16>;
+    MSBNB_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                        (int)cudaSharedmemCarveoutMaxShared));
+    MSBNB_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, sm));
+    gemv_args b = a;
+    b.xs = 1;
+    MSBNB_CUDA_TRY(msbnb__launch(kern, dim3(grid), dim3(32 * NWARP), (size_t)sm, pdl, b, code, dyn));
+    *launched = true;
+    return MSBNB_OK;
+}
+
+/* Launch shapes of gemv4_m1 (R rows per task, U chunks per row per batch, blocks of 8 warps
+ * per SM, table layout); MSBNB_CUDA_M1_VAR = 0..4 picks one for experiments, default 0.
+ * The grid is persistent, at most sms * MINB blocks, all resident at once (the
+ * shared-memory carveout is asked for). */
+template <int R, int U, int MINB, int TB, bool DQ, bool XBF16>
+static msbnb_status launch_m1_t(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn, int sms,
+                                bool pdl) {
+    const int64_t tasks = (a.N + R - 1) / R, need = (tasks + GEMV1_WARPS - 1) / GEMV1_WARPS;
+    const unsigned grid = (unsigned)(need < (int64_t)sms * MINB ? need : (int64_t)sms * MINB);
+    void (*kern)(gemv_args, msbnb__code16, msbnb__code256) = gemv4_m1<R, U, MINB, TB, DQ, XBF16>;
+    MSBNB_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                        (int)cudaSharedmemCarveoutMaxShared));
+    const int sm = m1_tab_bytes<TB>() + gemv_xs_bytes(1, a.K, XBF16);
+    MSBNB_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, sm));
+    gemv_args b = a;
+    b.xs = 1;
+    MSBNB_CUDA_TRY(msbnb__launch(kern, dim3(grid), dim3(32 * GEMV1_WARPS), (size_t)sm, pdl, b, code, dyn));
+    return MSBNB_OK;
+}
+
+static int m1_var(void) {
+    const char *e = getenv("MSBNB_CUDA_M1_VAR");
+    return e && e[0] >= '0' && e[0] <= '9' ? e[0] - '0' : 0;
+}
+
 template <bool DQ, bool XBF16>
 static msbnb_status launch_m1(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn, int sms,
                               bool pdl) {
-    const int64_t tasks = (a.N + M1_R - 1) / M1_R, need = (tasks + GEMV1_WARPS - 1) / GEMV1_WARPS;
-    const unsigned grid = (unsigned)(need < (int64_t)sms * M1_MINB ? need : (int64_t)sms * M1_MINB);
-    void (*kern)(gemv_args, msbnb__code16, msbnb__code256) = gemv4_m1<M1_R, M1_U, M1_MINB, DQ, XBF16>;
-    MSBNB_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                        (int)cudaSharedmemCarveoutMaxShared));
-    const int xs = gemv_xs_bytes(1, a.K, XBF16);
-    MSBNB_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, xs));
-    gemv_args b = a;
-    b.xs = xs > 0;
-    MSBNB_CUDA_TRY(msbnb__launch(kern, dim3(grid), dim3(32 * GEMV1_WARPS), (size_t)xs, pdl, b, code, dyn));
-    return MSBNB_OK;
+    bool done = false;
+    switch (m1_var()) {
+    case 5: MSBNB_TRY((launch_m1a_t<4, 1, 3, 16, 1, DQ, XBF16>(a, code, dyn, sms, pdl, &done))); break;
+    case 6: MSBNB_TRY((launch_m1a_t<2, 1, 4, 16, 1, DQ, XBF16>(a, code, dyn, sms, pdl, &done))); break;
+    case 7: MSBNB_TRY((launch_m1a_t<4, 1, 4, 8, 1, DQ, XBF16>(a, code, dyn, sms, pdl, &done))); break;
+    case 8: MSBNB_TRY((launch_m1a_t<2, 2, 3, 16, 1, DQ, XBF16>(a, code, dyn, sms, pdl, &done))); break;
+    default: break;
+    }
+    if (done) return MSBNB_OK;
+    switch (m1_var()) {
+    case 1: return launch_m1_t<4, 1, 2, 128, DQ, XBF16>(a, code, dyn, sms, pdl);
+    case 2: return launch_m1_t<2, 2, 2, 256, DQ, XBF16>(a, code, dyn, sms, pdl);
+    case 3: return launch_m1_t<4, 2, 2, 256, DQ, XBF16>(a, code, dyn, sms, pdl);
+    case 4: return launch_m1_t<2, 1, 3, 256, DQ, XBF16>(a, code, dyn, sms, pdl);
+    case 9: return launch_m1_t<4, 1, 2, 0, DQ, XBF16>(a, code, dyn, sms, pdl);
+    default: return launch_m1_t<4, 1, 2, 256, DQ, XBF16>(a, code, dyn, sms, pdl);
+    }
 }
 
 /* Which M = 1 kernel: MSBNB_CUDA_GEMV4_M1 = 1 forces the chunked gemv4_m1 wherever it
@@ -919,7 +1150,8 @@ static msbnb_status gemv4_code(msbnb_cuda_ctx *ctx, const msbnb__fold_layout *fl
         int sms = 0;
         MSBNB_TRY(device_sms(&sms));
         MSBNB_TRY(launch_mma(a, code, dyn, dq, mma_l, mma_lo(), mma_rt(N, sms), pdl));
-    } else if (M == 1 && K % 32 == 0 && aligned16(w->packed) && aligned16(x) && use_m1_kernel(dq, N, K, pdl)) {
+    } else if (M == 1 && K % 32 == 0 && aligned16(w->packed) && aligned16(x) && gemv_xs_bytes(1, K, bf) > 0 &&
+               N * K < ((int64_t)1 << 31) && use_m1_kernel(dq, N, K, pdl)) {
         int sms = 0;
         MSBNB_TRY(device_sms(&sms));
         if (dq && bf) MSBNB_TRY((launch_m1<true, true>(a, code, dyn, sms, pdl)));

@@ -278,8 +278,10 @@ __device__ __forceinline__ void i8_tile_out(const int (*red)[16][16], int64_t r0
     lin_store(y, ybf16, (int64_t)m * w.n + r, f);
 }
 
-template <int NT>
-__global__ void __launch_bounds__(32 * I8_WARPS, 2)
+/* MINB resident blocks per SM asked of the compiler; UU k steps of a warp loaded at once (2:
+ * 64 registers of weights a thread, 1 where MINB > 2 leaves no room for them). */
+template <int NT, int MINB, int UU = (MINB > 2 ? 1 : 2)>
+__global__ void __launch_bounds__(32 * I8_WARPS, MINB)
     gemv_i8_mma(void *y, bool ybf16, const int8_t *xq, const float *sx, dview w, const float *scb,
                 const float *bias, int M, outl_view o) {
     __shared__ int red[I8_WARPS][16][16];
@@ -294,10 +296,10 @@ __global__ void __launch_bounds__(32 * I8_WARPS, 2)
 #pragma unroll
     for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
     bool waited = false;
-    for (int64_t s0 = warp; s0 < nsteps; s0 += 2 * I8_WARPS) {
-        int4 A[2][4], B[2][4];
+    for (int64_t s0 = warp; s0 < nsteps; s0 += UU * I8_WARPS) {
+        int4 A[UU][4], B[UU][4];
 #pragma unroll
-        for (int u = 0; u < 2; u++)
+        for (int u = 0; u < UU; u++)
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 const int64_t k = (s0 + u * I8_WARPS) * 256 + i * 64 + t * 16;
@@ -310,7 +312,7 @@ __global__ void __launch_bounds__(32 * I8_WARPS, 2)
             waited = true;
         }
 #pragma unroll
-        for (int u = 0; u < 2; u++)
+        for (int u = 0; u < UU; u++)
 #pragma unroll
             for (int j = 0; j < NT; j++) {
                 const int m = j * 8 + g;
@@ -450,8 +452,13 @@ static msbnb_status launch_i8_mma(int64_t M, int64_t N, void *y, bool ybf16, con
                                      (size_t)I8P_SMEM, pdl, y, ybf16, xq, sx, w, scb, bias, mi, o, tpb));
         return MSBNB_OK;
     }
+    /* MSBNB_CUDA_I8_MINB = 3 | 4: resident blocks per SM asked of the compiler (default 2) */
+    const char *mb = getenv("MSBNB_CUDA_I8_MINB");
+    const int minb = mb && (mb[0] == '3' || mb[0] == '4') ? mb[0] - '0' : 2;
     void (*kern)(void *, bool, const int8_t *, const float *, dview, const float *, const float *, int, outl_view) =
-        M <= 8 ? gemv_i8_mma<1> : gemv_i8_mma<2>;
+        minb == 3 ? (M <= 8 ? gemv_i8_mma<1, 3> : gemv_i8_mma<2, 3>)
+        : minb == 4 ? (M <= 8 ? gemv_i8_mma<1, 4> : gemv_i8_mma<2, 4>)
+                    : (M <= 8 ? gemv_i8_mma<1, 2> : gemv_i8_mma<2, 2>);
     MSBNB_CUDA_TRY(msbnb__launch(kern, dim3((unsigned)ntiles), dim3(32 * I8_WARPS), 0, pdl, y, ybf16, xq, sx, w, scb,
                                  bias, mi, o));
     return MSBNB_OK;

@@ -239,12 +239,10 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS, GEMV_MINB) gemv4_fast(gemv_ar
  * while the current one is decoded, across task boundaries (two register buffers used in
  * turn, so nothing is copied between batches). A byte holds two codes (weight 2b in the
  * high nibble): it indexes a 256-entry table of code pairs (float2) in dynamic shared
- * memory, replicated once per lane so that a warp's 64-bit lookups never conflict:
- *  - TB = 256: entry e of lane l at byte 256 e + 8 l, the address is one PRMT (byte i of the
- *    word into bits 8..15, 8 l into bits 0..7), 64 KB a block;
- *  - TB = 128: entry e of lane l at 128 e + 8 (l % 16) (64-bit shared loads are served per
- *    half-warp), one shift and one and-or, 32 KB a block.
- * The 32-term sum Σ code x of a chunk (inside one quantization block: blocks are >= 32
+ * memory, replicated once per lane so that a warp's 64-bit lookups never conflict: entry e
+ * of lane l at byte 256 e + 8 l (64 KB a block), so the address is one PRMT (byte i of the
+ * word into bits 8..15, 8 l into bits 0..7; a 128-byte stride per entry, replicated per
+ * half-warp, costs a shift and an and-or, and measured the same). The 32-term sum Σ code x of a chunk (inside one quantization block: blocks are >= 32
  * aligned elements) is scaled once by its absmax. x is staged in shared memory after
  * griddepcontrol.wait (shared loads, not generic ones: Nsight Compute counted the generic
  * loads of a maybe-shared pointer among the long-scoreboard stalls) and converted to f32
@@ -305,7 +303,7 @@ __device__ __forceinline__ void load_x8s(float (&xf)[8], const unsigned char *xs
 }
 
 /* s0 += Σ code(2b) x[2i], s1 += Σ code(2b + 1) x[2i + 1] over the 4 bytes of word q; ln is
- * the lane's offset in the table (8 l, or 8 (l % 16) for TB = 128). */
+ * the lane's offset in the table (8 l). TB = 256: the table; TB = 0: the timing experiment. */
 template <int TB>
 __device__ __forceinline__ void pair_dot4(float &s0, float &s1, uint32_t q, const float (&xf)[8],
                                           const unsigned char *tab, uint32_t ln) {
@@ -317,9 +315,7 @@ __device__ __forceinline__ void pair_dot4(float &s0, float &s1, uint32_t q, cons
             s1 = fmaf(__uint_as_float(v ^ 0x100u), xf[2 * i + 1], s1);
             continue;
         }
-        uint32_t off;
-        if (TB == 256) off = __byte_perm(q, ln, 0x5504u | (uint32_t)(i << 4)); /* byte i << 8 | 8 l */
-        else off = ((i == 0 ? (q << 7) : (q >> (8 * i - 7))) & 0x7f80u) | ln; /* byte i * 128 | 8 (l % 16) */
+        const uint32_t off = __byte_perm(q, ln, 0x5504u | (uint32_t)(i << 4)); /* byte i << 8 | 8 l */
         const float2 p = *(const float2 *)(tab + off);
         s0 = fmaf(p.x, xf[2 * i], s0);
         s1 = fmaf(p.y, xf[2 * i + 1], s1);
@@ -327,7 +323,7 @@ __device__ __forceinline__ void pair_dot4(float &s0, float &s1, uint32_t q, cons
 }
 
 template <int TB>
-__host__ __device__ constexpr int m1_tab_bytes() { return 256 * (TB == 128 ? 16 : 32) * 8; }
+__host__ __device__ constexpr int m1_tab_bytes() { return 256 * 32 * 8; }
 
 /* One batch of a warp's stream: the loads of the next batch (t2, bt2) into nxt, then the
  * decode of cur; y of a finished task. Returns whether the stream goes on (t, bt advanced). */
@@ -390,16 +386,14 @@ __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, 
     int t = blockIdx.x * GEMV1_WARPS + (threadIdx.x >> 5), bt = 0;
     chunk_batch<R, U, DQ> b0, b1;
     if (t < ntask) load_chunks<R, U, DQ>(b0, a, t, 0, lane, nch); /* in flight during the table fill */
-    {   /* the pair table: thread i writes entries e = g + S j (g = i / LPE), whose high code is
-         * code[S j >> 4] (a constant per unrolled j) and low code one of two per thread */
-        constexpr int LPE = TB == 128 ? 16 : 32, NT = 32 * GEMV1_WARPS, S = NT / LPE;
-        static_assert(S == 8 || S == 16, "pair table fill: 8 or 16 entries per pass");
-        const int g = threadIdx.x / LPE;
-        const float lo0 = code.v[g], lo1 = code.v[(g + 8) & 15];
+    {   /* the pair table: thread i writes entries e = g + 8 j (g = i / 32, the warp), whose high
+         * code is code[j / 2] (a constant per unrolled j) and low code code[g] or code[g + 8] */
+        static_assert(GEMV1_WARPS == 8, "pair table fill: 8 entries per pass");
+        const int g = threadIdx.x >> 5;
+        const float lo0 = code.v[g], lo1 = code.v[g + 8];
 #pragma unroll
-        for (int j = 0; j < 256 / S; j++)
-            ((float2 *)gemv_m1_sm)[threadIdx.x + NT * j] =
-                make_float2(code.v[(S * j) >> 4], S == 8 && (j & 1) ? lo1 : lo0);
+        for (int j = 0; j < 32; j++)
+            ((float2 *)gemv_m1_sm)[threadIdx.x + 256 * j] = make_float2(code.v[j >> 1], (j & 1) ? lo1 : lo0);
     }
     if (DQ)
         for (int i = threadIdx.x; i < 256; i += blockDim.x) sdyn[i] = dyn.v[i];
@@ -410,7 +404,7 @@ __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, 
     __syncthreads();
     if (t >= ntask) return;
     const float off = DQ ? *a.offset : 0.0f;
-    const uint32_t ln = TB == 128 ? 8u * (lane & 15) : 8u * lane;
+    const uint32_t ln = 8u * lane;
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0.0f;
@@ -421,177 +415,8 @@ __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, 
     }
 }
 
-/* gemv4_m1a: gemv4_m1 with the weight stream in shared memory. Each warp keeps a ring of NS
- * batches that cp.async (LDGSTS, no registers held) fills NS - 1 batches ahead: every lane
- * copies its own 16-byte chunks and 4-byte absmax (for double quant: the 4-byte word that
- * holds its absmax code, and the nested absmax) and reads back only what it copied, so a
- * lane waits for its own copy groups and no warp barrier is needed. Measured against the
- * register double buffer of gemv4_m1 on the H200 (bench/RESULTS.md): the register buffer
- * holds one batch in flight per warp, which at 128 registers a thread caps the bytes in
- * flight per SM below what the DRAM needs for its bandwidth. */
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async4(uint32_t dst, const void *src) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit(void) { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait(void) { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
-
-/* Bytes of one warp's ring stage: R U chunks of 16 bytes and R U absmax words (2 for DQ) a lane. */
-template <int R, int U, bool DQ>
-__host__ __device__ constexpr int m1a_stage_bytes() { return 32 * R * U * (16 + (DQ ? 8 : 4)); }
-
-template <int R, int U, int NS, int NWARP, int MINB, bool DQ, bool XBF16>
-__global__ void __launch_bounds__(32 * NWARP, MINB) gemv4_m1a(gemv_args a, msbnb__code16 code, msbnb__code256 dyn) {
-    extern __shared__ __align__(16) unsigned char gemv_m1_sm[];
-    __shared__ float sdyn[DQ ? 256 : 1];
-    msbnb__pdl_launch_next();
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nch = a.K >> 5;
-    const int ntask = (a.N + R - 1) / R, nbat = (nch + 32 * U - 1) / (32 * U);
-    const int stride = gridDim.x * NWARP;
-    constexpr int SB = m1a_stage_bytes<R, U, DQ>();
-    const int xbytes = a.K * (XBF16 ? 2 : 4);
-    unsigned char *xs = gemv_m1_sm + m1_tab_bytes<256>();
-    unsigned char *ring = xs + xbytes + warp * NS * SB; /* this warp's NS stages */
-    const uint32_t ring_s = (uint32_t)__cvta_generic_to_shared(ring);
-    /* stage layout: q[R][U][32 lanes] (16 B), then am[R][U][32] (4 B), then (DQ) nested[R][U][32] */
-    int lt = blockIdx.x * NWARP + warp, lb = 0; /* load cursor */
-    auto issue = [&](int st) {
-        if (lt < ntask) {
-            const uint32_t sb = ring_s + st * SB;
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-                const uint32_t c32 = (uint32_t)min((lb * U + u) * 32 + lane, nch - 1) * 32u;
-#pragma unroll
-                for (int r = 0; r < R; r++) {
-                    const uint32_t e = (uint32_t)min(lt * R + r, a.N - 1) * (uint32_t)a.K + c32;
-                    const int slot = (r * U + u) * 32 + lane;
-                    cp_async16(sb + 16 * slot, a.w + (e >> 1));
-                    const uint32_t blk = e >> a.bs_log2;
-                    if (DQ) {
-                        cp_async4(sb + 32 * R * U * 16 + 4 * slot, a.qabsmax + (blk & ~3u));
-                        cp_async4(sb + 32 * R * U * 20 + 4 * slot, a.nested + (blk >> 8));
-                    } else {
-                        cp_async4(sb + 32 * R * U * 16 + 4 * slot, a.absmax + blk);
-                    }
-                }
-            }
-            if (++lb == nbat) lb = 0, lt += stride;
-        }
-        cp_async_commit(); /* empty groups past the end keep the group count uniform */
-    };
-    int t = blockIdx.x * NWARP + warp, bt = 0; /* compute cursor */
-    if (t < ntask) {
-#pragma unroll
-        for (int st = 0; st < NS - 1; st++) issue(st); /* in flight during the table fill */
-    }
-    {   /* the pair table (as gemv4_m1, TB = 256) */
-        constexpr int NT = 32 * NWARP, S = NT / 32;
-        static_assert(NT % 256 == 0, "gemv4_m1a: blocks of 8 or 16 warps");
-        const int g = threadIdx.x >> 5; /* entry e = g + S j */
-        for (int j = 0; j < 256 / S; j++) {
-            const int e = g + S * j;
-            ((float2 *)gemv_m1_sm)[threadIdx.x + NT * j] = make_float2(code.v[e >> 4], code.v[e & 15]);
-        }
-    }
-    if (DQ)
-        for (int i = threadIdx.x; i < 256; i += blockDim.x) sdyn[i] = dyn.v[i];
-    msbnb__pdl_wait(); /* x, y: after the kernel before (PDL launches: weights uploaded, never written) */
-    for (int i = threadIdx.x; i < xbytes / 16; i += blockDim.x) ((uint4 *)xs)[i] = ((const uint4 *)a.x)[i];
-    __syncthreads();
-    if (t >= ntask) return;
-    const float off = DQ ? *a.offset : 0.0f;
-    const uint32_t ln = 8u * lane;
-    float acc[R];
-#pragma unroll
-    for (int r = 0; r < R; r++) acc[r] = 0.0f;
-    for (int i = 0;; i++) {
-        cp_async_wait<NS - 2>(); /* this lane's copies of batch i have landed */
-        const int st = i % NS;
-        issue((i + NS - 1) % NS); /* refills the stage batch i - 1 used */
-        const unsigned char *sb = ring + st * SB;
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            const int c = (bt * U + u) * 32 + lane;
-            if (c >= nch) break;
-            uint4 q[R];
-            float am[R];
-#pragma unroll
-            for (int r = 0; r < R; r++) {
-                const int slot = (r * U + u) * 32 + lane;
-                q[r] = *(const uint4 *)(sb + 16 * slot);
-                if (DQ) {
-                    const uint32_t e = (uint32_t)min(t * R + r, a.N - 1) * (uint32_t)a.K + (uint32_t)c * 32u;
-                    const uint32_t blk = e >> a.bs_log2;
-                    const uint32_t qw = *(const uint32_t *)(sb + 32 * R * U * 16 + 4 * slot);
-                    const float nest = *(const float *)(sb + 32 * R * U * 20 + 4 * slot);
-                    /* QLoRA double quant: dynamic_map[q] * nested + offset, as msbnb_double_dequant_absmax */
-                    am[r] = __fadd_rn(__fmul_rn(sdyn[(qw >> (8 * (blk & 3))) & 255u], nest), off);
-                } else {
-                    am[r] = *(const float *)(sb + 32 * R * U * 16 + 4 * slot);
-                }
-            }
-            float s0[R], s1[R];
-#pragma unroll
-            for (int r = 0; r < R; r++) s0[r] = s1[r] = 0.0f;
-#pragma unroll
-            for (int wd = 0; wd < 4; wd++) {
-                float xf[8];
-                load_x8s<XBF16>(xf, xs, c * 32 + 8 * wd);
-#pragma unroll
-                for (int r = 0; r < R; r++)
-                    pair_dot4<256>(s0[r], s1[r], wd == 0 ? q[r].x : wd == 1 ? q[r].y : wd == 2 ? q[r].z : q[r].w, xf,
-                                   gemv_m1_sm, ln);
-            }
-#pragma unroll
-            for (int r = 0; r < R; r++) acc[r] = fmaf(s0[r] + s1[r], am[r], acc[r]);
-        }
-        if (bt == nbat - 1) { /* task done */
-#pragma unroll
-            for (int r = 0; r < R; r++) {
-                const float v = warp_sum(acc[r]);
-                const int n = t * R + r;
-                if (lane == 0 && n < a.N) store_y(a.y, XBF16, n, v, a.bias, n);
-                acc[r] = 0.0f;
-            }
-        }
-        if (++bt == nbat) {
-            bt = 0, t += stride;
-            if (t >= ntask) break;
-        }
-    }
-    cp_async_wait<0>();
-}
-
-template <int R, int U, int NS, int NWARP, int MINB, bool DQ, bool XBF16>
-static msbnb_status launch_m1a_t(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn, int sms,
-                                 bool pdl, bool *launched) {
-    *launched = false;
-    const int sm = m1_tab_bytes<256>() + gemv_xs_bytes(1, a.K, XBF16) + NWARP * NS * m1a_stage_bytes<R, U, DQ>();
-    int dev = 0, maxsm = 0;
-    MSBNB_CUDA_TRY(cudaGetDevice(&dev));
-    MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&maxsm, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    /* DQ reads the absmax codes as aligned words: the array must hold whole words */
-    if (DQ && (((uintptr_t)a.qabsmax & 3) || (((int64_t)a.N * a.K) >> a.bs_log2) % 4)) return MSBNB_OK;
-    if (sm + (DQ ? 1024 : 4) > maxsm) return MSBNB_OK; /* the caller falls back */
-    const int64_t tasks = (a.N + R - 1) / R, need = (tasks + NWARP - 1) / NWARP;
-    const unsigned grid = (unsigned)(need < (int64_t)sms * MINB ? need : (int64_t)sms * MINB);
-    void (*kern)(gemv_args, msbnb__code16, msbnb__code256) = gemv4_m1a<R, U, NS, NWARP, MINB, DQ, XBF16>;
-    MSBNB_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                        (int)cudaSharedmemCarveoutMaxShared));
-    MSBNB_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, sm));
-    gemv_args b = a;
-    b.xs = 1;
-    MSBNB_CUDA_TRY(msbnb__launch(kern, dim3(grid), dim3(32 * NWARP), (size_t)sm, pdl, b, code, dyn));
-    *launched = true;
-    return MSBNB_OK;
-}
-
-/* Launch shapes of gemv4_m1 (R rows per task, U chunks per row per batch, blocks of 8 warps
- * per SM, table layout); MSBNB_CUDA_M1_VAR = 0..4 picks one for experiments, default 0.
- * The grid is persistent, at most sms * MINB blocks, all resident at once (the
+/* Launch shapes of gemv4_m1: R rows per task, U chunks per row per batch, MINB blocks of 8
+ * warps per SM. The grid is persistent, at most sms * MINB blocks, all resident at once (the
  * shared-memory carveout is asked for). */
 template <int R, int U, int MINB, int TB, bool DQ, bool XBF16>
 static msbnb_status launch_m1_t(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn, int sms,
@@ -609,28 +434,28 @@ static msbnb_status launch_m1_t(const gemv_args &a, const msbnb__code16 &code, c
     return MSBNB_OK;
 }
 
-static int m1_var(void) {
+/* Which launch shape (MSBNB_CUDA_M1_VAR = 1 | 2 | 3 forces one; 9 is a timing experiment
+ * with wrong results: the lookups replaced by bit casts). Measured on the H200 (bench/RESULTS.md,
+ * 2026-12-02, NF4 ms, shapes (K, N)):
+ *  1: R = 4, U = 1 when the tasks fill the grid (N >= 4 x its warps): (4096, 14336) 0.0197,
+ *     against 0.0233 for 2 and 0.0201 for 3;
+ *  3: R = 4, U = 2 for fewer, long rows (K >= 8192): (14336, 4096) 0.0220, 1: 0.0228 (half
+ *     the grid idle), 2: 0.0233;
+ *  2: R = 2, U = 2 for fewer, short rows: (4096, 4096) 0.0077, 1: 0.0102, 3: 0.0102, the word
+ *     kernel gemv4_fast 0.0091. */
+static int m1_shape(int64_t N, int64_t K, int sms) {
     const char *e = getenv("MSBNB_CUDA_M1_VAR");
-    return e && e[0] >= '0' && e[0] <= '9' ? e[0] - '0' : 0;
+    if (e && (e[0] == '1' || e[0] == '2' || e[0] == '3' || e[0] == '9')) return e[0] - '0';
+    const int64_t warps = (int64_t)sms * 2 * GEMV1_WARPS;
+    return N >= 4 * warps ? 1 : K >= 8192 ? 3 : 2;
 }
 
 template <bool DQ, bool XBF16>
 static msbnb_status launch_m1(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn, int sms,
                               bool pdl) {
-    bool done = false;
-    switch (m1_var()) {
-    case 5: MSBNB_TRY((launch_m1a_t<4, 1, 3, 16, 1, DQ, XBF16>(a, code, dyn, sms, pdl, &done))); break;
-    case 6: MSBNB_TRY((launch_m1a_t<2, 1, 4, 16, 1, DQ, XBF16>(a, code, dyn, sms, pdl, &done))); break;
-    case 7: MSBNB_TRY((launch_m1a_t<4, 1, 4, 8, 1, DQ, XBF16>(a, code, dyn, sms, pdl, &done))); break;
-    case 8: MSBNB_TRY((launch_m1a_t<2, 2, 3, 16, 1, DQ, XBF16>(a, code, dyn, sms, pdl, &done))); break;
-    default: break;
-    }
-    if (done) return MSBNB_OK;
-    switch (m1_var()) {
-    case 1: return launch_m1_t<4, 1, 2, 128, DQ, XBF16>(a, code, dyn, sms, pdl);
+    switch (m1_shape(a.N, a.K, sms)) {
     case 2: return launch_m1_t<2, 2, 2, 256, DQ, XBF16>(a, code, dyn, sms, pdl);
     case 3: return launch_m1_t<4, 2, 2, 256, DQ, XBF16>(a, code, dyn, sms, pdl);
-    case 4: return launch_m1_t<2, 1, 3, 256, DQ, XBF16>(a, code, dyn, sms, pdl);
     case 9: return launch_m1_t<4, 1, 2, 0, DQ, XBF16>(a, code, dyn, sms, pdl);
     default: return launch_m1_t<4, 1, 2, 256, DQ, XBF16>(a, code, dyn, sms, pdl);
     }
@@ -638,17 +463,17 @@ static msbnb_status launch_m1(const gemv_args &a, const msbnb__code16 &code, con
 
 /* Which M = 1 kernel: MSBNB_CUDA_GEMV4_M1 = 1 forces the chunked gemv4_m1 wherever it
  * applies (tests reach it with small shapes), 0 the word kernel gemv4_fast; unset, from
- * 32 M weights:
+ * 16 M weights:
  *  - launched with PDL (layers with N >= K): gemv4_m1. Measured on the H200 (bench/RESULTS.md,
- *    2026-12-02), x staged in shared memory: nf4 (4096, 14336) 0.0195 against 0.0229 ms,
- *    + dq 0.0201 against 0.0283.
+ *    2026-12-02), x staged in shared memory: nf4 (4096, 14336) 0.0197 against 0.0229 ms,
+ *    + dq 0.0200 against 0.0283; (4096, 4096) in its R = 2 shape 0.0077 against 0.0091.
  *  - plain launches (K > N, the functional API): the rule measured on the H100, gemv4_m1
  *    when the absmax is double-quantized (decoded once per 32 weights instead of 8) or
  *    K > N (few tasks, long streams): (14336, 4096) nf4 0.0235 ms on the H200. */
 static bool use_m1_kernel(bool dq, int64_t N, int64_t K, bool pdl) {
     const char *e = getenv("MSBNB_CUDA_GEMV4_M1");
     if (e && *e) return e[0] == '1';
-    if (N * K < ((int64_t)1 << 25)) return false;
+    if (N * K < ((int64_t)1 << 24)) return false;
     return pdl ? N >= K : dq || K > N;
 }
 

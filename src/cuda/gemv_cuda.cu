@@ -440,20 +440,20 @@ static msbnb_status launch_m1_t(const gemv_args &a, const msbnb__code16 &code, c
  *  1: R = 4, U = 1 when the tasks fill the grid (N >= 4 x its warps): (4096, 14336) 0.0197,
  *     against 0.0233 for 2 and 0.0201 for 3;
  *  3: R = 4, U = 2 for fewer, long rows (K >= 8192): (14336, 4096) 0.0220, 1: 0.0228 (half
- *     the grid idle), 2: 0.0233;
+ *     the grid idle), 2: 0.0233; with double quant (where 3 spills) 1: 0.0229 against 0.0241;
  *  2: R = 2, U = 2 for fewer, short rows: (4096, 4096) 0.0077, 1: 0.0102, 3: 0.0102, the word
  *     kernel gemv4_fast 0.0091. */
-static int m1_shape(int64_t N, int64_t K, int sms) {
+static int m1_shape(int64_t N, int64_t K, bool dq, int sms) {
     const char *e = getenv("MSBNB_CUDA_M1_VAR");
     if (e && (e[0] == '1' || e[0] == '2' || e[0] == '3' || e[0] == '9')) return e[0] - '0';
     const int64_t warps = (int64_t)sms * 2 * GEMV1_WARPS;
-    return N >= 4 * warps ? 1 : K >= 8192 ? 3 : 2;
+    return N >= 4 * warps ? 1 : K >= 8192 ? (dq ? 1 : 3) : 2;
 }
 
 template <bool DQ, bool XBF16>
 static msbnb_status launch_m1(const gemv_args &a, const msbnb__code16 &code, const msbnb__code256 &dyn, int sms,
                               bool pdl) {
-    switch (m1_shape(a.N, a.K, sms)) {
+    switch (m1_shape(a.N, a.K, DQ, sms)) {
     case 2: return launch_m1_t<2, 2, 2, 256, DQ, XBF16>(a, code, dyn, sms, pdl);
     case 3: return launch_m1_t<4, 2, 2, 256, DQ, XBF16>(a, code, dyn, sms, pdl);
     case 9: return launch_m1_t<4, 1, 2, 0, DQ, XBF16>(a, code, dyn, sms, pdl);

@@ -242,8 +242,9 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS, GEMV_MINB) gemv4_fast(gemv_ar
  * memory, replicated once per lane so that a warp's 64-bit lookups never conflict: entry e
  * of lane l at byte 256 e + 8 l (64 KB a block), so the address is one PRMT (byte i of the
  * word into bits 8..15, 8 l into bits 0..7; a 128-byte stride per entry, replicated per
- * half-warp, costs a shift and an and-or, and measured the same). The 32-term sum Σ code x of a chunk (inside one quantization block: blocks are >= 32
- * aligned elements) is scaled once by its absmax. x is staged in shared memory after
+ * half-warp, costs a shift and an and-or, and measured the same). The 32-term sum Σ code x
+ * of a chunk (inside one quantization block: blocks are >= 32 aligned elements) is scaled
+ * once by its absmax. x is staged in shared memory after
  * griddepcontrol.wait (shared loads, not generic ones: Nsight Compute counted the generic
  * loads of a maybe-shared pointer among the long-scoreboard stalls) and converted to f32
  * once per 8 elements for the task's R rows. */
@@ -322,8 +323,7 @@ __device__ __forceinline__ void pair_dot4(float &s0, float &s1, uint32_t q, cons
     }
 }
 
-template <int TB>
-__host__ __device__ constexpr int m1_tab_bytes() { return 256 * 32 * 8; }
+__host__ __device__ constexpr int m1_tab_bytes() { return 256 * 32 * 8; } /* 256 pairs x 32 lanes */
 
 /* One batch of a warp's stream: the loads of the next batch (t2, bt2) into nxt, then the
  * decode of cur; y of a finished task. Returns whether the stream goes on (t, bt advanced). */
@@ -372,8 +372,8 @@ __device__ __forceinline__ bool m1_step(chunk_batch<R, U, DQ> &cur, chunk_batch<
     return t2 < ntask;
 }
 
-/* Needs x staged (a.xs: K * sizeof(x) <= GEMV_XS_MAX) and N K < 2^31; dynamic shared memory = the pair
- * table (m1_tab_bytes) followed by x. */
+/* Needs x staged (a.xs: K * sizeof(x) <= GEMV_XS_MAX) and N K < 2^31; dynamic shared
+ * memory = the pair table (m1_tab_bytes) followed by x. */
 template <int R, int U, int MINB, int TB, bool DQ, bool XBF16>
 __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, msbnb__code16 code,
                                                                    msbnb__code256 dyn) {
@@ -398,7 +398,7 @@ __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, 
     if (DQ)
         for (int i = threadIdx.x; i < 256; i += blockDim.x) sdyn[i] = dyn.v[i];
     msbnb__pdl_wait(); /* x, y: after the kernel before (PDL launches: weights uploaded, never written) */
-    unsigned char *xs = gemv_m1_sm + m1_tab_bytes<TB>();
+    unsigned char *xs = gemv_m1_sm + m1_tab_bytes();
     const int xbytes = a.K * (XBF16 ? 2 : 4);
     for (int i = threadIdx.x; i < xbytes / 16; i += blockDim.x) ((uint4 *)xs)[i] = ((const uint4 *)a.x)[i];
     __syncthreads();
@@ -426,7 +426,7 @@ static msbnb_status launch_m1_t(const gemv_args &a, const msbnb__code16 &code, c
     void (*kern)(gemv_args, msbnb__code16, msbnb__code256) = gemv4_m1<R, U, MINB, TB, DQ, XBF16>;
     MSBNB_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
                                         (int)cudaSharedmemCarveoutMaxShared));
-    const int sm = m1_tab_bytes<TB>() + gemv_xs_bytes(1, a.K, XBF16);
+    const int sm = m1_tab_bytes() + gemv_xs_bytes(1, a.K, XBF16);
     MSBNB_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, sm));
     gemv_args b = a;
     b.xs = 1;

@@ -452,7 +452,13 @@ static msbnb_status launch_i8_mma(int64_t M, int64_t N, void *y, bool ybf16, con
                                      (size_t)I8P_SMEM, pdl, y, ybf16, xq, sx, w, scb, bias, mi, o, tpb));
         return MSBNB_OK;
     }
-    /* MSBNB_CUDA_I8_MINB = 3 | 4: resident blocks per SM asked of the compiler (default 2) */
+    /* Resident blocks per SM asked of the compiler: MSBNB_CUDA_I8_MINB = 3 | 4 (one k step a
+     * warp in registers at a time), default 2. Measured on the H200 (bench/RESULTS.md,
+     * 2026-12-02), M = 1: at (4096, 14336) (896 tiles, 3.4 waves at 2 / SM) 0.0196 ms at 3
+     * against 0.0216 at 2; where one wave holds the tiles 2 is faster ((4096, 4096) 0.0089
+     * against 0.0092, (14336, 4096) 0.0225 against 0.0259), and M = 16 slower at 3 everywhere.
+     * A rule (3 at M <= 8 when the tiles need more than one wave) waits for the GPU run of
+     * test_cuda_linear_int8_mma_large_shapes_match_cpu, which now covers 3 and 4. */
     const char *mb = getenv("MSBNB_CUDA_I8_MINB");
     const int minb = mb && (mb[0] == '3' || mb[0] == '4') ? mb[0] - '0' : 2;
     void (*kern)(void *, bool, const int8_t *, const float *, dview, const float *, const float *, int, outl_view) =

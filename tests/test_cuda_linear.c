@@ -231,7 +231,7 @@ static void test_cuda_linear_int8_outliers_match_cpu(void) {
     setenv("MSBNB_CUDA_I8_MMA", "0", 1);                 /* the dp4a kernel at K % 16 == 0 */
     run_forward_t(ctx, &f, 4096, 37, 3, 0, 1, 6.0f, 2);
     run_forward_t(ctx, &f, 4096, 37, 16, 1, 0, 6.0f, 2);
-    unsetenv("MSBNB_CUDA_I8_MINB");
+    unsetenv("MSBNB_CUDA_I8_MMA");
     msbnb_cuda_ctx_free(ctx);
 }
 
@@ -249,7 +249,10 @@ static void test_cuda_linear_int8_mma_large_shapes_match_cpu(void) {
     if (!ctx) return;
     for (int v = 0; v < 4; v++) { /* default, pipelined, the default kernel at 3 and 4 blocks / SM */
         if (v == 1) setenv("MSBNB_CUDA_I8_MMA", "2", 1);
-        if (v == 2) unsetenv("MSBNB_CUDA_I8_MMA"), setenv("MSBNB_CUDA_I8_MINB", "3", 1);
+        if (v == 2) {
+            unsetenv("MSBNB_CUDA_I8_MMA");
+            setenv("MSBNB_CUDA_I8_MINB", "3", 1);
+        }
         if (v == 3) setenv("MSBNB_CUDA_I8_MINB", "4", 1);
         for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
             for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++) {
@@ -260,7 +263,7 @@ static void test_cuda_linear_int8_mma_large_shapes_match_cpu(void) {
         run_forward_t(ctx, &f, 4096, 5000, 3, 0, 1, 6.0f, 4); /* outliers on a multi-tile grid */
         run_forward_t(ctx, &f, 4096, 5000, 1, 0, 0, 6.0f, 4);
     }
-    unsetenv("MSBNB_CUDA_I8_MMA");
+    unsetenv("MSBNB_CUDA_I8_MINB");
     msbnb_cuda_ctx_free(ctx);
 }
 

@@ -244,10 +244,9 @@ __global__ void __launch_bounds__(32 * GEMV_WARPS, GEMV_MINB) gemv4_fast(gemv_ar
  * word into bits 8..15, 8 l into bits 0..7; a 128-byte stride per entry, replicated per
  * half-warp, costs a shift and an and-or, and measured the same). The 32-term sum Σ code x
  * of a chunk (inside one quantization block: blocks are >= 32 aligned elements) is scaled
- * once by its absmax. x is staged in shared memory after
- * griddepcontrol.wait (shared loads, not generic ones: Nsight Compute counted the generic
- * loads of a maybe-shared pointer among the long-scoreboard stalls) and converted to f32
- * once per 8 elements for the task's R rows. */
+ * once by its absmax. x is staged in shared memory after griddepcontrol.wait (shared loads,
+ * not generic ones: Nsight Compute counted the generic loads of a maybe-shared pointer among
+ * the long-scoreboard stalls) and converted to f32 once per 8 elements for the task's R rows. */
 #ifndef GEMV1_WARPS
 #define GEMV1_WARPS 8
 #endif
@@ -372,8 +371,8 @@ __device__ __forceinline__ bool m1_step(chunk_batch<R, U, DQ> &cur, chunk_batch<
     return t2 < ntask;
 }
 
-/* Needs x staged (a.xs: K * sizeof(x) <= GEMV_XS_MAX) and N K < 2^31; dynamic shared
- * memory = the pair table (m1_tab_bytes) followed by x. */
+/* Needs K * sizeof(x) <= GEMV_XS_MAX (x is always staged; a.xs is not read) and N K < 2^31;
+ * dynamic shared memory = the pair table (m1_tab_bytes) followed by x. */
 template <int R, int U, int MINB, int TB, bool DQ, bool XBF16>
 __global__ void __launch_bounds__(32 * GEMV1_WARPS, MINB) gemv4_m1(gemv_args a, msbnb__code16 code,
                                                                    msbnb__code256 dyn) {
@@ -428,9 +427,7 @@ static msbnb_status launch_m1_t(const gemv_args &a, const msbnb__code16 &code, c
                                         (int)cudaSharedmemCarveoutMaxShared));
     const int sm = m1_tab_bytes() + gemv_xs_bytes(1, a.K, XBF16);
     MSBNB_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, sm));
-    gemv_args b = a;
-    b.xs = 1;
-    MSBNB_CUDA_TRY(msbnb__launch(kern, dim3(grid), dim3(32 * GEMV1_WARPS), (size_t)sm, pdl, b, code, dyn));
+    MSBNB_CUDA_TRY(msbnb__launch(kern, dim3(grid), dim3(32 * GEMV1_WARPS), (size_t)sm, pdl, a, code, dyn));
     return MSBNB_OK;
 }
 

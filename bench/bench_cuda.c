@@ -199,10 +199,13 @@ static void bench_int8(msbnb_cuda_ctx *ctx, double copy_bw) {
     static const struct {
         const char *name, *var, *val;
         int m1; /* 1: a variant of the M = 1 path only */
-    } vars[] = {{"int8, tile-per-block tensor cores + PDL, quantize kernel with PDL at M <= 4 (default)", NULL, NULL, 0},
+    } vars[] = {{"int8, tile-per-block tensor cores + PDL, quantize kernel with PDL at M <= 4, 3 blocks / SM at M <= 8 "
+                 "past one wave (default)",
+                 NULL, NULL, 0},
                 {"int8, default without PDL", "MSBNB_CUDA_PDL", "0", 0},
                 {"int8, quantize kernel without PDL (MSBNB_CUDA_I8Q_PDL=0)", "MSBNB_CUDA_I8Q_PDL", "0", 0},
                 {"int8, pipelined persistent tensor cores + PDL", "MSBNB_CUDA_I8_MMA", "2", 1},
+                {"int8, default at 2 blocks / SM (MSBNB_CUDA_I8_MINB=2)", "MSBNB_CUDA_I8_MINB", "2", 0},
                 {"int8, default at 3 blocks / SM (MSBNB_CUDA_I8_MINB=3)", "MSBNB_CUDA_I8_MINB", "3", 0},
                 {"int8, default at 4 blocks / SM (MSBNB_CUDA_I8_MINB=4)", "MSBNB_CUDA_I8_MINB", "4", 0}};
     const int nvars = sizeof vars / sizeof *vars;

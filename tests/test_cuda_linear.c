@@ -239,7 +239,8 @@ static void test_cuda_linear_int8_outliers_match_cpu(void) {
  * not a multiple of 256, rows not a multiple of 16, several 16-row tiles per block, K past
  * 32768): the one-tile-per-block kernel (default) and the pipelined one against the CPU,
  * bit for bit at m <= 8 with f32 activations. (MSBNB_CUDA_I8_MMA=2: the pipelined one;
- * MSBNB_CUDA_I8_MINB=3 | 4: the default one built for 3 or 4 blocks / SM.) */
+ * MSBNB_CUDA_I8_MINB=2 | 3 | 4: the default one built for 2, 3 or 4 blocks / SM; the
+ * default picks 3 at M <= 8 where the tiles need more than one wave, as (64, 5000) does.) */
 static void test_cuda_linear_int8_mma_large_shapes_match_cpu(void) {
     static const int64_t shapes[][2] = {{14336, 45}, {4096 + 16, 129}, {64, 5000}, {32768 + 16, 19}};
     static const int64_t Ms[] = {1, 2, 8, 9, 16};
@@ -247,13 +248,14 @@ static void test_cuda_linear_int8_mma_large_shapes_match_cpu(void) {
     msbnb_cuda_ctx *ctx = NULL;
     CHECK_OK(msbnb_cuda_ctx_create(&ctx));
     if (!ctx) return;
-    for (int v = 0; v < 4; v++) { /* default, pipelined, the default kernel at 3 and 4 blocks / SM */
+    for (int v = 0; v < 5; v++) { /* default, pipelined, the default kernel at 3, 4 and 2 blocks / SM */
         if (v == 1) setenv("MSBNB_CUDA_I8_MMA", "2", 1);
         if (v == 2) {
             unsetenv("MSBNB_CUDA_I8_MMA");
             setenv("MSBNB_CUDA_I8_MINB", "3", 1);
         }
         if (v == 3) setenv("MSBNB_CUDA_I8_MINB", "4", 1);
+        if (v == 4) setenv("MSBNB_CUDA_I8_MINB", "2", 1);
         for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
             for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++) {
                 run_forward_t(ctx, &f, shapes[s][0], shapes[s][1], Ms[mi], (int)(mi & 1), (int)(s & 1), 0.0f, 0);

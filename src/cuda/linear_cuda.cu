@@ -452,15 +452,21 @@ static msbnb_status launch_i8_mma(int64_t M, int64_t N, void *y, bool ybf16, con
                                      (size_t)I8P_SMEM, pdl, y, ybf16, xq, sx, w, scb, bias, mi, o, tpb));
         return MSBNB_OK;
     }
-    /* Resident blocks per SM asked of the compiler: MSBNB_CUDA_I8_MINB = 3 | 4 (one k step a
-     * warp in registers at a time), default 2. Measured on the H200 (bench/RESULTS.md,
-     * 2026-12-02), M = 1: at (4096, 14336) (896 tiles, 3.4 waves at 2 / SM) 0.0196 ms at 3
-     * against 0.0216 at 2; where one wave holds the tiles 2 is faster ((4096, 4096) 0.0089
-     * against 0.0092, (14336, 4096) 0.0225 against 0.0259), and M = 16 slower at 3 everywhere.
-     * A rule (3 at M <= 8 when the tiles need more than one wave) waits for the GPU run of
-     * test_cuda_linear_int8_mma_large_shapes_match_cpu, which now covers 3 and 4. */
+    /* Resident blocks per SM asked of the compiler: 2 (two k steps a warp in registers) or 3
+     * (one). Measured on the H200 (bench/RESULTS.md, 2026-12-02), M = 1: at (4096, 14336) (896
+     * tiles, 3.4 waves at 2 / SM) 0.0194 ms at 3 against 0.0215 at 2 (M = 4: 0.0201 / 0.0218);
+     * where one wave at 2 / SM holds the tiles, 2 is as fast or faster ((14336, 4096): 0.0225
+     * against 0.0258 at 3), and at M = 16 2 is faster everywhere. So: 3 at M <= 8 when the
+     * tiles need more than one wave at 2 / SM. MSBNB_CUDA_I8_MINB = 2 | 3 | 4 forces one. */
+    int minb = 2;
+    if (M <= 8) {
+        int dev = 0, sms = 0;
+        MSBNB_CUDA_TRY(cudaGetDevice(&dev));
+        MSBNB_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        if (ntiles > 2 * (int64_t)sms) minb = 3;
+    }
     const char *mb = getenv("MSBNB_CUDA_I8_MINB");
-    const int minb = mb && (mb[0] == '3' || mb[0] == '4') ? mb[0] - '0' : 2;
+    if (mb && mb[0] >= '2' && mb[0] <= '4' && mb[1] == 0) minb = mb[0] - '0';
     void (*kern)(void *, bool, const int8_t *, const float *, dview, const float *, const float *, int, outl_view) =
         minb == 3 ? (M <= 8 ? gemv_i8_mma<1, 3> : gemv_i8_mma<2, 3>)
         : minb == 4 ? (M <= 8 ? gemv_i8_mma<1, 4> : gemv_i8_mma<2, 4>)

@@ -211,6 +211,9 @@ static void check_forward_case(const kind_t *kd, int64_t m, int64_t K, int64_t N
         CHECK_OK(msbnb_linear_set_cpu_tier(l, tiers[t]));
         for (int nt = 1; nt <= 2; nt++)
             for (int exact = 0; exact <= q4; exact++) {
+                /* the AVX-512 integer 4-bit kernels have two decodes (vpshufb, vpermw): the
+                 * one-thread runs take one, the two-thread runs the other */
+                setenv("MSBNB_CPU_I16_DECODE", nt == 1 ? "shuf" : "perm", 1);
                 CHECK_OK(msbnb_linear_set_threads(l, nt));
                 CHECK_OK(msbnb_linear_set_exact(l, exact));
                 /* 2 threads: a 1-byte workspace, i.e. the thinnest panels (64 columns), so
@@ -238,6 +241,7 @@ static void check_forward_case(const kind_t *kd, int64_t m, int64_t K, int64_t N
                     CHECKF(neq == 0, "%s %s m=%lld: %d outputs differ from scalar", kd->name,
                            msbnb_cpu_tier_name(tiers[t]), (long long)m, neq);
             }
+        unsetenv("MSBNB_CPU_I16_DECODE");
     }
     free(slack);
     msbnb_linear_free(l);
@@ -273,8 +277,12 @@ static void test_forward_all_kinds_tiers_shapes(void) {
  * row counts that are not a multiple of the 4-row streams, an activation with an outlier
  * chunk (per-chunk scales), all-zero chunks, and NaN / Inf inputs. */
 static void test_integer_4bit_kernels(void) {
-    kind_t ks[6];
+    kind_t ks[8];
     int nk = 0;
+    ks[nk++] = (kind_t){"nf4-b64-dq", msbnb_qparams_default(MSBNB_QTYPE_NF4), 0};
+    ks[nk - 1].p.double_quant = 1;
+    ks[nk++] = (kind_t){"nf4-b256-dq", msbnb_qparams_default(MSBNB_QTYPE_NF4), 0};
+    ks[nk - 1].p.block = 256, ks[nk - 1].p.double_quant = 1;
     ks[nk++] = (kind_t){"int4-g192-asym", msbnb_qparams_default(MSBNB_QTYPE_INT4), 0};
     ks[nk - 1].p.symmetric = 0, ks[nk - 1].p.block = 192;
     ks[nk++] = (kind_t){"int4-g64", msbnb_qparams_default(MSBNB_QTYPE_INT4), 0};
@@ -311,16 +319,36 @@ static void test_integer_4bit_kernels(void) {
             for (int t = 0; t < n_tiers; t++) {
                 if (tiers[t] == MSBNB_CPU_SCALAR) continue;
                 CHECK_OK(msbnb_linear_set_cpu_tier(l, tiers[t]));
-                for (int exact = 0; exact <= 1; exact++) {
+                /* exact 0 and 1; at exact = 0 on AVX-512 both decodes (vpshufb, vpermw) */
+                for (int ev = 0; ev < 3; ev++) {
+                    const int exact = ev == 2;
+                    if (ev == 1 && tiers[t] != MSBNB_CPU_AVX512) continue;
+                    setenv("MSBNB_CPU_I16_DECODE", ev == 1 ? "perm" : "shuf", 1);
                     CHECK_OK(msbnb_linear_set_exact(l, exact));
                     CHECK(msbnb_linear_exact(l) == exact);
                     CHECK_OK(msbnb_linear_forward(l, y, x, m));
                     int bad = 0;
                     for (int64_t i = 0; i < m * N; i++)
                         bad += !(fabs(y[i] - ref[i]) <= 2e-5 * mag[i] + 1e-6 + (exact ? 0 : slack[i]));
-                    CHECKF(bad == 0, "%s %s exact=%d m=%lld K=%lld N=%lld: %d outputs off", kd->name,
-                           msbnb_cpu_tier_name(tiers[t]), exact, (long long)m, (long long)K,
-                           (long long)N, bad);
+                    CHECKF(bad == 0, "%s %s exact=%d decode=%s m=%lld K=%lld N=%lld: %d outputs off", kd->name,
+                           msbnb_cpu_tier_name(tiers[t]), exact, ev == 1 ? "perm" : "shuf", (long long)m,
+                           (long long)K, (long long)N, bad);
+                }
+                unsetenv("MSBNB_CPU_I16_DECODE");
+                /* double quant: the kernels read the 8-bit scale codes (MSBNB_CPU_DQ_SCALES=u8;
+                 * by default for large weights) or the decoded f32 copy (=f32): the same
+                 * scales, so the same bits */
+                if (kd->p.double_quant) {
+                    float *y2 = malloc((size_t)(m * N) * 4);
+                    CHECK_OK(msbnb_linear_set_exact(l, 0));
+                    setenv("MSBNB_CPU_DQ_SCALES", "u8", 1); /* at any size (default: >= 4 MiB) */
+                    CHECK_OK(msbnb_linear_forward(l, y, x, m));
+                    setenv("MSBNB_CPU_DQ_SCALES", "f32", 1);
+                    CHECK_OK(msbnb_linear_forward(l, y2, x, m));
+                    unsetenv("MSBNB_CPU_DQ_SCALES");
+                    CHECKF(memcmp(y, y2, (size_t)(m * N) * 4) == 0, "%s %s: 8-bit and f32 scales differ", kd->name,
+                           msbnb_cpu_tier_name(tiers[t]));
+                    free(y2);
                 }
                 /* x = 0: exactly the bias */
                 CHECK_OK(msbnb_linear_set_exact(l, 0));

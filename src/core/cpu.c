@@ -21,6 +21,8 @@ static uint64_t xgetbv0(void) {
 static void detect(void) {
     unsigned a, b, c, d;
     memset(&g_cpu, 0, sizeof g_cpu);
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return;
+    g_cpu.amd = b == 0x68747541 && d == 0x69746e65 && c == 0x444d4163; /* "Auth" "enti" "cAMD" */
     if (!__get_cpuid(1, &a, &b, &c, &d)) return;
     bool osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
     bool fma = (c >> 12) & 1, f16c = (c >> 29) & 1;
@@ -105,6 +107,19 @@ msbnb_status msbnb_cpu_check_env(msbnb_cpu_tier *tier) {
                            env);
     *tier = t;
     return MSBNB_OK;
+}
+
+int msbnb__i16_decode_perm(void) {
+    const char *e = getenv("MSBNB_CPU_I16_DECODE");
+    if (e && strcmp(e, "perm") == 0) return 1;
+    if (e && strcmp(e, "shuf") == 0) return 0;
+    return msbnb__cpu()->amd;
+}
+
+int msbnb__i16_dq_inline(void) {
+    const char *e = getenv("MSBNB_CPU_DQ_SCALES");
+    if (e && strcmp(e, "f32") == 0) return 0;
+    return e && strcmp(e, "u8") == 0 ? 2 : 1;
 }
 
 int msbnb_default_threads(void) {

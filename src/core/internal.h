@@ -79,8 +79,16 @@ void msbnb__pool_run(msbnb_threadpool_t *p, int nt, void (*fn)(void *, int), voi
 typedef struct msbnb__cpu_features {
     bool avx2, fma, f16c, avx512f, avx512bw, avx512dq, avx512vl, avx512vnni, avx512bf16,
         avxvnni;
+    bool amd; /* vendor AuthenticAMD (kernel choices measured per vendor) */
 } msbnb__cpu_features;
 const msbnb__cpu_features *msbnb__cpu(void);
+/* The AVX-512 15-bit 4-bit kernels' decode: 1 vpermw, 0 vpshufb (src/cpu/gemv_avx512.c):
+ * MSBNB_CPU_I16_DECODE=perm|shuf, else perm on AMD. Read once per forward call. */
+int msbnb__i16_decode_perm(void);
+/* Whether those kernels may read double-quant scales as their 8-bit codes (default, for
+ * weights of >= 4 MiB of codes) or always the decoded f32 copy (MSBNB_CPU_DQ_SCALES=f32);
+ * MSBNB_CPU_DQ_SCALES=u8 reads the codes at any size (tests). */
+int msbnb__i16_dq_inline(void);
 /* (Kernels take their tier from msbnb_cpu_check_env: MSBNB_CPU if set, else the best
  * tier; an unknown or unsupported MSBNB_CPU fails the call rather than falling back.) */
 

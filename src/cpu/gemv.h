@@ -19,6 +19,7 @@ typedef struct msbnb__wview {
     int64_t gpr;           /* INT4: groups per row */
     int exact;             /* 4-bit: f32 activations and codes in the SIMD kernels too
                               (msbnb_linear_set_exact); else 15-bit integer dot products */
+    int i16_perm;          /* those integer kernels' AVX-512 decode (msbnb__i16_decode_perm) */
     const float *f32;      /* F32 [N*K] */
     const uint16_t *u16;   /* BF16 / F16 [N*K] */
     const int8_t *q8;      /* INT8 codes [N*K] */
@@ -30,6 +31,11 @@ typedef struct msbnb__wview {
     const float *absmax;   /* NF4/FP4/Q8 per block (f32, decoded if double quantized);
                               INT4: scales [N*gpr] */
     const float *mins;     /* INT4 asymmetric: mins [N*gpr] */
+    const uint8_t *qabsmax; /* NF4/FP4 double quant: the 8-bit absmax codes [nblocks] (NULL if
+                              none, or the weight small: view_of in linear.c): absmax[i] = dynamic_map[qabsmax[i]] * nested[i / 256]
+                              + dq_offset, bit for bit the decoded absmax above */
+    const float *nested;
+    float dq_offset;
     const float *code;     /* NF4/FP4: 16 entries; Q8: 256 entries */
 } msbnb__wview;
 

@@ -10,13 +10,19 @@
 #include "cpu/gemv.h"
 #include "cpu/i16_impl.h"
 #include "internal.h"
+#include "quant/codebooks.h"
 
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
+/* Software prefetch of the weight streams into L2 (T1), not L1 (T0): on AMD Zen 4 (EPYC,
+ * 2026-12-02) T0 prefetches hold L1 miss buffers that the demand loads need, and cold
+ * (14336, 4096) NF4 at M = 1, 2 threads, went from 44-72 % to 82-87 % of the read bandwidth
+ * with T1 or T2 (interleaved runs; a stand-alone loop: 22-23 against 26-28 GB/s). On the
+ * Intel Xeon (model 207) T0 / T1 / T2 measured within the noise of each other. */
 #ifndef MSBNB__PF_HINT
-#define MSBNB__PF_HINT _MM_HINT_T0
+#define MSBNB__PF_HINT _MM_HINT_T1
 #endif
 
 /* element (within a lane's 8) whose nibble sits at bits 4s..4s+3 of the lane: byte s/2,
@@ -189,27 +195,48 @@ static void gemv_lut4(const msbnb__wview *w, float *y, int64_t ldy, const float 
  *
  * The default small-m kernel (exact = 0), as gemv_avx2.c's gemv_i16 (15-bit codes, the
  * activation in 15-bit integers per 64 inputs, msbnb__i16_chunk; the same rounding, so the
- * same error bound) at 512 bits: 64 bytes = 128 codes per load, decoded by 4 vpshufb and 4
- * unpacks (port 5) into 4 x 32 int16, multiplied by vpdpwssd (vpmaddwd + vpaddd without
- * VNNI; port 0) so that int32 lane l sums 8 products of at most 16383² (< 2^31), one
- * conversion per chunk and row. The exact kernel above spends 8 permutes, 7 shifts and 8
- * FMAs per 128 weights; a vpermw decode (32-entry word table) measured no faster than it on
- * this Xeon, as vpermw competes with the shifts and products for port 0. Cold, 2 threads,
- * (14336, 4096) NF4: 1.9-2.3 ms exact, 1.48-1.60 ms here (bench/RESULTS.md). The
- * activation is laid out to match once per call (i16z_elem). */
+ * same error bound) at 512 bits: 64 bytes = 128 codes per load, decoded into 4 x 32 int16,
+ * multiplied by vpdpwssd (vpmaddwd + vpaddd without VNNI) so that int32 lane l sums 8
+ * products of at most 16383² (< 2^31), one conversion per chunk and row. Two decodes:
+ * - shuf: 4 vpshufb (low and high code bytes from 16-entry tables) + 4 unpacks + 3 masks.
+ *   On the Intel Xeon (model 207) this is the faster one: there vpermw competes with the
+ *   shifts and products for port 0 (4 vpermw + 4 vpsrlw 8 cycles, 4 vpshufb + 4 vpsrlw 4),
+ *   and cold (14336, 4096) NF4 took 1.48-1.60 ms against 1.9-2.3 ms for the exact kernel.
+ * - perm: 4 vpermw straight from the packed words, indexed by the word shifted by 0, 4, 8,
+ *   12 (vpermw reads the index's low 5 bits; the 16 codes repeat in the table's two halves,
+ *   so the bits above the nibble need no mask): 4 shuffles + 3 shifts per 128 codes instead
+ *   of 8 + 3. On AMD Zen 4 (EPYC, 2026-12-02) the kernel loop is ~20 % faster this way
+ *   (a hot micro-benchmark, 18-19 against 22-24 GB/s a core), so it is the default on AMD.
+ * MSBNB_CPU_I16_DECODE=shuf|perm forces one. The activation is laid out to match the
+ * decode once per call (i16z_elem). */
 #ifndef I16Z_PF
 #define I16Z_PF 2048 /* prefetch distance per weight stream, bytes */
 #endif
 
-/* Element of position p of vector s: 128-bit lane L = p / 8 of every vector holds elements
- * 32 L .. 32 L + 31 (vpshufb and the unpacks stay in their lane); s = 0, 1 the high
- * nibbles (even elements) of bytes 16 L + i and 16 L + 8 + i, s = 2, 3 the low nibbles. */
-static inline int i16z_elem(int s, int p) {
+/* Element (within the chunk) of position p of vector s. shuf: 128-bit lane L = p / 8 of
+ * every vector holds elements 32 L .. 32 L + 31 (vpshufb and the unpacks stay in their
+ * lane); s = 0, 1 the high nibbles (even elements) of bytes 16 L + i and 16 L + 8 + i,
+ * s = 2, 3 the low nibbles. perm: word p of the chunk holds elements 4p .. 4p + 3 (byte 2p
+ * = elements 4p (high nibble, bitsandbytes' order) and 4p + 1), and vector s takes the
+ * nibble at bit 4s: elements 4p + 1, 4p, 4p + 3, 4p + 2. int32 lane l (words 2l, 2l + 1)
+ * covers elements 8l .. 8l + 7 (perm) or 32 (l / 4) + 4 (l % 4) + {0..3, 16..19} (shuf):
+ * either way within one 32-element group, so within one scale unit (i16z_units). */
+static inline int i16z_elem(int perm, int s, int p) {
+    if (perm) return 4 * p + (s ^ 1);
     const int L = p / 8, i = p % 8;
     return 32 * L + 16 * (s & 1) + 2 * i + (s >> 1);
 }
 
-/* The 128 codes of a 64-byte chunk as 4 x 32 int16 in the layout of i16z_elem: the low and
+/* perm: the 128 codes as 4 x 32 int16 in the layout of i16z_elem; tw: the 16 codes as
+ * words, twice. */
+static inline __attribute__((always_inline)) void i16z_codes_perm(__m512i cv[4], __m512i v, __m512i tw) {
+    cv[0] = _mm512_permutexvar_epi16(v, tw);
+    cv[1] = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 4), tw);
+    cv[2] = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 8), tw);
+    cv[3] = _mm512_permutexvar_epi16(_mm512_srli_epi16(v, 12), tw);
+}
+
+/* shuf: the 128 codes of a 64-byte chunk as 4 x 32 int16 in the layout of i16z_elem: the low and
  * high bytes of each code from a 16-entry vpshufb table each, interleaved into words. */
 static inline __attribute__((always_inline)) void i16z_codes(__m512i cv[4], __m512i v, __m512i tlo, __m512i thi) {
     const __m512i m4 = _mm512_set1_epi8(15);
@@ -224,30 +251,62 @@ static inline __attribute__((always_inline)) void i16z_codes(__m512i cv[4], __m5
 
 /* Per chunk c of a row: its first unit u0[c] (from the row's first), how many it spans
  * nu[c], and lane -> unit - u0[c] in lix[16 c ..]. */
-static void i16z_units(const msbnb__wview *w, int32_t *u0, int32_t *nu, int32_t *lix) {
+static void i16z_units(const msbnb__wview *w, int32_t *u0, int32_t *nu, int32_t *lix, int need_lix) {
+    /* incrementally, no division: this runs in every call, ~K / 8 lanes */
     const int64_t nc = w->k / 128, b = w->block;
+    int64_t first = 0, fstart = 0; /* unit of the chunk's first element, and where it starts */
     for (int64_t c = 0; c < nc; c++) {
-        const int64_t first = 128 * c / b, last = (128 * c + 127) / b;
+        while (fstart + b <= 128 * c) fstart += b, first++;
+        int64_t u = first, ustart = fstart;
+        for (int l = 0; l < 16; l++) {
+            while (ustart + b <= 128 * c + 8 * l) ustart += b, u++;
+            if (need_lix) lix[16 * c + l] = (int32_t)(u - first);
+        }
+        while (ustart + b <= 128 * c + 127) ustart += b, u++;
         u0[c] = (int32_t)first;
-        nu[c] = (int32_t)(last - first + 1);
-        for (int l = 0; l < 16; l++) lix[16 * c + l] = (int32_t)((128 * c + 8 * l) / b - first);
+        nu[c] = (int32_t)(u - first + 1);
     }
 }
 
-/* One activation row: q [K] int16 (layout above), d16 [16 per chunk] = the step of the
- * lane's 64-half, h16 [16 per chunk] = Σ x over the lane's 8 elements (INT4 mins). */
-static void i16z_prep(int16_t *q, float *d16, float *h16, const float *x, int64_t K, float cscale) {
+/* The word permutation of the decode's layout: idx[32 s + p] = i16z_elem(perm, s, p). */
+static void i16z_layout(uint16_t idx[128], int perm) {
+    for (int sv = 0; sv < 4; sv++)
+        for (int p = 0; p < 32; p++) idx[32 * sv + p] = (uint16_t)i16z_elem(perm, sv, p);
+}
+
+/* One activation row: q [K] int16 (layout idx), d16 [16 per chunk] = the step of the lane's
+ * 64-half, h16 [16 per chunk] = Σ x over the lane's 8 elements (INT4 mins). The
+ * rounding is msbnb__i16_chunk's (every tier alike); the reordering two vpermt2w and a blend
+ * per output vector. */
+static void i16z_prep(int16_t *q, float *d16, float *h16, const float *x, int64_t K, float cscale,
+                      const uint16_t idx[128]) {
+    __m512i ix[4];
+    __mmask32 hi[4];
+    for (int sv = 0; sv < 4; sv++) {
+        const __m512i v = _mm512_loadu_si512((const void *)(idx + 32 * sv));
+        hi[sv] = _mm512_cmpge_epu16_mask(v, _mm512_set1_epi16(64));
+        ix[sv] = _mm512_and_si512(v, _mm512_set1_epi16(63));
+    }
     for (int64_t c = 0; c < K / 128; c++) {
         const float *xc = x + c * 128;
         int32_t qi[128];
         const float d0 = msbnb__i16_chunk(qi, xc, cscale), d1 = msbnb__i16_chunk(qi + 64, xc + 64, cscale);
-        for (int sv = 0; sv < 4; sv++)
-            for (int p = 0; p < 32; p++) q[c * 128 + sv * 32 + p] = (int16_t)qi[i16z_elem(sv, p)];
-        for (int l = 0; l < 16; l++) d16[c * 16 + l] = l < 8 ? d0 : d1;
+        __m512i z[4]; /* the 128 codes as words, in order */
+        for (int t = 0; t < 4; t++) {
+            const __m256i lo = _mm512_cvtepi32_epi16(_mm512_loadu_si512((const void *)(qi + 32 * t)));
+            const __m256i up = _mm512_cvtepi32_epi16(_mm512_loadu_si512((const void *)(qi + 32 * t + 16)));
+            z[t] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), up, 1);
+        }
+        for (int sv = 0; sv < 4; sv++) {
+            const __m512i a = _mm512_permutex2var_epi16(z[0], ix[sv], z[1]);
+            const __m512i e = _mm512_permutex2var_epi16(z[2], ix[sv], z[3]);
+            _mm512_storeu_si512((void *)(q + c * 128 + sv * 32), _mm512_mask_blend_epi16(hi[sv], a, e));
+        }
+        _mm512_storeu_ps(d16 + c * 16, _mm512_mask_mov_ps(_mm512_set1_ps(d0), (__mmask16)0xff00, _mm512_set1_ps(d1)));
         if (h16) /* int32 lane l sums words 2l, 2l + 1 of the four vectors */
             for (int l = 0; l < 16; l++) {
                 float t = 0;
-                for (int sv = 0; sv < 4; sv++) t += xc[i16z_elem(sv, 2 * l)] + xc[i16z_elem(sv, 2 * l + 1)];
+                for (int sv = 0; sv < 4; sv++) t += xc[idx[32 * sv + 2 * l]] + xc[idx[32 * sv + 2 * l + 1]];
                 h16[c * 16 + l] = t;
             }
     }
@@ -280,33 +339,48 @@ static inline __m512 i16z_lanes(const float *base, const int32_t *u0, const int3
                                  _mm512_maskz_loadu_ps((__mmask16)((1u << nu[c]) - 1), base + u0[c]));
 }
 
+/* Double quant: the scale lanes from the 8-bit absmax codes (unit u of the weight is the
+ * chunk's first; ONE as above, 1 or 2), decoded as msbnb_double_dequant_absmax does (a
+ * product then a sum, never fused: C11 contracts nothing), so bit for bit the f32 absmax.
+ * The kernel then reads 8 bits of scale a block, not 32: with 64-weight blocks 4.13 bits
+ * a weight instead of 4.5, the format's own size. */
+static inline __m512 i16z_lanes_dq(const msbnb__wview *w, int64_t u, const int ONE) {
+    const float a0 = msbnb__dynamic_map[w->qabsmax[u]] * w->nested[u / 256] + w->dq_offset;
+    if (ONE == 1) return _mm512_set1_ps(a0);
+    const float a1 = msbnb__dynamic_map[w->qabsmax[u + 1]] * w->nested[(u + 1) / 256] + w->dq_offset;
+    return _mm512_mask_mov_ps(_mm512_set1_ps(a0), (__mmask16)0xff00, _mm512_set1_ps(a1));
+}
+
 /* Rows [r0, r1), R at a time (R weight streams), against M prepared activation rows. ONE:
  * 1 every chunk in one unit (units of >= 128), 2 units of 64, 0 any. */
 static inline __attribute__((always_inline, target("avx512vnni"))) void
 i16z_rows(const msbnb__wview *w, float *y, int64_t ldy, const int16_t *xq, const float *xd, const float *xh,
           const int32_t *u0, const int32_t *nu, const int32_t *lix, int64_t r0, int64_t r1, const int M,
-          const int R, const int has_min, const int ONE, const int VNNI, __m512i tlo, __m512i thi) {
+          const int R, const int has_min, const int ONE, const int VNNI, const int PERM, const int DQ, __m512i tlo,
+          __m512i thi, __m512i tw) {
     const int64_t K = w->k, nc = K / 128;
     const int int4 = w->type == MSBNB_QTYPE_INT4;
     const int64_t upr = int4 ? w->gpr : K / w->block;
+    const int64_t rs = K / 2; /* bytes a row */
     for (int64_t r = r0; r + R <= r1; r += R) {
         __m512 acc[8 * 4], accm[8 * 4];
-        const uint8_t *p[4];
-        const float *sb[4], *mb[4];
-        for (int j = 0; j < R; j++) {
-            p[j] = w->packed + (r + j) * K / 2;
-            sb[j] = w->absmax + (r + j) * upr;
-            mb[j] = has_min ? w->mins + (r + j) * upr : NULL;
-        }
+        /* one base pointer a stream group and the row stride (not a pointer per row: fewer
+         * live registers, no spills in the loop) */
+        const uint8_t *p0 = w->packed + r * rs;
+        const float *s0 = w->absmax + r * upr, *m0 = has_min ? w->mins + r * upr : NULL;
         for (int i = 0; i < M * R; i++) acc[i] = accm[i] = _mm512_setzero_ps();
         for (int64_t c = 0; c < nc; c++) {
-            const int64_t pf = (c + I16Z_PF / 64 < nc ? I16Z_PF : I16Z_PF + (R - 1) * K / 2) + c * 64;
+            const uint8_t *pc = p0 + c * 64;
+            /* near a row's end, prefetch the next R rows instead */
+            const int64_t pfo = c * 64 + I16Z_PF < rs ? I16Z_PF : I16Z_PF + (R - 1) * rs;
             for (int j = 0; j < R; j++) {
-                _mm_prefetch((const char *)(p[j] + pf), MSBNB__PF_HINT);
-                const __m512i v = _mm512_loadu_si512((const void *)(p[j] + c * 64));
+                _mm_prefetch((const char *)(pc + j * rs + pfo), MSBNB__PF_HINT);
+                const __m512i v = _mm512_loadu_si512((const void *)(pc + j * rs));
                 __m512i cv[4];
-                i16z_codes(cv, v, tlo, thi);
-                const __m512 S = i16z_lanes(sb[j], u0, nu, lix, c, ONE);
+                if (PERM) i16z_codes_perm(cv, v, tw);
+                else i16z_codes(cv, v, tlo, thi);
+                const __m512 S = DQ ? i16z_lanes_dq(w, (r + j) * upr + (ONE == 2 ? 2 * c : u0[c]), ONE)
+                                    : i16z_lanes(s0 + j * upr, u0, nu, lix, c, ONE);
                 for (int i = 0; i < M; i++) {
                     const int16_t *xc = xq + i * K + c * 128;
                     const __m512i t = VNNI ? i16z_dot_vnni(cv, xc) : i16z_dot_madd(cv, xc);
@@ -315,7 +389,7 @@ i16z_rows(const msbnb__wview *w, float *y, int64_t ldy, const int16_t *xq, const
                                                      acc[i * R + j]);
                 }
                 if (has_min) {
-                    const __m512 Mn = i16z_lanes(mb[j], u0, nu, lix, c, ONE);
+                    const __m512 Mn = i16z_lanes(m0 + j * upr, u0, nu, lix, c, ONE);
                     for (int i = 0; i < M; i++)
                         accm[i * R + j] = _mm512_fmadd_ps(Mn, _mm512_loadu_ps(xh + (i * nc + c) * 16), accm[i * R + j]);
                 }
@@ -326,19 +400,21 @@ i16z_rows(const msbnb__wview *w, float *y, int64_t ldy, const int16_t *xq, const
     }
 }
 
+#define I16Z_ONE(MM, RR, RA, RB, VN, PM)                                                                    \
+    do {                                                                                                    \
+        if (has_min) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 1, 0, VN, PM, 0, tlo, thi, tw); \
+        else if (one == 1 && dq) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 1, VN, PM, 1, tlo, thi, tw); \
+        else if (one == 1) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 1, VN, PM, 0, tlo, thi, tw); \
+        else if (one == 2 && dq) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 2, VN, PM, 1, tlo, thi, tw); \
+        else if (one == 2) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 2, VN, PM, 0, tlo, thi, tw); \
+        else i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 0, VN, PM, 0, tlo, thi, tw);        \
+    } while (0)
+/* (perm without VNNI: no CPU is known where it would pay, so it is not built.) */
 #define I16Z_CALL(MM, RR, RA, RB)                                                                        \
     do {                                                                                                 \
-        if (vnni) {                                                                                      \
-            if (has_min) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 1, 0, 1, tlo, thi); \
-            else if (one == 1) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 1, 1, tlo, thi); \
-            else if (one == 2) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 2, 1, tlo, thi); \
-            else i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 0, 1, tlo, thi); \
-        } else {                                                                                         \
-            if (has_min) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 1, 0, 0, tlo, thi); \
-            else if (one == 1) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 1, 0, tlo, thi); \
-            else if (one == 2) i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 2, 0, tlo, thi); \
-            else i16z_rows(w, y, ldy, xq, xd, xh, u0, nu, lix, RA, RB, MM, RR, 0, 0, 0, tlo, thi); \
-        }                                                                                                \
+        if (vnni && perm) I16Z_ONE(MM, RR, RA, RB, 1, 1);                                                \
+        else if (vnni) I16Z_ONE(MM, RR, RA, RB, 1, 0);                                                   \
+        else I16Z_ONE(MM, RR, RA, RB, 0, 0);                                                             \
     } while (0)
 #define I16Z_CASE(MM)                                                                                    \
     case MM: I16Z_CALL(MM, 1, r0, r1); break;
@@ -350,21 +426,27 @@ __attribute__((target("avx512vnni"))) static void gemv_i16z(const msbnb__wview *
     const int64_t K = w->k, nc = K / 128;
     const int int4 = w->type == MSBNB_QTYPE_INT4;
     const int has_min = int4 && !w->symmetric, one = w->block % 128 == 0 ? 1 : w->block == 64 ? 2 : 0;
-    const int vnni = msbnb__cpu()->avx512vnni;
+    const int vnni = msbnb__cpu()->avx512vnni, perm = vnni && w->i16_perm;
+    const int dq = w->qabsmax != NULL && !int4; /* scales from the 8-bit codes */
     int16_t *xq = (int16_t *)scratch;    /* m K int16 */
     float *xd = scratch + (m * K) / 2;   /* m nc 16 */
     float *xh = xd + m * nc * 16;        /* m nc 16 */
     int32_t *u0 = (int32_t *)(xh + m * nc * 16), *nu = u0 + nc, *lix = nu + nc; /* nc, nc, 16 nc */
     if (!x_ready) {
-        i16z_units(w, u0, nu, lix);
+        uint16_t idx[128];
+        i16z_layout(idx, perm);
+        i16z_units(w, u0, nu, lix, has_min || one == 0);
         for (int64_t i = 0; i < m; i++)
             i16z_prep(xq + i * K, xd + i * nc * 16, has_min ? xh + i * nc * 16 : NULL, x + i * K, K,
-                      int4 ? 1.0f : 1.0f / (float)MSBNB__I16_ONE);
+                      int4 ? 1.0f : 1.0f / (float)MSBNB__I16_ONE, idx);
     }
     uint8_t lo[16], hi[16];
     msbnb__i16_code_bytes(w, lo, hi);
     const __m512i tlo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)lo));
     const __m512i thi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)hi));
+    uint16_t tw16[32];
+    for (int i = 0; i < 32; i++) tw16[i] = (uint16_t)(lo[i & 15] | hi[i & 15] << 8);
+    const __m512i tw = _mm512_loadu_si512((const void *)tw16);
     if (m == 1) {
         const int64_t r4 = r0 + (r1 - r0) / 4 * 4;
         I16Z_CALL(1, 4, r0, r4);

@@ -80,6 +80,7 @@ typedef struct msbnb__cpu_features {
     bool avx2, fma, f16c, avx512f, avx512bw, avx512dq, avx512vl, avx512vnni, avx512bf16,
         avxvnni;
     bool amd; /* vendor AuthenticAMD (kernel choices measured per vendor) */
+    int ncpu; /* online CPUs at the first query (the default thread count) */
 } msbnb__cpu_features;
 const msbnb__cpu_features *msbnb__cpu(void);
 /* The AVX-512 15-bit 4-bit kernels' decode: 1 vpermw, 0 vpshufb (src/cpu/gemv_avx512.c):

@@ -252,20 +252,46 @@ static inline __attribute__((always_inline)) void i16z_codes(__m512i cv[4], __m5
 /* Per chunk c of a row: its first unit u0[c] (from the row's first), how many it spans
  * nu[c], and lane -> unit - u0[c] in lix[16 c ..]. */
 static void i16z_units(const msbnb__wview *w, int32_t *u0, int32_t *nu, int32_t *lix, int need_lix) {
-    /* incrementally, no division: this runs in every call, ~K / 8 lanes */
+    /* incrementally, no division: this runs in every call */
     const int64_t nc = w->k / 128, b = w->block;
     int64_t first = 0, fstart = 0; /* unit of the chunk's first element, and where it starts */
     for (int64_t c = 0; c < nc; c++) {
         while (fstart + b <= 128 * c) fstart += b, first++;
         int64_t u = first, ustart = fstart;
-        for (int l = 0; l < 16; l++) {
-            while (ustart + b <= 128 * c + 8 * l) ustart += b, u++;
-            if (need_lix) lix[16 * c + l] = (int32_t)(u - first);
-        }
+        if (need_lix)
+            for (int l = 0; l < 16; l++) {
+                while (ustart + b <= 128 * c + 8 * l) ustart += b, u++;
+                lix[16 * c + l] = (int32_t)(u - first);
+            }
         while (ustart + b <= 128 * c + 127) ustart += b, u++;
         u0[c] = (int32_t)first;
         nu[c] = (int32_t)(u - first + 1);
     }
+}
+
+/* msbnb__i16_chunk at 512 bits, the 64 codes as words in z[0] (elements 0..31) and z[1]:
+ * the same exact operations (|x| max, one f32 division, products rounded by cvtps2dq to
+ * nearest even), so the same codes and step bit for bit, only without the int32 copy. */
+static inline float i16z_chunk64(__m512i z[2], const float *x, float cscale) {
+    __m512 v[4], mx = _mm512_setzero_ps();
+    __mmask16 un = 0;
+    for (int i = 0; i < 4; i++) {
+        v[i] = _mm512_loadu_ps(x + 16 * i);
+        mx = _mm512_max_ps(mx, _mm512_abs_ps(v[i]));
+        un |= _mm512_cmp_ps_mask(v[i], v[i], _CMP_UNORD_Q);
+    }
+    const float amax = _mm512_reduce_max_ps(mx);
+    if (un || amax > 3.4e38f || amax < 1e-30f) {
+        z[0] = z[1] = _mm512_setzero_si512();
+        return amax < 1e-30f && !un ? 0.0f : NAN;
+    }
+    const __m512 inv = _mm512_set1_ps((float)MSBNB__I16_ONE / amax);
+    for (int t = 0; t < 2; t++) {
+        const __m256i lo = _mm512_cvtepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(v[2 * t], inv)));
+        const __m256i up = _mm512_cvtepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(v[2 * t + 1], inv)));
+        z[t] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), up, 1);
+    }
+    return amax / (float)MSBNB__I16_ONE * cscale;
 }
 
 /* The word permutation of the decode's layout: idx[32 s + p] = i16z_elem(perm, s, p). */
@@ -276,8 +302,8 @@ static void i16z_layout(uint16_t idx[128], int perm) {
 
 /* One activation row: q [K] int16 (layout idx), d16 [16 per chunk] = the step of the lane's
  * 64-half, h16 [16 per chunk] = Σ x over the lane's 8 elements (INT4 mins). The
- * rounding is msbnb__i16_chunk's (every tier alike); the reordering two vpermt2w and a blend
- * per output vector. */
+ * rounding is msbnb__i16_chunk's (every tier alike, i16z_chunk64); the reordering two
+ * vpermt2w and a blend per output vector. */
 static void i16z_prep(int16_t *q, float *d16, float *h16, const float *x, int64_t K, float cscale,
                       const uint16_t idx[128]) {
     __m512i ix[4];
@@ -289,14 +315,8 @@ static void i16z_prep(int16_t *q, float *d16, float *h16, const float *x, int64_
     }
     for (int64_t c = 0; c < K / 128; c++) {
         const float *xc = x + c * 128;
-        int32_t qi[128];
-        const float d0 = msbnb__i16_chunk(qi, xc, cscale), d1 = msbnb__i16_chunk(qi + 64, xc + 64, cscale);
         __m512i z[4]; /* the 128 codes as words, in order */
-        for (int t = 0; t < 4; t++) {
-            const __m256i lo = _mm512_cvtepi32_epi16(_mm512_loadu_si512((const void *)(qi + 32 * t)));
-            const __m256i up = _mm512_cvtepi32_epi16(_mm512_loadu_si512((const void *)(qi + 32 * t + 16)));
-            z[t] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), up, 1);
-        }
+        const float d0 = i16z_chunk64(z, xc, cscale), d1 = i16z_chunk64(z + 2, xc + 64, cscale);
         for (int sv = 0; sv < 4; sv++) {
             const __m512i a = _mm512_permutex2var_epi16(z[0], ix[sv], z[1]);
             const __m512i e = _mm512_permutex2var_epi16(z[2], ix[sv], z[3]);

@@ -255,8 +255,8 @@ int main(int argc, char **argv) {
         }
         printf("\n");
         print_load("before");
-        printf("\n| K x N | M | kind | time (median) | GB/s of weights | read BW GB/s | %% of read BW | GFLOP/s | speed-up vs f32 |\n");
-        printf("|---|---|---|---|---|---|---|---|---|\n");
+        printf("\n| K x N | M | kind | time (median) | GB/s of weights | read BW GB/s | %% of read BW | %% of read BW, paired | GFLOP/s | speed-up vs f32 |\n");
+        printf("|---|---|---|---|---|---|---|---|---|---|\n");
         for (int mi = 0; mi < 4; mi++) {
             const int64_t m = ms[mi];
             if (only_m && m != only_m) continue;
@@ -283,13 +283,30 @@ int main(int argc, char **argv) {
                     t[ki][r] = bu_now() - t0;
                 }
             }
+            /* paired fraction (before the medians below sort the samples): the median over
+             * repetitions of a kind's stream against the reference of the same repetition
+             * (its probe pass and sgemv call), so that the machine's bandwidth drifting
+             * between repetitions does not pair a fast probe with a slow kernel */
+            double paired[NKINDS] = {0};
+            if (m == 1)
+                for (int ki = 0; ki < NKINDS; ki++) {
+                    if (!active[ki]) continue;
+                    double pr[32];
+                    for (int r = 0; r < reps; r++) {
+                        double ref = (double)probe_bytes / tbw[r];
+                        const double f = (double)ks[0].bytes / t[0][r];
+                        if (f > ref) ref = f;
+                        pr[r] = (double)ks[ki].bytes / t[ki][r] / ref;
+                    }
+                    paired[ki] = median(pr, reps);
+                }
             /* reference bandwidth: the probe's, or f32 sgemv's weight stream if that was
              * faster (a conservative reference: no kind is credited above the best stream
              * seen in this run) */
             double bw = 0;
             if (m == 1) {
                 bw = (double)probe_bytes / median(tbw, reps);
-                printf("| %lld x %lld | 1 | (read probe, 1 GiB) | %.3f ms | - | %.1f | - | - | - |\n",
+                printf("| %lld x %lld | 1 | (read probe, 1 GiB) | %.3f ms | - | %.1f | - | - | - | - |\n",
                        (long long)K, (long long)N, (double)probe_bytes / bw * 1e3, bw / 1e9);
                 double tf[32];
                 memcpy(tf, t[0], sizeof(double) * (size_t)reps);
@@ -302,14 +319,15 @@ int main(int argc, char **argv) {
                 const double tm = median(t[ki], reps);
                 if (ki == 0) t32 = tm;
                 const double gbs = (double)ks[ki].bytes / tm / 1e9;
-                char bws[32] = "-", pct[32] = "-";
+                char bws[32] = "-", pct[32] = "-", ppct[32] = "-";
                 if (m == 1) {
                     snprintf(bws, sizeof bws, "%.1f", bw / 1e9);
                     snprintf(pct, sizeof pct, "%.0f %%", 100.0 * (double)ks[ki].bytes / tm / bw);
+                    snprintf(ppct, sizeof ppct, "%.0f %%", 100.0 * paired[ki]);
                 }
-                printf("| %lld x %lld | %lld | %s | %.3f ms | %.1f | %s | %s | %.1f | %.2fx |\n",
+                printf("| %lld x %lld | %lld | %s | %.3f ms | %.1f | %s | %s | %s | %.1f | %.2fx |\n",
                        (long long)K, (long long)N, (long long)m, kinds[ki].name, tm * 1e3, gbs, bws,
-                       pct, 2.0 * (double)m * (double)K * (double)N / tm / 1e9, t32 / tm);
+                       pct, ppct, 2.0 * (double)m * (double)K * (double)N / tm / 1e9, t32 / tm);
             }
             fflush(stdout);
         }

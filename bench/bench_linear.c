@@ -288,18 +288,19 @@ int main(int argc, char **argv) {
              * (its probe pass and sgemv call), so that the machine's bandwidth drifting
              * between repetitions does not pair a fast probe with a slow kernel */
             double paired[NKINDS] = {0};
-            if (m == 1)
+            if (m == 1) {
+                double ref[32]; /* bytes / s: the larger of the probe's and sgemv's in repetition r */
+                for (int r = 0; r < reps; r++) {
+                    const double p = (double)probe_bytes / tbw[r], f = (double)ks[0].bytes / t[0][r];
+                    ref[r] = f > p ? f : p;
+                }
                 for (int ki = 0; ki < NKINDS; ki++) {
                     if (!active[ki]) continue;
                     double pr[32];
-                    for (int r = 0; r < reps; r++) {
-                        double ref = (double)probe_bytes / tbw[r];
-                        const double f = (double)ks[0].bytes / t[0][r];
-                        if (f > ref) ref = f;
-                        pr[r] = (double)ks[ki].bytes / t[ki][r] / ref;
-                    }
+                    for (int r = 0; r < reps; r++) pr[r] = (double)ks[ki].bytes / t[ki][r] / ref[r];
                     paired[ki] = median(pr, reps);
                 }
+            }
             /* reference bandwidth: the probe's, or f32 sgemv's weight stream if that was
              * faster (a conservative reference: no kind is credited above the best stream
              * seen in this run) */

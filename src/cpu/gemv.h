@@ -31,11 +31,12 @@ typedef struct msbnb__wview {
     const float *absmax;   /* NF4/FP4/Q8 per block (f32, decoded if double quantized);
                               INT4: scales [N*gpr] */
     const float *mins;     /* INT4 asymmetric: mins [N*gpr] */
-    const uint8_t *qabsmax; /* NF4/FP4 double quant: the 8-bit absmax codes [nblocks] (NULL if
-                              none, or the weight small: view_of in linear.c): absmax[i] = dynamic_map[qabsmax[i]] * nested[i / 256]
-                              + dq_offset, bit for bit the decoded absmax above */
-    const float *nested;
-    float dq_offset;
+    const uint8_t *qabsmax; /* NF4/FP4 double quant: the 8-bit absmax codes [nblocks], NULL if
+                               none or the weight is small (view_of in linear.c); absmax[i] =
+                               dynamic_map[qabsmax[i]] * nested[i / 256] + dq_offset, bit for
+                               bit the decoded absmax above */
+    const float *nested;    /* with qabsmax: [ceil(nblocks / 256)] */
+    float dq_offset;        /* with qabsmax */
     const float *code;     /* NF4/FP4: 16 entries; Q8: 256 entries */
 } msbnb__wview;
 

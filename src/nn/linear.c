@@ -586,7 +586,9 @@ static msbnb__wview view_of(const msbnb_linear_t *l) {
     w.block = l->fmt.block;
     w.gpr = l->fmt.type == MSBNB_QTYPE_INT4 ? msbnb__ceil_div(l->k, l->fmt.block) : 0;
     w.exact = l->exact;
-    w.i16_perm = msbnb__i16_decode_perm();
+    /* the decode of the 4-bit integer kernels (an environment read): only 4-bit layers use it */
+    const int q4 = l->fmt.type == MSBNB_QTYPE_NF4 || l->fmt.type == MSBNB_QTYPE_FP4 || l->fmt.type == MSBNB_QTYPE_INT4;
+    w.i16_perm = q4 ? msbnb__i16_decode_perm() : 0;
     w.f32 = l->f32;
     w.u16 = l->u16;
     w.q8 = l->q8;

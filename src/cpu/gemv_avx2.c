@@ -349,8 +349,10 @@ static int i16_src(int i) {
 }
 
 /* Per row of x: q [K] int16 (layout above), d [K/64] = amax / 16383 · code scale,
- * h [K/32] = Σ x over each half chunk (f32, for INT4 mins). */
-static void prep_x_i16(int16_t *q, float *d, float *h, const float *x, int64_t K, float cscale) {
+ * h [K / unit] = Σ x over each scale unit of `unit` inputs (32 or a multiple of 64; f32, for
+ * INT4 mins: a row's min term is then one dot product of its mins with h). */
+static void prep_x_i16(int16_t *q, float *d, float *h, const float *x, int64_t K, int64_t unit,
+                       float cscale) {
     int8_t perm[64];
     for (int i = 0; i < 64; i++) perm[i] = (int8_t)i16_src(i);
     for (int64_t c = 0; c < K / 64; c++) {
@@ -364,10 +366,24 @@ static void prep_x_i16(int16_t *q, float *d, float *h, const float *x, int64_t K
                 s0 += xc[j];
                 s1 += xc[32 + j];
             }
-            h[2 * c] = s0;
-            h[2 * c + 1] = s1;
+            if (unit == 32) {
+                h[2 * c] = s0;
+                h[2 * c + 1] = s1;
+            } else {
+                const int64_t u = 64 * c / unit;
+                h[u] = (64 * c % unit ? h[u] : 0.0f) + (s0 + s1);
+            }
         }
     }
+}
+
+static inline float dot_f32(const float *a, const float *b, int64_t n) {
+    __m256 s = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) s = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), s);
+    float t = hsum8(s);
+    for (; k < n; k++) t += a[k] * b[k];
+    return t;
 }
 
 /* The 64 codes of a chunk as int16 in the x layout: e0, e1 (even elements), o0, o1 (odd). */
@@ -392,74 +408,58 @@ static inline __m256i dot64(const __m256i c[4], const int16_t *xq) {
     return _mm256_add_epi32(_mm256_add_epi32(s0, s1), _mm256_add_epi32(s2, s3));
 }
 
-/* Rows [r0, r1) against M prepared activation rows, R rows at a time (R weight streams;
- * r1 - r0 a multiple of R). Row r's scale units start at unit ub(r) (msbnb__i16_ok: rows start
- * on a unit boundary) and chunk c lies in unit ub(r) + uo[c] (B32: units of 32, the
- * chunk's two in its two 128-bit lanes). The loop is kept to ~29 instructions per chunk
- * and row: at M = 1 it is bound by the two shuffle pipes (llvm-mca, znver3: FP1 / FP2 at 80 %,
- * ~6 cycles per chunk and row). */
+/* Rows [r0, r1) against M prepared activation rows, one row (one weight stream) at a time:
+ * at M = 1, four rows at a time (four streams) read 5-13 % slower (Zen 3 VM, 2 threads,
+ * cold, in-process A/B on all three benchmark shapes), though ~9 % faster hot. Row r's scale
+ * units start at unit r · upr (msbnb__i16_ok: rows start on a unit boundary) and chunk c lies
+ * in unit r · upr + uo[c] (B32: units of 32, the chunk's two in its two 128-bit lanes). INT4
+ * mins enter once per row, as the dot product of the row's mins with the per-unit sums of x
+ * (a scalar multiply-add per chunk had cost ~25 % of the hot time). The loop is kept to ~25
+ * instructions per chunk: at M = 1 it is bound by the two shuffle pipes (llvm-mca, znver3:
+ * FP1 / FP2 at 80 %, ~6 cycles per chunk and row). */
 static inline __attribute__((always_inline)) void i16_rows(const msbnb__wview *w, float *y,
                                                             int64_t ldy, const int16_t *xq,
                                                             const float *xd, const float *xh,
                                                             const int32_t *uo, int64_t r0,
-                                                            int64_t r1, const int M, const int R,
+                                                            int64_t r1, const int M,
                                                             const int has_min, const int B32,
                                                             __m256i tlo, __m256i thi) {
     const int64_t K = w->k, nc = K / 64;
     const int int4 = w->type == MSBNB_QTYPE_INT4;
     const int64_t upr = int4 ? w->gpr : K / w->block; /* scale units per row */
     const __m256i m4 = _mm256_set1_epi8(15);
-    for (int64_t r = r0; r + R <= r1; r += R) {
-        __m256 acc[8 * 4];
-        float accm[8 * 4];
-        const uint8_t *p[4];
-        const float *sb[4], *mb[4];
-        for (int j = 0; j < R; j++) {
-            p[j] = w->packed + (r + j) * K / 2;
-            const int64_t ub = (r + j) * upr;
-            sb[j] = w->absmax + ub;
-            mb[j] = has_min ? w->mins + ub : NULL;
-        }
-        for (int i = 0; i < M * R; i++) {
-            acc[i] = _mm256_setzero_ps();
-            accm[i] = 0.0f;
-        }
+    for (int64_t r = r0; r < r1; r++) {
+        __m256 acc[8];
+        const uint8_t *p = w->packed + r * K / 2;
+        const float *sb = w->absmax + r * upr;
+        for (int i = 0; i < M; i++) acc[i] = _mm256_setzero_ps();
         for (int64_t c = 0; c < nc; c++) {
-            /* past a row's end, into the next group's rows */
-            const int64_t pf = (c + I16_PF / 32 < nc ? I16_PF : I16_PF + (R - 1) * K / 2) + c * 32;
             const int32_t u = uo[c];
-            for (int j = 0; j < R; j++) {
-                _mm_prefetch((const char *)(p[j] + pf), _MM_HINT_T0);
-                __m256i cv[4];
-                codes16(cv, _mm256_loadu_si256((const __m256i *)(p[j] + c * 32)), tlo, thi, m4);
-                const __m256 S = B32 ? _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_broadcast_ss(sb[j] + u)),
-                                                            _mm_broadcast_ss(sb[j] + u + 1), 1)
-                                     : _mm256_broadcast_ss(sb[j] + u);
-                for (int i = 0; i < M; i++) {
-                    const __m256 t = _mm256_cvtepi32_ps(dot64(cv, xq + i * K + c * 64));
-                    acc[i * R + j] = _mm256_fmadd_ps(t, _mm256_mul_ps(S, _mm256_broadcast_ss(xd + i * nc + c)),
-                                                     acc[i * R + j]);
-                }
-                if (has_min)
-                    for (int i = 0; i < M; i++) {
-                        const float *h = xh + i * 2 * nc + 2 * c;
-                        accm[i * R + j] += B32 ? mb[j][u] * h[0] + mb[j][u + 1] * h[1] : mb[j][u] * (h[0] + h[1]);
-                    }
+            /* rows are contiguous: past a row's end this runs into the next row */
+            _mm_prefetch((const char *)(p + c * 32 + I16_PF), _MM_HINT_T0);
+            __m256i cv[4];
+            codes16(cv, _mm256_loadu_si256((const __m256i *)(p + c * 32)), tlo, thi, m4);
+            const __m256 S = B32 ? _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_broadcast_ss(sb + u)),
+                                                        _mm_broadcast_ss(sb + u + 1), 1)
+                                 : _mm256_broadcast_ss(sb + u);
+            for (int i = 0; i < M; i++) {
+                const __m256 t = _mm256_cvtepi32_ps(dot64(cv, xq + i * K + c * 64));
+                acc[i] = _mm256_fmadd_ps(t, _mm256_mul_ps(S, _mm256_broadcast_ss(xd + i * nc + c)), acc[i]);
             }
         }
-        for (int j = 0; j < R; j++)
-            for (int i = 0; i < M; i++) y[i * ldy + r + j] = hsum8(acc[i * R + j]) + accm[i * R + j];
+        for (int i = 0; i < M; i++)
+            y[i * ldy + r] = hsum8(acc[i]) + (has_min ? dot_f32(w->mins + r * upr, xh + i * 2 * nc, upr) : 0.0f);
     }
 }
 
-#define I16_CALL(MM, RR, RA, RB)                                                            \
+#define I16_CALL(MM)                                                                        \
     do {                                                                                    \
         if (has_min) {                                                                      \
-            if (b32) i16_rows(w, y, ldy, xq, xd, xh, uo, RA, RB, MM, RR, 1, 1, tlo, thi);   \
-            else i16_rows(w, y, ldy, xq, xd, xh, uo, RA, RB, MM, RR, 1, 0, tlo, thi);       \
+            if (b32) i16_rows(w, y, ldy, xq, xd, xh, uo, r0, r1, MM, 1, 1, tlo, thi);       \
+            else i16_rows(w, y, ldy, xq, xd, xh, uo, r0, r1, MM, 1, 0, tlo, thi);           \
         } else {                                                                            \
-            if (b32) i16_rows(w, y, ldy, xq, xd, xh, uo, RA, RB, MM, RR, 0, 1, tlo, thi);   \
-            else i16_rows(w, y, ldy, xq, xd, xh, uo, RA, RB, MM, RR, 0, 0, tlo, thi);       \
+            if (b32) i16_rows(w, y, ldy, xq, xd, xh, uo, r0, r1, MM, 0, 1, tlo, thi);       \
+            else i16_rows(w, y, ldy, xq, xd, xh, uo, r0, r1, MM, 0, 0, tlo, thi);           \
         }                                                                                   \
     } while (0)
 /* m >= 2: whole rows as well. Slicing K so that the activation rows stay in L1 (they are
@@ -467,7 +467,7 @@ static inline __attribute__((always_inline)) void i16_rows(const msbnb__wview *w
  * ms against 9.6-20 ms unsliced (cold, 2 threads, interleaved runs): the weight stream
  * turns strided. */
 #define I16_CASE(MM)                                                                        \
-    case MM: I16_CALL(MM, 1, r0, r1); break;
+    case MM: I16_CALL(MM); break;
 
 /* x_ready: this thread's scratch already holds the prepared rows (msbnb__gemv_table). */
 static void gemv_i16(const msbnb__wview *w, float *y, int64_t ldy, const float *x, int64_t m,
@@ -482,7 +482,7 @@ static void gemv_i16(const msbnb__wview *w, float *y, int64_t ldy, const float *
     if (!x_ready) {
         for (int64_t c = 0; c < nc; c++) uo[c] = (int32_t)(w->block == 32 ? 2 * c : 64 * c / w->block);
         for (int64_t i = 0; i < m; i++)
-            prep_x_i16(xq + i * K, xd + i * nc, has_min ? xh + i * 2 * nc : NULL, x + i * K, K,
+            prep_x_i16(xq + i * K, xd + i * nc, has_min ? xh + i * 2 * nc : NULL, x + i * K, K, w->block,
                        int4 ? 1.0f : 1.0f / (float)I16_ONE);
     }
     uint8_t lo[16], hi[16];
@@ -490,13 +490,8 @@ static void gemv_i16(const msbnb__wview *w, float *y, int64_t ldy, const float *
     const __m256i tlo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lo));
     const __m256i thi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)hi));
     const int b32 = w->block == 32;
-    if (m == 1) {
-        const int64_t r4 = r0 + (r1 - r0) / 4 * 4;
-        I16_CALL(1, 4, r0, r4);
-        I16_CALL(1, 1, r4, r1);
-        return;
-    }
     switch (m) {
+        I16_CASE(1)
         I16_CASE(2)
         I16_CASE(3)
         I16_CASE(4)

@@ -414,9 +414,10 @@ static inline __m256i dot64(const __m256i c[4], const int16_t *xq) {
  * units start at unit r · upr (msbnb__i16_ok: rows start on a unit boundary) and chunk c lies
  * in unit r · upr + uo[c] (B32: units of 32, the chunk's two in its two 128-bit lanes). INT4
  * mins enter once per row, as the dot product of the row's mins with the per-unit sums of x
- * (a scalar multiply-add per chunk had cost ~25 % of the hot time). The loop is kept to ~25
- * instructions per chunk: at M = 1 it is bound by the two shuffle pipes (llvm-mca, znver3:
- * FP1 / FP2 at 80 %, ~6 cycles per chunk and row). */
+ * (a scalar multiply-add per chunk had cost ~25 % of the hot time). At M = 1 the loop is 35
+ * instructions per chunk (gcc 12; two of them reload loop-invariant pointers from the stack)
+ * and bound by the two shuffle pipes (llvm-mca, znver3, on the earlier four-row loop: FP1 /
+ * FP2 at 80 %, ~6 cycles per chunk and row). */
 static inline __attribute__((always_inline)) void i16_rows(const msbnb__wview *w, float *y,
                                                             int64_t ldy, const int16_t *xq,
                                                             const float *xd, const float *xh,

@@ -451,8 +451,10 @@ int main(int argc, char **argv) {
         OK(msbnb_cuda_malloc(&dx, (size_t)(maxm * K) * 2));
         OK(msbnb_cuda_malloc(&dy, (size_t)(maxm * N) * 2));
         OK(msbnb_cuda_memcpy(dx, xh, (size_t)(maxm * K) * 2, MSBNB_CUDA_HOST_TO_DEVICE));
+        const char *onlym = getenv("MSBNB_BENCH_M"); /* one M, e.g. for an A/B of two builds */
         for (int mi = 0; mi < (m1 ? 1 : 4); mi++) {
             const int64_t M = Ms[mi];
+            if (onlym && atoll(onlym) != M) continue;
             const int per = M >= 1024 ? 4 : 32, nb = M >= 1024 ? 7 : 15;
             lin_ctx lc = {ctx, NULL, wb, dx, dy, M, N, K};
             double tb = time_calls(cublas_call, &lc, rb, per, nb);
@@ -475,7 +477,7 @@ int main(int argc, char **argv) {
         msbnb_cuda_free(dy);
         free(wf), free(wh), free(xf), free(xh);
     }
-    if (!m1) bench_adamw(copy_bw);
+    if (!m1 && !getenv("MSBNB_BENCH_M")) bench_adamw(copy_bw);
     msbnb_cuda_ctx_free(ctx);
     return 0;
 }

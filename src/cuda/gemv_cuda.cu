@@ -489,6 +489,15 @@ static bool mma_lo(void) {
     const char *e = getenv("MSBNB_CUDA_MMA_LO");
     return !(e && e[0] == '0');
 }
+/* Codes that bf16 holds exactly (INT4's q - 8) make the residual MMA add zeros: skip it. */
+static bool codes_bf16_exact(const float *code) {
+    for (int i = 0; i < 16; i++) {
+        uint32_t u;
+        memcpy(&u, &code[i], 4);
+        if (u & 0xffffu) return false;
+    }
+    return true;
+}
 /* Row tiles per block: 2 (32 rows) once that still gives two blocks per SM (measured 0.041
  * vs 0.047 ms at N = 14336, M = 16); MSBNB_CUDA_MMA_RT = 1 | 2 forces one. */
 static int mma_rt(int64_t N, int sms) {
@@ -752,19 +761,28 @@ __global__ void __launch_bounds__(32 * MMA_WARPS) gemv4_mma(gemv_args a, msbnb__
                 }
             }
     };
-    int s = warp;
-    if (s < nsteps) load(cur, cam, cqa, s);
-    for (; s < nsteps; s += MMA_WARPS) {
-        if (s + MMA_WARPS < nsteps) load(nxt, nam, nqa, s + MMA_WARPS);
-        /* B fragments: L words of x per n-tile (k-pairs s 4L + t L + j) */
-        uint32_t xb[NT][L];
+    /* B fragments: L words of x per n-tile (k-pairs s 4L + t L + j). Loaded one step ahead
+     * like the weights: x comes from L2, and a load used in the same step stalled every
+     * step on its latency (long scoreboard, bench/RESULTS.md session 5/6). */
+    uint32_t xb[NT][L], xn[NT][L];
+    auto loadx = [&](uint32_t(&xo)[NT][L], int s) {
 #pragma unroll
-        for (int nt = 0; nt < NT; nt++) {
+        for (int nt = 0; nt < NT; nt++)
 #pragma unroll
             for (int v = 0; v < L / 4; v++) {
                 uint4 xv = xon[nt] ? ((const uint4 *)(xp[nt] + (int64_t)s * 8 * L))[v] : make_uint4(0, 0, 0, 0);
-                xb[nt][4 * v] = xv.x, xb[nt][4 * v + 1] = xv.y, xb[nt][4 * v + 2] = xv.z, xb[nt][4 * v + 3] = xv.w;
+                xo[nt][4 * v] = xv.x, xo[nt][4 * v + 1] = xv.y, xo[nt][4 * v + 2] = xv.z, xo[nt][4 * v + 3] = xv.w;
             }
+    };
+    int s = warp;
+    if (s < nsteps) {
+        load(cur, cam, cqa, s);
+        loadx(xb, s);
+    }
+    for (; s < nsteps; s += MMA_WARPS) {
+        if (s + MMA_WARPS < nsteps) {
+            load(nxt, nam, nqa, s + MMA_WARPS);
+            loadx(xn, s + MMA_WARPS);
         }
 #pragma unroll
         for (int rt = 0; rt < RT; rt++) {
@@ -813,6 +831,10 @@ __global__ void __launch_bounds__(32 * MMA_WARPS) gemv4_mma(gemv_args a, msbnb__
                 cam[rt][h] = nam[rt][h];
                 if (DQ) cqa[rt][h] = nqa[rt][h];
             }
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int j = 0; j < L; j++) xb[nt][j] = xn[nt][j];
     }
     /* partial sums of the warps -> red[warp][row][col], then one thread per output sums them */
     const int RC = NT * 8;
@@ -971,7 +993,7 @@ static msbnb_status gemv4_code(msbnb_cuda_ctx *ctx, const msbnb__fold_layout *fl
         use_mma_kernel(M)) {
         int sms = 0;
         MSBNB_TRY(device_sms(&sms));
-        MSBNB_TRY(launch_mma(a, code, dyn, dq, mma_l, mma_lo(), mma_rt(N, sms), pdl));
+        MSBNB_TRY(launch_mma(a, code, dyn, dq, mma_l, mma_lo() && !codes_bf16_exact(codev), mma_rt(N, sms), pdl));
     } else if (M == 1 && K % 32 == 0 && aligned16(w->packed) && aligned16(x) && gemv_xs_bytes(1, K, bf) > 0 &&
                N * K < ((int64_t)1 << 31) && use_m1_kernel(dq, N, K, pdl)) {
         int sms = 0;
